@@ -1,0 +1,5 @@
+"""``python -m opscope`` runs the CLI."""
+
+from opscope.cli import main
+
+main()

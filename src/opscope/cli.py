@@ -1,0 +1,244 @@
+"""The ``opscope`` command line: parse, call one core entry point, print, exit.
+
+Exit codes: 0 success; 1 failure at run time (store, port, query); 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from opscope import __version__
+from opscope.config import LoadedConfig, json_schema, load_config
+from opscope.errors import ConfigError, OpscopeError, QueryError, StoreError
+
+app = typer.Typer(
+    name="opscope",
+    help="Deploy services, watch them live and report on the business.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config", "-c", envvar="OPSCOPE_CONFIG", help="Configuration file.", show_default=True
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _load(path: Path) -> LoadedConfig:
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            err.print(f"[bold red]error:[/] {line}", highlight=False)
+        raise typer.Exit(2) from None
+    for warning in loaded.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    return loaded
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    # Every scrape and probe is an HTTP request: httpx's per-request INFO lines would drown the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"opscope {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Deploy services, watch them live and report on the business."""
+
+
+@app.command()
+def serve(
+    config: ConfigOption = Path("opscope.yaml"),
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: server.host]")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port [default: server.port; 0 = any free]")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Store directory [default: data_dir]")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Collect metrics and serve the API, the live WebSocket and the dashboard."""
+    from opscope.server.running import OpscopeServer
+
+    _setup_logging(log_level)
+    loaded = _load(config)
+    server = OpscopeServer(loaded, host=host, port=port, data_dir=data_dir)
+    if server.host not in ("127.0.0.1", "::1", "localhost"):
+        logging.getLogger("opscope").warning(
+            "binding %s: the API has no authentication; anyone who can reach this address can "
+            "read every metric",
+            server.host,
+        )
+    try:
+        asyncio.run(server.run())
+    except StoreError as exc:
+        raise _fail(str(exc), 1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def validate(config: ConfigOption = Path("opscope.yaml"), as_json: JsonOption = False) -> None:
+    """Check a configuration file; print each problem with file, line and column."""
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        problems = getattr(exc, "problems", [])
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    {
+                        "valid": False,
+                        "problems": [
+                            {
+                                "file": p.file,
+                                "line": p.line,
+                                "column": p.column,
+                                "path": p.path,
+                                "message": p.message,
+                            }
+                            for p in problems
+                        ],
+                    }
+                )
+            )
+        else:
+            for line in str(exc).splitlines():
+                err.print(f"[bold red]error:[/] {line}", highlight=False)
+        raise typer.Exit(2) from None
+    monitor = loaded.config.monitor
+    targets = sum(len(j.targets) for j in monitor.scrape)
+    probes = sum(len(p.targets) for p in monitor.probes)
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "valid": True,
+                    "file": str(config),
+                    "scrape_targets": targets,
+                    "probe_targets": probes,
+                    "warnings": [str(w) for w in loaded.warnings],
+                }
+            )
+        )
+        return
+    for warning in loaded.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    out.print(
+        f"{config}: valid ({targets} scrape target(s), {probes} probe target(s), "
+        f"system metrics {'on' if monitor.system.enabled else 'off'})",
+        highlight=False,
+    )
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Print the JSON Schema of opscope.yaml (for editor completion)."""
+    text = json.dumps(json_schema(), indent=2)
+    if output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+
+
+@app.command()
+def query(
+    selector: Annotated[str, typer.Argument(help='Series selector, e.g. up{job="node"}')],
+    config: ConfigOption = Path("opscope.yaml"),
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Store directory [default: from config]")
+    ] = None,
+    at: Annotated[float | None, typer.Option("--time", help="Unix seconds [default: now]")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the current value of every series a selector matches (reads the store directly)."""
+    from opscope.server.params import format_value
+    from opscope.store import Store, instant_query, parse_selector
+
+    if data_dir is None:
+        loaded = _load(config)
+        data_dir = loaded.config.data_dir
+        lookback_ms = int(loaded.config.monitor.lookback_delta.total_seconds() * 1000)
+    else:
+        lookback_ms = 300_000
+    try:
+        parsed = parse_selector(selector)
+        with Store.open(data_dir, readonly=True) as store:
+            t = time.time() if at is None else at
+            samples = instant_query(store, parsed, int(t * 1000), lookback_ms=lookback_ms)
+    except QueryError as exc:
+        raise _fail(str(exc), 2) from None
+    except OpscopeError as exc:
+        raise _fail(str(exc), 1) from None
+    if as_json:
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "metric": s.ref.metric(),
+                        "value": format_value(s.value),
+                        "timestamp": s.sample_timestamp_ms / 1000.0,
+                    }
+                    for s in samples
+                ]
+            )
+        )
+        return
+    table = Table("series", "value", "sample age")
+    for s in samples:
+        labels = ", ".join(f'{k}="{v}"' for k, v in s.ref.labels)
+        age = t - s.sample_timestamp_ms / 1000.0
+        value = format_value(s.value) if math.isfinite(s.value) else str(s.value)
+        table.add_row(f"{s.ref.name}{{{labels}}}", value, f"{age:.1f}s")
+    out.print(table)
+    if not samples:
+        err.print("no series matched", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,308 @@
+"""Reading ``opscope.yaml``: YAML with positions, ``${VAR}`` interpolation, line-numbered errors.
+
+The file is parsed once into a YAML node tree, which gives every value its line and column; the
+plain values built from it are validated by the pydantic models in :mod:`opscope.config.models`.
+Each validation error is mapped back to the position of the value (or key) it concerns, so the
+user reads ``opscope.yaml:14:5 monitor.scrape[0].interval: expected a duration like 15s, got
+"fast"`` instead of a traceback.
+
+Interpolation (as in Docker Compose): ``${VAR}`` is replaced by the environment variable ``VAR``
+— an unset ``VAR`` is an error naming it —, ``${VAR:-default}`` falls back to ``default`` when
+``VAR`` is unset or empty, and ``$$`` is a literal ``$``. Only string *values* are interpolated,
+after YAML parsing, so a variable can never change the structure of the file. Interpolated values
+are remembered as secrets so that later stages can redact them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from opscope.config.models import RESERVED_SECTIONS, OpscopeConfig
+from opscope.errors import ConfigFileError, ConfigProblem
+
+log = logging.getLogger(__name__)
+
+Loc = tuple[str | int, ...]
+_VARIABLE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
+
+
+@dataclass
+class LoadedConfig:
+    """A validated configuration and what was learned while reading it.
+
+    ``secrets`` holds every value that came from an environment variable, for redaction;
+    ``warnings`` holds non-fatal problems (reserved sections present but not used yet).
+    """
+
+    config: OpscopeConfig
+    path: Path
+    secrets: frozenset[str] = frozenset()
+    warnings: list[ConfigProblem] = field(default_factory=list)
+
+
+@dataclass
+class _Positions:
+    """1-based (line, column) of each value and each mapping key, by location path."""
+
+    values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+
+    def of(self, loc: Loc, *, key: bool = False) -> tuple[int | None, int | None]:
+        table = self.keys if key and loc in self.keys else self.values
+        while loc and loc not in table:
+            loc = loc[:-1]
+            table = self.values
+        return table.get(loc, (None, None))
+
+
+def format_loc(loc: Loc) -> str:
+    """``("monitor", "scrape", 0, "interval")`` → ``"monitor.scrape[0].interval"``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, interpolate and validate the configuration file at ``path``.
+
+    Raises :class:`ConfigFileError` listing every problem with file, line and column when the
+    file cannot be read, is not YAML, uses an unset variable, or does not fit the schema.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(
+            [ConfigProblem(str(path), None, None, "", f"cannot read file: {exc.strerror}")]
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(
+            [ConfigProblem(str(path), None, None, "", "not a UTF-8 text file")]
+        ) from exc
+    return parse_config(text, filename=str(path), environ=environ, path=path)
+
+
+def parse_config(
+    text: str,
+    *,
+    filename: str = "opscope.yaml",
+    environ: Mapping[str, str] | None = None,
+    path: Path | None = None,
+) -> LoadedConfig:
+    """Validate configuration ``text``; ``filename`` is used in error messages.
+
+    Raises :class:`ConfigFileError` (see :func:`load_config`).
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+        raise ConfigFileError(
+            [ConfigProblem(filename, line, col, "", f"not valid YAML: {problem}")]
+        ) from exc
+    positions = _Positions()
+    problems: list[ConfigProblem] = []
+    secrets: set[str] = set()
+    data = _build(node, (), positions, problems, filename) if node is not None else {}
+    if not isinstance(data, dict):
+        line, col = positions.of(())
+        raise ConfigFileError(
+            [ConfigProblem(filename, line, col, "", "expected a mapping of sections at the top")]
+        )
+    data = _interpolate(data, (), environ, positions, problems, secrets, filename)
+    if problems:
+        raise ConfigFileError(problems)
+    warnings = [
+        ConfigProblem(
+            filename,
+            *positions.of((name,), key=True),
+            name,
+            "section not used by this version of opscope (ignored)",
+        )
+        for name in RESERVED_SECTIONS
+        if name in data
+    ]
+    try:
+        config = OpscopeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError(
+            _problems_from(exc, OpscopeConfig, positions, filename, data)
+        ) from None
+    return LoadedConfig(
+        config=config,
+        path=path or Path(filename),
+        secrets=frozenset(s for s in secrets if s),
+        warnings=warnings,
+    )
+
+
+def _build(
+    node: yaml.Node, loc: Loc, positions: _Positions, problems: list[ConfigProblem], filename: str
+) -> Any:
+    """Turn a composed YAML node into plain values, recording positions and duplicate keys."""
+    positions.values[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        loader = yaml.SafeLoader("")
+        loader.flatten_mapping(node)  # resolves `<<` merge keys like yaml.safe_load does
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                key = str(key)
+            child = (*loc, key) if isinstance(key, str | int) else (*loc, str(key))
+            if key in result:
+                problems.append(
+                    ConfigProblem(
+                        filename,
+                        key_node.start_mark.line + 1,
+                        key_node.start_mark.column + 1,
+                        format_loc(child),
+                        "key given twice in the same mapping",
+                    )
+                )
+            positions.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = _build(value_node, child, positions, problems, filename)
+        loader.dispose()
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _build(item, (*loc, index), positions, problems, filename)
+            for index, item in enumerate(node.value)
+        ]
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _interpolate(
+    value: Any,
+    loc: Loc,
+    environ: Mapping[str, str],
+    positions: _Positions,
+    problems: list[ConfigProblem],
+    secrets: set[str],
+    filename: str,
+) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, (*loc, k), environ, positions, problems, secrets, filename)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _interpolate(v, (*loc, i), environ, positions, problems, secrets, filename)
+            for i, v in enumerate(value)
+        ]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name is None:
+            return "$"
+        found = environ.get(name)
+        if found is None or (found == "" and default is not None):
+            if default is None:
+                problems.append(
+                    ConfigProblem(
+                        filename,
+                        *positions.of(loc),
+                        format_loc(loc),
+                        f"environment variable {name} is not set "
+                        f"(set it, or write ${{{name}:-default}} to give a default)",
+                    )
+                )
+                return ""
+            return default
+        secrets.add(found)
+        return found
+
+    return _VARIABLE.sub(replace, value)
+
+
+def _problems_from(
+    exc: ValidationError,
+    model: type[BaseModel],
+    positions: _Positions,
+    filename: str,
+    data: dict[str, Any],
+) -> list[ConfigProblem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc: Loc = tuple(error["loc"])
+        kind = error["type"]
+        line, col = positions.of(loc, key=kind == "extra_forbidden")
+        message = _message(error, model, loc, data)
+        problems.append(ConfigProblem(filename, line, col, format_loc(loc), message))
+    return problems
+
+
+def _message(error: Any, model: type[BaseModel], loc: Loc, data: dict[str, Any]) -> str:
+    kind = error["type"]
+    got = error.get("input")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        if parent is not None:
+            names = ", ".join(parent.model_fields)
+            return f"unknown field (expected one of: {names})"
+        return "unknown field"
+    message: str = error["msg"]
+    if kind in (
+        "duration",
+        "target",
+        "url",
+        "label_name",
+        "path",
+        "regex",
+        "job",
+        "timeout",
+        "interval",
+    ):
+        return message
+    message = message[0].lower() + message[1:]
+    message = message.replace("input should be", "expected")
+    if isinstance(got, dict | list):
+        return message
+    return f'{message}, got "{got}"' if isinstance(got, str) else f"{message}, got {got!r}"
+
+
+def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The pydantic model class that validates the value at ``loc``, if it is a model."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(part)
+        if info is None:
+            return None
+        current = _model_in(info.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,94 @@
+"""The one exception tree of opscope.
+
+Every error opscope raises on purpose derives from :class:`OpscopeError`; third-party exceptions
+are caught at the boundary where they happen and re-raised as one of these, chained with
+``raise … from exc`` so the cause stays visible in logs::
+
+    OpscopeError
+    ├── ConfigError            a configuration file or value is wrong (CLI exit code 2)
+    │   └── ConfigFileError    …with the file, line and column of each problem
+    ├── QueryError             a query or selector cannot be parsed or evaluated (HTTP 400)
+    │   └── UnsupportedQuery   valid PromQL outside the subset opscope evaluates (HTTP 400)
+    ├── StoreError             the embedded store cannot be opened or written
+    └── CollectError           one collection from one target failed
+        ├── ScrapeError        HTTP or network failure, bad status, timeout
+        └── ExpositionError    the payload is not valid Prometheus text exposition format
+
+Collection errors are *temporary* by nature: the collector records them for the target's health
+and tries again at the next interval; they never stop the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class OpscopeError(Exception):
+    """Base class of every error opscope raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem found in a configuration file.
+
+    ``path`` is the dotted field path (``monitor.scrape[0].interval``), ``line`` and ``column``
+    are 1-based positions in ``file`` (``None`` when the problem has no position, e.g. a missing
+    top-level section).
+    """
+
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(OpscopeError):
+    """A configuration value is wrong; the message says which and why."""
+
+
+class ConfigFileError(ConfigError):
+    """A configuration file has one or more problems, each with file, line and column."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class QueryError(OpscopeError):
+    """A query, selector, time or step parameter cannot be parsed or evaluated."""
+
+
+class UnsupportedQuery(QueryError):
+    """Valid PromQL that uses a construct opscope does not evaluate; never mis-evaluated."""
+
+
+class StoreError(OpscopeError):
+    """The embedded store cannot be opened, migrated or written."""
+
+
+class CollectError(OpscopeError):
+    """One collection from one target failed; recorded as the target's last error."""
+
+
+class ScrapeError(CollectError):
+    """HTTP or network failure, unexpected status code or timeout while scraping or probing."""
+
+
+class ExpositionError(CollectError):
+    """A payload is not valid Prometheus text exposition format.
+
+    ``line`` is the 1-based line number in the payload where parsing stopped.
+    """
+
+    def __init__(self, message: str, *, line: int) -> None:
+        self.line = line
+        super().__init__(f"line {line}: {message}")

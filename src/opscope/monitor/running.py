@@ -1,0 +1,212 @@
+"""Running the collectors: one named, guarded asyncio task per target, plus retention.
+
+Each collector runs on its own interval. Targets of the same interval are spread over the first
+second by a hash of their name (as Prometheus spreads scrapes) so they do not all fire at once.
+A collector whose ``collect`` raises — a bug, not a target failure, which collectors record
+themselves — is logged with its traceback, marked down with the error, and tried again at its
+next interval. A cycle that overruns its interval skips the missed ticks instead of bunching up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import zlib
+
+import httpx
+
+from opscope.clock import Clock, SystemClock
+from opscope.config import MonitorConfig
+from opscope.errors import StoreError
+from opscope.monitor.collectors import (
+    Collector,
+    ProbeCollector,
+    ScrapeCollector,
+    SystemCollector,
+    TargetHealth,
+)
+from opscope.store import Store
+from opscope.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+#: How often the retention task runs, in seconds.
+RETENTION_PERIOD = 3600.0
+
+
+class Monitor:
+    """All collectors of one configuration, writing into one store.
+
+    ``run()`` runs until cancelled. ``collect_all()`` runs one cycle of every collector at once
+    (for tests and for ``opscope serve --once``-style use).
+    """
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        store: Store,
+        *,
+        telemetry: Telemetry | None = None,
+        clock: Clock | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.telemetry = telemetry or Telemetry()
+        self.clock = clock or SystemClock()
+        self._client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=100))
+        self.system: SystemCollector | None = None
+        self.collectors: list[Collector] = []
+        if config.system.enabled:
+            self.system = SystemCollector(
+                config=config.system,
+                interval=config.interval_of(config.system).total_seconds(),
+                resolve=store.series_id,
+                hostname=hostname,
+            )
+            self.collectors.append(self.system)
+        for job in config.scrape:
+            for target in job.targets:
+                self.collectors.append(
+                    ScrapeCollector(
+                        job=job,
+                        target=target,
+                        interval=config.interval_of(job).total_seconds(),
+                        resolve=store.series_id,
+                        client=self._client,
+                    )
+                )
+        for probe in config.probes:
+            for target in probe.targets:
+                self.collectors.append(
+                    ProbeCollector(
+                        job=probe,
+                        target=target,
+                        interval=config.interval_of(probe).total_seconds(),
+                        resolve=store.series_id,
+                    )
+                )
+
+    @property
+    def targets(self) -> list[TargetHealth]:
+        """Health of every target, in configuration order."""
+        return [c.health for c in self.collectors]
+
+    async def aclose(self) -> None:
+        """Close every collector and the shared HTTP client."""
+        for collector in self.collectors:
+            await collector.aclose()
+        await self._client.aclose()
+
+    async def run(self) -> None:
+        """Run every collector and the retention task until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for collector in self.collectors:
+                group.create_task(self._loop(collector), name=f"collect:{_name(collector)}")
+            group.create_task(self._retention_loop(), name="retention")
+
+    async def collect_all(self) -> None:
+        """Run one cycle of every collector now (concurrently) and store the results."""
+        now = self.clock.time()
+        await asyncio.gather(*(self._collect_once(c, now) for c in self.collectors))
+
+    async def _loop(self, collector: Collector) -> None:
+        spread = (zlib.crc32(_name(collector).encode()) / 2**32) * min(1.0, collector.interval)
+        next_at = self.clock.time() + spread
+        while True:
+            await self.clock.sleep(next_at - self.clock.time())
+            await self._collect_once(collector, self.clock.time())
+            next_at += collector.interval
+            behind = self.clock.time() - next_at
+            if behind > 0:
+                skipped = math.ceil(behind / collector.interval)
+                log.warning(
+                    "%s: collection overran its interval, skipping %d tick(s)",
+                    _name(collector),
+                    skipped,
+                )
+                next_at += skipped * collector.interval
+
+    async def _collect_once(self, collector: Collector, now: float) -> None:
+        kind = collector.health.kind
+        started = time.perf_counter()
+        try:
+            batches = await collector.collect(now)
+            self.store.append(batches)
+        except asyncio.CancelledError:
+            raise
+        except StoreError as exc:
+            log.error("%s: %s", _name(collector), exc)
+            collector.health.record(
+                ok=False, at=now, duration=time.perf_counter() - started, samples=0, error=str(exc)
+            )
+            self.telemetry.collections.labels(kind, "error").inc()
+            return
+        except Exception as exc:  # a bug in a collector must not stop the others
+            log.exception("%s: collection failed unexpectedly", _name(collector))
+            collector.health.record(
+                ok=False,
+                at=now,
+                duration=time.perf_counter() - started,
+                samples=0,
+                error=f"internal error: {exc!r}",
+            )
+            self.telemetry.collections.labels(kind, "error").inc()
+            return
+        t = self.telemetry
+        t.collections.labels(
+            kind, "success" if collector.health.health == "up" else "failure"
+        ).inc()
+        t.samples_ingested.labels(kind).inc(sum(len(b.values) for b in batches))
+        t.collection_duration.labels(kind).observe(time.perf_counter() - started)
+        t.store_series.set(len(self.store.index))
+
+    async def _retention_loop(self) -> None:
+        while True:
+            self.enforce_retention()
+            await self.clock.sleep(RETENTION_PERIOD)
+
+    def enforce_retention(self) -> None:
+        """Delete what is older than ``monitor.retention``; log what was removed."""
+        cutoff_ms = int((self.clock.time() - self.config.retention.total_seconds()) * 1000)
+        try:
+            result = self.store.delete_before(cutoff_ms)
+        except StoreError as exc:
+            log.error("retention: %s", exc)
+            return
+        if result.rows:
+            log.info(
+                "retention: deleted %d collections and %d series older than %s",
+                result.rows,
+                result.series,
+                self.config.retention,
+            )
+        self.telemetry.retention_deleted.inc(result.rows)
+
+    def system_status(self) -> dict[str, object]:
+        """A snapshot of this machine and the targets, for the live view (seed's system_status)."""
+        status: dict[str, object] = {}
+        if self.system is not None:
+            latest = self.system.latest
+            for name in ("cpu_usage", "memory_usage", "load1", "active_connections"):
+                values = latest.get(name)
+                if values:
+                    status[name] = next(iter(values.values()))
+            disks = latest.get("disk_usage", {})
+            if disks:
+                status["disk_usage"] = {dict(k).get("mount", ""): v for k, v in disks.items()}
+            for name in ("network_receive_bytes_per_second", "network_transmit_bytes_per_second"):
+                values = latest.get(name)
+                if values:
+                    status[name] = sum(values.values())
+        targets = [t for t in self.targets if t.kind != "system"]
+        status["targets_up"] = sum(1 for t in targets if t.health == "up")
+        status["targets_total"] = len(targets)
+        return status
+
+
+def _name(collector: Collector) -> str:
+    h = collector.health
+    return f"{h.kind}/{h.job}/{h.instance}"

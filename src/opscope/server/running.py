@@ -1,0 +1,239 @@
+"""Running ``opscope serve``: one asyncio process with the collectors and the web server.
+
+:class:`OpscopeServer` owns the lifecycle: it takes an exclusive lock on the data directory (two
+servers writing one store would corrupt its series ids), opens the store, binds the listening
+socket (port 0 picks a free port), starts uvicorn and the monitor as named tasks, and on
+:meth:`stop` — or SIGINT/SIGTERM under :meth:`run` — stops accepting, closes WebSocket clients,
+cancels the collectors and closes the store. A second signal forces the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+from collections.abc import Generator
+from pathlib import Path
+from typing import IO
+
+import uvicorn
+
+from opscope.clock import Clock, SystemClock
+from opscope.config import LoadedConfig
+from opscope.errors import StoreError
+from opscope.monitor import Monitor
+from opscope.server.app import ServerState, create_app
+from opscope.server.live import LiveHub
+from opscope.store import Store
+from opscope.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for tasks to finish after a stop request before cancelling them.
+STOP_TIMEOUT = 5
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: :class:`OpscopeServer` handles signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class OpscopeServer:
+    """The whole ``opscope serve`` process, startable and stoppable from code and tests."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        clock: Clock | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        config = loaded.config
+        self.loaded = loaded
+        self.host = host or config.server.host
+        self.port = config.server.port if port is None else port
+        self.data_dir = Path(data_dir or config.data_dir)
+        self.clock = clock or SystemClock()
+        self._hostname = hostname
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock_file: IO[str] | None = None
+        self._socket: socket.socket | None = None
+        self._uvicorn: _Uvicorn | None = None
+        self.store: Store | None = None
+        self.monitor: Monitor | None = None
+        self.hub: LiveHub | None = None
+        self.telemetry = Telemetry()
+        self._stopped = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running server (``http://127.0.0.1:8765``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def _lock_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "serve.lock"
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise StoreError(
+                f"data directory {self.data_dir} is in use by {owner}; stop it or pass "
+                "--data-dir to use another directory"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"opscope serve (pid {os.getpid()})\n")
+        handle.flush()
+        self._lock_file = handle
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            sock = socket.create_server((self.host, self.port), family=family, backlog=2048)
+        except OSError as exc:
+            raise StoreError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    async def start(self) -> None:
+        """Lock the data dir, open the store, bind, and start serving and collecting.
+
+        Raises :class:`StoreError` when the data directory is in use or the port is taken.
+        """
+        config = self.loaded.config
+        self._lock_data_dir()
+        try:
+            self._socket = self._bind()
+            self.store = Store.open(self.data_dir)
+        except BaseException:
+            self._release()
+            raise
+        self.monitor = Monitor(
+            config.monitor,
+            self.store,
+            telemetry=self.telemetry,
+            clock=self.clock,
+            hostname=self._hostname,
+        )
+        lookback_ms = int(config.monitor.lookback_delta.total_seconds() * 1000)
+        self.hub = LiveHub(
+            self.store,
+            status=self.monitor.system_status,
+            telemetry=self.telemetry,
+            queue_size=config.server.websocket_queue,
+            lookback_ms=lookback_ms,
+            now=self.clock.time,
+        )
+        app = create_app(
+            ServerState(
+                project=config.project,
+                store=self.store,
+                monitor=self.monitor,
+                hub=self.hub,
+                telemetry=self.telemetry,
+                now=self.clock.time,
+                lookback_ms=lookback_ms,
+            )
+        )
+        uv_config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=STOP_TIMEOUT,
+            ws_ping_interval=20,
+            ws_ping_timeout=20,
+        )
+        self._uvicorn = _Uvicorn(uv_config)
+        self._tasks.append(
+            asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]), name="http")
+        )
+        self._tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
+        while not self._uvicorn.started:
+            if self._tasks[0].done():
+                self._tasks[0].result()
+                raise StoreError("the HTTP server stopped while starting")
+            await asyncio.sleep(0.01)
+        log.info(
+            "opscope serving %s on %s (data in %s)",
+            config.project,
+            self.url,
+            self.data_dir / Store.FILENAME,
+        )
+
+    async def stop(self) -> None:
+        """Stop serving and collecting, then close the store; safe to call twice."""
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        http = self._tasks[0] if self._tasks else None
+        if http is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(http), STOP_TIMEOUT + 1)
+        for task in self._tasks:
+            task.cancel()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task, result in zip(self._tasks, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("task %s ended with %r", task.get_name(), result)
+        self._tasks.clear()
+        if self.monitor is not None:
+            await self.monitor.aclose()
+        if self.hub is not None:
+            self.hub.close()
+        self._release()
+        self._stopped.set()
+
+    def _release(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def run(self) -> None:
+        """Start, then serve until SIGINT/SIGTERM (a second signal forces the exit)."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            if stopping.is_set():
+                log.warning("second %s: exiting now", signal.Signals(signum).name)
+                if self._uvicorn is not None:
+                    self._uvicorn.force_exit = True
+                for task in self._tasks:
+                    task.cancel()
+                return
+            log.info("%s received: stopping", signal.Signals(signum).name)
+            stopping.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            await self.start()
+            waiters = [asyncio.create_task(stopping.wait()), *self._tasks]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            waiters[0].cancel()
+        finally:
+            await self.stop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)

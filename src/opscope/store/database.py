@@ -1,0 +1,506 @@
+"""The embedded time-series store: SQLite (WAL) holding series, samples and staleness markers.
+
+Samples are stored the way they are collected: one row per *collection* — one scrape of one
+target, one cycle of the system collector — holding the values of all its series as one
+little-endian float64 array (``samples.vals``), and a reference to the *layout* that says which
+series each position belongs to (``layouts.series``, a little-endian int64 array of series ids).
+A target that exposes the same series every time reuses one layout, so a 10,000-series scrape is
+one row insert instead of 10,000: this is what makes ingest cheap (see ``bench/ingest.py``).
+
+Staleness markers are the special NaN of Prometheus (``value.StaleNaN``, bits
+``0x7ff0000000000002``) stored in place of a value, exactly as Prometheus's TSDB stores them.
+
+Tables::
+
+    series(id, name, labels)            labels = canonical JSON object, sorted keys
+    groups(id, key)                     one per collection source ("scrape/node/host:9100")
+    layouts(id, group_id, series)       series = int64[] of series ids, in value order
+    series_groups(series_id, group_id)  which groups hold samples of a series
+    samples(id, group_id, ts, layout_id, vals)   ts = milliseconds since the epoch
+
+Every :meth:`Store.append` is one transaction. Recently read or written value arrays are kept
+decoded in a bounded in-memory cache, so queries over the last minutes (rule evaluation, the
+dashboard) do not touch the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from opscope.errors import StoreError
+from opscope.store.labels import LabelSet, Selector
+from opscope.store.series import SeriesIndex, SeriesRef
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+#: Bit pattern of Prometheus's staleness marker (``model/value.StaleNaN``).
+STALE_NAN_BITS = 0x7FF0000000000002
+#: The staleness marker as a float (a NaN; compare bits with :func:`is_stale`, never ``==``).
+STALE_NAN: float = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
+
+_MATRIX_CELLS = 4_000_000
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    UNIQUE (name, labels)
+);
+CREATE TABLE IF NOT EXISTS groups (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS layouts (
+    id INTEGER PRIMARY KEY,
+    group_id INTEGER NOT NULL,
+    series BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS series_groups (
+    series_id INTEGER NOT NULL,
+    group_id INTEGER NOT NULL,
+    PRIMARY KEY (series_id, group_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY,
+    group_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    layout_id INTEGER NOT NULL,
+    vals BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_by_group_time ON samples (group_id, ts, layout_id);
+CREATE INDEX IF NOT EXISTS samples_by_time ON samples (ts);
+"""
+
+
+def is_stale(values: FloatArray) -> npt.NDArray[np.bool_]:
+    """Elementwise: is the value Prometheus's staleness marker?"""
+    stale: npt.NDArray[np.bool_] = values.view(np.uint64) == STALE_NAN_BITS
+    return stale
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The samples of one collection: one timestamp, one value per series.
+
+    ``group`` names the collection source (``"system"``, ``"scrape/node/127.0.0.1:9100"``);
+    ``timestamp_ms`` is milliseconds since the Unix epoch; ``series_ids`` (int64) and ``values``
+    (float64, staleness markers allowed) have equal length and no repeated id.
+    """
+
+    group: str
+    timestamp_ms: int
+    series_ids: IntArray
+    values: FloatArray
+
+
+@dataclass(frozen=True)
+class SeriesSamples:
+    """The raw samples of one series in a time window, oldest first, staleness markers kept."""
+
+    ref: SeriesRef
+    timestamps: IntArray
+    values: FloatArray
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What one retention pass deleted."""
+
+    rows: int
+    series: int
+
+
+class _Layout:
+    """A layout's series ids and a sorted view of them for fast position lookups."""
+
+    __slots__ = ("ids", "order", "sorted_ids")
+
+    def __init__(self, ids: IntArray) -> None:
+        self.ids = ids
+        self.order = np.argsort(ids, kind="stable")
+        self.sorted_ids = ids[self.order]
+
+    def positions(self, wanted: IntArray) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+        """Positions of ``wanted`` ids in this layout, and which of them are present."""
+        if len(self.sorted_ids) == 0:
+            return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
+        idx = np.searchsorted(self.sorted_ids, wanted)
+        idx[idx >= len(self.sorted_ids)] = 0
+        found = self.sorted_ids[idx] == wanted
+        return self.order[idx], found
+
+
+Listener = Callable[[Sequence[Batch]], None]
+
+
+class Store:
+    """The SQLite time-series store of one data directory.
+
+    Thread-safe: every public method holds one lock. Open it with :meth:`open`; close it with
+    :meth:`close` (or use it as a context manager). ``readonly=True`` opens an existing store for
+    queries beside a running server. Raises :class:`StoreError` when the file cannot be opened.
+    """
+
+    FILENAME = "opscope.db"
+
+    def __init__(self, path: Path, *, readonly: bool = False, cache_bytes: int = 32 << 20) -> None:
+        self.path = path
+        self.readonly = readonly
+        self.index = SeriesIndex()
+        self._lock = threading.RLock()
+        self._cache_bytes = cache_bytes
+        self._cache: OrderedDict[int, FloatArray] = OrderedDict()
+        self._cache_size = 0
+        self._layouts: OrderedDict[int, _Layout] = OrderedDict()
+        self._groups: dict[str, int] = {}
+        self._group_keys: dict[int, str] = {}
+        self._series_groups: dict[int, set[int]] = defaultdict(set)
+        self._last_layout: dict[int, tuple[bytes, int]] = {}
+        self._pending_series: list[SeriesRef] = []
+        self._next_series_id = 1
+        self._listeners: list[Listener] = []
+        try:
+            if readonly:
+                uri = f"file:{path}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
+                self._migrate()
+            self._load()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+
+    @classmethod
+    def open(cls, data_dir: Path, *, readonly: bool = False) -> Store:
+        """Open (creating if needed, unless ``readonly``) the store in ``data_dir``."""
+        path = Path(data_dir) / cls.FILENAME
+        if readonly and not path.exists():
+            raise StoreError(f"no store at {path} (has `opscope serve` run with this data dir?)")
+        return cls(path, readonly=readonly)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Persist pending series and close the database."""
+        with self._lock:
+            if not self.readonly and self._pending_series:
+                self._db.execute("BEGIN")
+                self._flush_series()
+                self._db.execute("COMMIT")
+            self._db.close()
+
+    # ----------------------------------------------------------------------------- schema, load
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise StoreError(f"store {self.path} was written by a newer opscope (schema {version})")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    def _load(self) -> None:
+        for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
+            self.index.add(SeriesRef(sid, name, tuple(json.loads(labels).items())))
+            self._next_series_id = max(self._next_series_id, sid + 1)
+        for gid, key in self._db.execute("SELECT id, key FROM groups"):
+            self._groups[key] = gid
+            self._group_keys[gid] = key
+        for sid, gid in self._db.execute("SELECT series_id, group_id FROM series_groups"):
+            self._series_groups[sid].add(gid)
+
+    # ------------------------------------------------------------------------------------ write
+    def series_id(self, name: str, labels: LabelSet) -> int:
+        """The id of series ``name{labels}``, assigned now if the series is new.
+
+        A new series is written to the database with the next :meth:`append` (in the same
+        transaction as its first samples). ``labels`` must be canonical (see ``label_set``).
+        """
+        with self._lock:
+            found = self.index.get(name, labels)
+            if found is not None:
+                return found
+            if self.readonly:
+                raise StoreError("store is open read-only")
+            ref = SeriesRef(self._next_series_id, name, labels)
+            self._next_series_id += 1
+            self.index.add(ref)
+            self._pending_series.append(ref)
+            return ref.id
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(batches)`` after each committed :meth:`append` (caller's thread)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def append(self, batches: Sequence[Batch]) -> None:
+        """Write ``batches`` (and any new series they use) in one transaction, then notify.
+
+        Raises :class:`StoreError` when the database write fails; nothing is written then.
+        """
+        if not batches:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._flush_series()
+                rows = [self._insert(batch) for batch in batches]
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                self._last_layout.clear()
+                raise StoreError(f"cannot write samples: {exc}") from exc
+            for row_id, batch in zip(rows, batches, strict=True):
+                self._cache_put(row_id, batch.values)
+        for listener in list(self._listeners):
+            listener(batches)
+
+    def _flush_series(self) -> None:
+        if not self._pending_series:
+            return
+        self._db.executemany(
+            "INSERT INTO series (id, name, labels) VALUES (?, ?, ?)",
+            [
+                (r.id, r.name, json.dumps(dict(r.labels), separators=(",", ":")))
+                for r in self._pending_series
+            ],
+        )
+        self._pending_series.clear()
+
+    def _group_id(self, key: str) -> int:
+        gid = self._groups.get(key)
+        if gid is None:
+            cursor = self._db.execute("INSERT INTO groups (key) VALUES (?)", (key,))
+            gid = int(cursor.lastrowid or 0)
+            self._groups[key] = gid
+            self._group_keys[gid] = key
+        return gid
+
+    def _insert(self, batch: Batch) -> int:
+        gid = self._group_id(batch.group)
+        ids = np.ascontiguousarray(batch.series_ids, dtype="<i8")
+        layout_bytes = ids.tobytes()
+        last = self._last_layout.get(gid)
+        if last is not None and last[0] == layout_bytes:
+            layout_id = last[1]
+        else:
+            cursor = self._db.execute(
+                "INSERT INTO layouts (group_id, series) VALUES (?, ?)", (gid, layout_bytes)
+            )
+            layout_id = int(cursor.lastrowid or 0)
+            self._last_layout[gid] = (layout_bytes, layout_id)
+            self._layout_put(layout_id, _Layout(ids))
+            new = [int(s) for s in ids if gid not in self._series_groups[int(s)]]
+            if new:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO series_groups (series_id, group_id) VALUES (?, ?)",
+                    [(s, gid) for s in new],
+                )
+                for s in new:
+                    self._series_groups[s].add(gid)
+        values = np.ascontiguousarray(batch.values, dtype="<f8")
+        cursor = self._db.execute(
+            "INSERT INTO samples (group_id, ts, layout_id, vals) VALUES (?, ?, ?, ?)",
+            (gid, int(batch.timestamp_ms), layout_id, values.tobytes()),
+        )
+        return int(cursor.lastrowid or 0)
+
+    # ------------------------------------------------------------------------------------- read
+    def select(self, selector: Selector, mint_ms: int, maxt_ms: int) -> list[SeriesSamples]:
+        """Raw samples with ``mint_ms <= t <= maxt_ms`` of every series matched by ``selector``.
+
+        Series without samples in the window are left out. Staleness markers are included (see
+        :func:`is_stale`); instant/range semantics live in :mod:`opscope.store.querying`.
+        """
+        with self._lock:
+            return self.samples(self.index.select(selector), mint_ms, maxt_ms)
+
+    def samples(self, refs: Sequence[SeriesRef], mint_ms: int, maxt_ms: int) -> list[SeriesSamples]:
+        """Raw samples of ``refs`` with ``mint_ms <= t <= maxt_ms`` (see :meth:`select`)."""
+        with self._lock:
+            by_group: dict[int, list[SeriesRef]] = defaultdict(list)
+            for ref in refs:
+                for gid in self._series_groups.get(ref.id, ()):
+                    by_group[gid].append(ref)
+            parts: dict[int, list[tuple[IntArray, FloatArray]]] = defaultdict(list)
+            for gid, group_refs in by_group.items():
+                for ref, ts, vals in self._read_group(gid, group_refs, mint_ms, maxt_ms):
+                    parts[ref.id].append((ts, vals))
+            result = []
+            for ref in refs:
+                chunks = parts.get(ref.id)
+                if not chunks:
+                    continue
+                if len(chunks) == 1:
+                    ts, vals = chunks[0]
+                else:
+                    ts = np.concatenate([c[0] for c in chunks])
+                    vals = np.concatenate([c[1] for c in chunks])
+                    order = np.argsort(ts, kind="stable")
+                    ts, vals = ts[order], vals[order]
+                result.append(SeriesSamples(ref, ts, vals))
+            return result
+
+    def _read_group(
+        self, gid: int, refs: list[SeriesRef], mint_ms: int, maxt_ms: int
+    ) -> list[tuple[SeriesRef, IntArray, FloatArray]]:
+        rows = self._db.execute(
+            "SELECT id, ts, layout_id FROM samples WHERE group_id = ? AND ts >= ? AND ts <= ? "
+            "ORDER BY ts, id",
+            (gid, mint_ms, maxt_ms),
+        ).fetchall()
+        if not rows:
+            return []
+        values = self._values([r[0] for r in rows])
+        # Bound the (rows × series) matrix to ~32 MB by taking the series in slices.
+        step = max(1, _MATRIX_CELLS // len(rows))
+        out = []
+        for start in range(0, len(refs), step):
+            out.extend(self._columns(rows, values, refs[start : start + step]))
+        return out
+
+    def _columns(
+        self,
+        rows: list[tuple[int, int, int]],
+        values: dict[int, FloatArray],
+        refs: list[SeriesRef],
+    ) -> list[tuple[SeriesRef, IntArray, FloatArray]]:
+        wanted = np.array([r.id for r in refs], dtype=np.int64)
+        n, m = len(rows), len(refs)
+        matrix = np.empty((n, m), dtype=np.float64)
+        present = np.zeros((n, m), dtype=bool)
+        lookups: dict[int, tuple[IntArray, npt.NDArray[np.bool_]]] = {}
+        for i, (row_id, _, layout_id) in enumerate(rows):
+            lookup = lookups.get(layout_id)
+            if lookup is None:
+                lookup = lookups[layout_id] = self._layout(layout_id).positions(wanted)
+            pos, found = lookup
+            row = values[row_id]
+            matrix[i, found] = row[pos[found]]
+            present[i] = found
+        ts = np.array([r[1] for r in rows], dtype=np.int64)
+        out = []
+        for j, ref in enumerate(refs):
+            mask = present[:, j]
+            if mask.any():
+                out.append((ref, ts[mask], matrix[mask, j]))
+        return out
+
+    def _values(self, row_ids: list[int]) -> dict[int, FloatArray]:
+        found: dict[int, FloatArray] = {}
+        missing = []
+        for row_id in row_ids:
+            cached = self._cache.get(row_id)
+            if cached is None:
+                missing.append(row_id)
+            else:
+                self._cache.move_to_end(row_id)
+                found[row_id] = cached
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row_id, blob in self._db.execute(
+                f"SELECT id, vals FROM samples WHERE id IN ({marks})", chunk
+            ):
+                array = np.frombuffer(blob, dtype="<f8")
+                found[row_id] = array
+                self._cache_put(row_id, array)
+        return found
+
+    def _layout(self, layout_id: int) -> _Layout:
+        layout = self._layouts.get(layout_id)
+        if layout is None:
+            row = self._db.execute(
+                "SELECT series FROM layouts WHERE id = ?", (layout_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"store is inconsistent: layout {layout_id} is missing")
+            layout = _Layout(np.frombuffer(row[0], dtype="<i8"))
+            self._layout_put(layout_id, layout)
+        else:
+            self._layouts.move_to_end(layout_id)
+        return layout
+
+    def _layout_put(self, layout_id: int, layout: _Layout) -> None:
+        self._layouts[layout_id] = layout
+        while len(self._layouts) > 256:
+            self._layouts.popitem(last=False)
+
+    def _cache_put(self, row_id: int, values: FloatArray) -> None:
+        if row_id in self._cache:
+            return
+        self._cache[row_id] = values
+        self._cache_size += values.nbytes
+        while self._cache_size > self._cache_bytes and self._cache:
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_size -= dropped.nbytes
+
+    # -------------------------------------------------------------------------------- retention
+    def delete_before(self, cutoff_ms: int) -> RetentionResult:
+        """Delete samples older than ``cutoff_ms``, then layouts and series left without samples.
+
+        Series still held by a collector (used in the latest layout of a group) are kept.
+        """
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                deleted_rows = self._db.execute(
+                    "DELETE FROM samples WHERE ts < ?", (cutoff_ms,)
+                ).rowcount
+                if deleted_rows:
+                    self._db.execute(
+                        "DELETE FROM layouts WHERE id NOT IN "
+                        "(SELECT DISTINCT layout_id FROM samples)"
+                    )
+                keep: set[int] = set()
+                for (blob,) in self._db.execute("SELECT series FROM layouts"):
+                    keep.update(np.frombuffer(blob, dtype="<i8").tolist())
+                for layout_bytes, _ in self._last_layout.values():
+                    keep.update(np.frombuffer(layout_bytes, dtype="<i8").tolist())
+                keep.update(r.id for r in self._pending_series)
+                gone = [r.id for r in self.index if r.id not in keep]
+                if gone:
+                    self._db.executemany("DELETE FROM series WHERE id = ?", [(g,) for g in gone])
+                    self._db.executemany(
+                        "DELETE FROM series_groups WHERE series_id = ?", [(g,) for g in gone]
+                    )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"retention failed: {exc}") from exc
+            for sid in gone:
+                self.index.remove(sid)
+                self._series_groups.pop(sid, None)
+            # Cached arrays of deleted rows are never asked for again; the LRU ages them out.
+            return RetentionResult(rows=deleted_rows, series=len(gone))
+
+    def oldest_timestamp(self) -> int | None:
+        """Timestamp (ms) of the oldest stored sample, or ``None`` when the store is empty."""
+        with self._lock:
+            row = self._db.execute("SELECT min(ts) FROM samples").fetchone()
+            return None if row[0] is None else int(row[0])

@@ -1,0 +1,148 @@
+"""Label sets and series selectors (PromQL's ``name{label="value", …}``).
+
+A series is identified by its metric name and its label set. Label sets are held as tuples of
+``(name, value)`` pairs sorted by name — hashable, comparable and cheap — and never include the
+metric name; ``__name__`` appears only at the API boundary, as in Prometheus's JSON.
+
+Selectors are parsed with the ``promql-parser`` package (the PromQL grammar of Prometheus itself)
+and matched here with Prometheus's rules: a missing label has the value ``""``, regular
+expressions are fully anchored, and a selector must contain at least one matcher that does not
+match the empty string (``{job=~".*"}`` alone is refused, as Prometheus refuses it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import promql_parser
+
+from opscope.errors import QueryError, UnsupportedQuery
+
+LabelSet = tuple[tuple[str, str], ...]
+MatchOp = Literal["=", "!=", "=~", "!~"]
+NAME_LABEL = "__name__"
+
+_OPS: dict[str, MatchOp] = {
+    "MatchOp.Equal": "=",
+    "MatchOp.NotEqual": "!=",
+    "MatchOp.Re": "=~",
+    "MatchOp.NotRe": "!~",
+}
+
+
+def label_set(labels: Mapping[str, str] | Iterable[tuple[str, str]]) -> LabelSet:
+    """The canonical (sorted, empty values dropped) form of ``labels``.
+
+    An empty label value is the same as an absent label in Prometheus, so it is dropped.
+    """
+    items = labels.items() if isinstance(labels, Mapping) else labels
+    return tuple(sorted((k, v) for k, v in items if v != ""))
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One label matcher: ``name op value`` with ``op`` one of ``=``, ``!=``, ``=~``, ``!~``."""
+
+    name: str
+    op: MatchOp
+    value: str
+    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, name: str, op: MatchOp, value: str) -> Matcher:
+        """Build a matcher; raises :class:`QueryError` for an invalid regular expression."""
+        regex = None
+        if op in ("=~", "!~"):
+            try:
+                regex = re.compile(value, re.DOTALL)
+            except re.error as exc:
+                raise QueryError(f"invalid regular expression {value!r}: {exc}") from exc
+        return cls(name, op, value, regex)
+
+    def matches(self, value: str) -> bool:
+        """Whether a label value (``""`` when the label is absent) satisfies this matcher."""
+        if self.op == "=":
+            return value == self.value
+        if self.op == "!=":
+            return value != self.value
+        assert self._regex is not None
+        found = self._regex.fullmatch(value) is not None
+        return found if self.op == "=~" else not found
+
+    def __str__(self) -> str:
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'{self.name}{self.op}"{escaped}"'
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A series selector: a conjunction of label matchers (the metric name is ``__name__``)."""
+
+    matchers: tuple[Matcher, ...]
+
+    @property
+    def metric_name(self) -> str | None:
+        """The metric name when the selector fixes it with ``__name__="…"``, else ``None``."""
+        for m in self.matchers:
+            if m.name == NAME_LABEL and m.op == "=":
+                return m.value
+        return None
+
+    def matches(self, name: str, labels: LabelSet) -> bool:
+        """Whether the series ``name{labels}`` is selected."""
+        values = dict(labels)
+        values[NAME_LABEL] = name
+        return all(m.matches(values.get(m.name, "")) for m in self.matchers)
+
+    def __str__(self) -> str:
+        name = self.metric_name
+        rest = [m for m in self.matchers if not (m.name == NAME_LABEL and m.op == "=")]
+        inner = ", ".join(str(m) for m in rest)
+        if name is None:
+            return "{" + inner + "}"
+        return f"{name}{{{inner}}}" if inner else name
+
+
+def selector_from_ast(node: promql_parser.VectorSelector) -> Selector:
+    """Convert a ``promql_parser.VectorSelector`` to a :class:`Selector` (offset/@ not handled)."""
+    matchers: list[Matcher] = []
+    if node.name:
+        matchers.append(Matcher.of(NAME_LABEL, "=", node.name))
+    if node.matchers.or_matchers:
+        raise UnsupportedQuery("'or' inside a selector's braces is not supported")
+    for m in node.matchers.matchers:
+        matchers.append(Matcher.of(m.name, _OPS[str(m.op)], m.value))
+    if not matchers or all(m.matches("") for m in matchers):
+        raise QueryError(f"vector selector must contain at least one non-empty matcher: {node}")
+    return Selector(tuple(matchers))
+
+
+def parse_selector(text: str) -> Selector:
+    """Parse a series selector such as ``node_cpu_seconds_total{mode!="idle"}``.
+
+    Raises :class:`QueryError` when ``text`` is not PromQL, and :class:`UnsupportedQuery` when it
+    is PromQL but not a plain series selector.
+    """
+    try:
+        node = promql_parser.parse(text)
+    except ValueError as exc:
+        raise QueryError(f"cannot parse selector {text!r}: {exc}") from exc
+    if not isinstance(node, promql_parser.VectorSelector):
+        raise UnsupportedQuery(f'expected a series selector like up{{job="node"}}, got {text!r}')
+    if node.offset is not None or node.at is not None:
+        raise UnsupportedQuery(f"offset and @ are not allowed in a series selector: {text!r}")
+    return selector_from_ast(node)
+
+
+def selector_for(metric: str, labels: str | None = None) -> Selector:
+    """Build a selector from a metric name and an optional matcher list ``job="node",x=~"a.*"``.
+
+    This is the ``metric=…&labels=…`` form of the query API. Raises :class:`QueryError`.
+    """
+    labels = (labels or "").strip()
+    if labels.startswith("{") and labels.endswith("}"):
+        labels = labels[1:-1]
+    return parse_selector(f"{metric}{{{labels}}}" if labels else metric)
