@@ -1,0 +1,102 @@
+"""Shared fixtures: free loopback ports, real-tool requirements, a real `opscope serve` process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str) -> str:
+    """The path of executable ``name``; skip the test when it is missing (fail under CI)."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian: apt-get install {name})"
+        if ON_CI:
+            pytest.fail(f"{message}; CI must install it")
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float = 15.0, what: str = "") -> None:
+    """Poll ``predicate`` every 20 ms until it is true; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+@dataclass
+class ServeProcess:
+    """A running `opscope serve` subprocess."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    data_dir: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path) -> Iterator[Callable[[str], ServeProcess]]:
+    """Start `python -m opscope serve` with a config text; ``{port}`` in it is the server port."""
+    started: list[ServeProcess] = []
+
+    def start(config_text: str, *, port: int | None = None) -> ServeProcess:
+        port = port or free_port()
+        index = len(started)
+        config = tmp_path / f"opscope-{index}.yaml"
+        config.write_text(config_text.replace("{port}", str(port)))
+        data_dir = tmp_path / f"data-{index}"
+        log = tmp_path / f"serve-{index}.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "opscope", "serve", "-c", str(config),
+                 "--data-dir", str(data_dir), "--port", str(port)],
+                stdout=sink, stderr=subprocess.STDOUT,
+            )
+        serve = ServeProcess(process, f"http://127.0.0.1:{port}", data_dir, log)
+        started.append(serve)
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"opscope serve exited with {process.returncode}:\n{serve.output()}")
+            try:
+                return httpx.get(f"{serve.url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, what="opscope serve to answer /healthz")
+        return serve
+
+    yield start
+    for serve in started:
+        if serve.process.poll() is None:
+            serve.process.terminate()
+            try:
+                serve.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                serve.process.kill()
+                serve.process.wait()
