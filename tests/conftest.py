@@ -100,3 +100,89 @@ def serve_process(tmp_path: Path) -> Iterator[Callable[[str], ServeProcess]]:
             except subprocess.TimeoutExpired:
                 serve.process.kill()
                 serve.process.wait()
+
+
+@dataclass
+class Route:
+    """What the test HTTP server answers on one path."""
+
+    status: int = 200
+    body: bytes = b""
+    delay: float = 0.0
+    content_type: str = "text/plain; version=0.0.4"
+
+
+class LocalHTTPServer:
+    """A real HTTP server on a free loopback port whose answers the test sets per path."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        routes: dict[str, Route] = {}
+        self.routes = routes
+        self.hits: dict[str, int] = {}
+        hits = self.hits
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits[self.path] = hits.get(self.path, 0) + 1
+                route = routes.get(self.path, Route(404, b"not found\n"))
+                if route.delay:
+                    time.sleep(route.delay)  # the server under test is slow on purpose
+                self.send_response(route.status)
+                self.send_header("Content-Type", route.content_type)
+                self.send_header("Content-Length", str(len(route.body)))
+                self.end_headers()
+                self.wfile.write(route.body)
+
+            do_HEAD = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def http_server() -> Iterator[LocalHTTPServer]:
+    """A real HTTP server on loopback; set ``http_server.routes[path] = Route(...)``."""
+    server = LocalHTTPServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def node_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus node_exporter on a free loopback port; yields its ``host:port``."""
+    binary = require_tool("prometheus-node-exporter")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("node_exporter") / "stderr.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [binary, f"--web.listen-address={address}"],
+            stdout=subprocess.DEVNULL, stderr=sink,
+        )
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"node_exporter exited: {log.read_text(errors='replace')}")
+        try:
+            return httpx.get(f"http://{address}/metrics", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, what="node_exporter to serve /metrics")
+    yield address
+    process.terminate()
+    process.wait(timeout=10)

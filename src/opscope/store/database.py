@@ -173,6 +173,7 @@ class Store:
         self._pending_series: list[SeriesRef] = []
         self._next_series_id = 1
         self._listeners: list[Listener] = []
+        self._undo: list[Callable[[], object]] = []
         try:
             if readonly:
                 uri = f"file:{path}?mode=ro"
@@ -210,6 +211,7 @@ class Store:
                 self._db.execute("BEGIN")
                 self._flush_series()
                 self._db.execute("COMMIT")
+                self._pending_series.clear()
             self._db.close()
 
     # ----------------------------------------------------------------------------- schema, load
@@ -266,15 +268,22 @@ class Store:
         if not batches:
             return
         with self._lock:
+            self._undo = []
             try:
                 self._db.execute("BEGIN")
                 self._flush_series()
                 rows = [self._insert(batch) for batch in batches]
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 self._db.execute("ROLLBACK")
-                self._last_layout.clear()
-                raise StoreError(f"cannot write samples: {exc}") from exc
+                for undo in reversed(self._undo):
+                    undo()
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"cannot write samples: {exc}") from exc
+                raise
+            finally:
+                self._undo = []
+            self._pending_series.clear()
             for row_id, batch in zip(rows, batches, strict=True):
                 self._cache_put(row_id, batch.values)
         for listener in list(self._listeners):
@@ -290,7 +299,6 @@ class Store:
                 for r in self._pending_series
             ],
         )
-        self._pending_series.clear()
 
     def _group_id(self, key: str) -> int:
         gid = self._groups.get(key)
@@ -299,6 +307,7 @@ class Store:
             gid = int(cursor.lastrowid or 0)
             self._groups[key] = gid
             self._group_keys[gid] = key
+            self._undo.append(lambda: (self._groups.pop(key), self._group_keys.pop(gid)))
         return gid
 
     def _insert(self, batch: Batch) -> int:
@@ -313,8 +322,10 @@ class Store:
                 "INSERT INTO layouts (group_id, series) VALUES (?, ?)", (gid, layout_bytes)
             )
             layout_id = int(cursor.lastrowid or 0)
+            previous = self._last_layout.get(gid)
             self._last_layout[gid] = (layout_bytes, layout_id)
             self._layout_put(layout_id, _Layout(ids))
+            self._undo.append(lambda: self._forget_layout(gid, layout_id, previous))
             new = [int(s) for s in ids if gid not in self._series_groups[int(s)]]
             if new:
                 self._db.executemany(
@@ -323,12 +334,26 @@ class Store:
                 )
                 for s in new:
                     self._series_groups[s].add(gid)
+                self._undo.append(lambda: self._forget_membership(new, gid))
         values = np.ascontiguousarray(batch.values, dtype="<f8")
         cursor = self._db.execute(
             "INSERT INTO samples (group_id, ts, layout_id, vals) VALUES (?, ?, ?, ?)",
             (gid, int(batch.timestamp_ms), layout_id, values.tobytes()),
         )
         return int(cursor.lastrowid or 0)
+
+    def _forget_membership(self, series_ids: list[int], gid: int) -> None:
+        for series_id in series_ids:
+            self._series_groups[series_id].discard(gid)
+
+    def _forget_layout(
+        self, gid: int, layout_id: int, previous: tuple[bytes, int] | None
+    ) -> None:
+        self._layouts.pop(layout_id, None)
+        if previous is None:
+            self._last_layout.pop(gid, None)
+        else:
+            self._last_layout[gid] = previous
 
     # ------------------------------------------------------------------------------------- read
     def select(self, selector: Selector, mint_ms: int, maxt_ms: int) -> list[SeriesSamples]:

@@ -1,0 +1,239 @@
+"""Configuration: schema, durations, ${VAR} interpolation and line-numbered errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from opscope.config import json_schema, load_config, parse_config
+from opscope.durations import format_duration, parse_duration
+from opscope.errors import ConfigFileError
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "blatam" / "opscope.yaml"
+
+
+def problems(text: str, **env: str) -> list[str]:
+    with pytest.raises(ConfigFileError) as info:
+        parse_config(text, filename="opscope.yaml", environ=env)
+    return [str(p) for p in info.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("15s", timedelta(seconds=15)),
+        ("5m", timedelta(minutes=5)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("15d", timedelta(days=15)),
+        ("1w", timedelta(days=7)),
+        ("1y", timedelta(days=365)),
+        ("500ms", timedelta(milliseconds=500)),
+        ("0", timedelta(0)),
+    ],
+)
+def test_durations_follow_prometheus_notation(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["fast", "10", "5m1h", "1.5s", "", "-1s", "5 m"])
+def test_malformed_durations_are_rejected(text: str) -> None:
+    with pytest.raises(ValueError, match="expected a duration like 15s"):
+        parse_duration(text)
+
+
+def test_duration_formatting_is_prometheus_notation() -> None:
+    assert format_duration(timedelta(minutes=90)) == "1h30m"
+    assert format_duration(timedelta(days=15)) == "2w1d"
+    assert format_duration(timedelta(milliseconds=1500)) == "1s500ms"
+
+
+def test_the_bundled_example_is_valid() -> None:
+    loaded = load_config(EXAMPLE)
+    monitor = loaded.config.monitor
+    assert [j.job for j in monitor.scrape] == ["node", "opscope"]
+    assert monitor.scrape[0].targets == ["127.0.0.1:9100"]
+    assert monitor.probes[0].targets == ["http://127.0.0.1:8765/healthz"]
+    assert monitor.retention == timedelta(days=15)
+    assert loaded.config.server.host == "127.0.0.1"
+
+
+def test_defaults_of_an_empty_file() -> None:
+    config = parse_config("", environ={}).config
+    assert config.monitor.interval == timedelta(seconds=10)
+    assert config.monitor.retention == timedelta(days=15)
+    assert config.monitor.lookback_delta == timedelta(minutes=5)
+    assert config.data_dir == Path(".opscope")
+    assert config.monitor.system.enabled
+
+
+def test_bad_duration_names_file_line_column_and_field() -> None:
+    text = (
+        "project: x\n"
+        "monitor:\n"
+        "  scrape:\n"
+        "    - job: node\n"
+        "      targets: ['127.0.0.1:9100']\n"
+        "      interval: fast\n"
+    )
+    assert problems(text) == [
+        'opscope.yaml:6:17 monitor.scrape[0].interval: expected a duration like 15s, got "fast"'
+    ]
+
+
+def test_a_bare_number_is_not_a_duration() -> None:
+    assert problems("monitor:\n  interval: 10\n") == [
+        "opscope.yaml:2:13 monitor.interval: expected a duration like 15s, got 10"
+    ]
+
+
+def test_unknown_field_points_at_the_key_and_lists_the_valid_ones() -> None:
+    found = problems("monitor:\n  scrape:\n    - job: a\n      targets: ['h:1']\n      tagets: []\n")
+    assert len(found) == 1
+    assert found[0].startswith("opscope.yaml:5:7 monitor.scrape[0].tagets: unknown field")
+    assert "targets" in found[0] and "metrics_path" in found[0]
+
+
+def test_unknown_top_level_section_is_an_error_but_reserved_ones_warn() -> None:
+    assert problems("monitr: {}\n")[0].startswith("opscope.yaml:1:1 monitr: unknown field")
+    loaded = parse_config("services:\n  api: {image: x}\nreports: {}\n", environ={})
+    assert [str(w) for w in loaded.warnings] == [
+        "opscope.yaml:1:1 services: section not used by this version of opscope (ignored)",
+        "opscope.yaml:3:1 reports: section not used by this version of opscope (ignored)",
+    ]
+
+
+def test_every_problem_is_reported_once_with_its_own_line() -> None:
+    text = (
+        "monitor:\n"
+        "  scrape:\n"
+        "    - job: a\n"
+        "      targets: ['http://h:1/metrics']\n"
+        "  probes:\n"
+        "    - job: p\n"
+        "      targets: ['http://ok', 'ftp://nope']\n"
+    )
+    found = problems(text)
+    assert len(found) == 2
+    assert found[0].startswith("opscope.yaml:4:17 monitor.scrape[0].targets[0]: expected host:port")
+    assert found[1] == (
+        'opscope.yaml:7:30 monitor.probes[0].targets[1]: expected an http:// or https:// URL, '
+        'got "ftp://nope"'
+    )
+
+
+def test_missing_required_field() -> None:
+    assert problems("monitor:\n  scrape:\n    - targets: ['h:1']\n") == [
+        "opscope.yaml:3:7 monitor.scrape[0].job: required field is missing"
+    ]
+
+
+def test_timeout_longer_than_interval_is_refused() -> None:
+    text = "monitor:\n  scrape:\n    - {job: a, targets: ['h:1'], interval: 5s, timeout: 10s}\n"
+    assert "scrape[0].timeout: 10s is longer than the interval 5s" in problems(text)[0]
+
+
+def test_duplicate_job_and_duplicate_key() -> None:
+    text = "monitor:\n  scrape:\n    - {job: a, targets: ['h:1']}\n    - {job: a, targets: ['h:2']}\n"
+    assert 'job "a" is defined twice' in problems(text)[0]
+    assert problems("project: a\nproject: b\n") == [
+        "opscope.yaml:2:1 project: key given twice in the same mapping"
+    ]
+
+
+def test_yaml_syntax_error_has_a_position() -> None:
+    found = problems("monitor:\n  interval: [10s\n")
+    assert found[0].startswith("opscope.yaml:3:1: not valid YAML")
+
+
+def test_environment_interpolation() -> None:
+    text = (
+        "project: ${PROJECT}\n"
+        "monitor:\n"
+        "  probes:\n"
+        "    - job: api\n"
+        "      targets: ['${API_URL:-http://127.0.0.1:8000/health}']\n"
+        "      headers: {Authorization: 'Bearer ${TOKEN}', X-Cost: '$$5'}\n"
+    )
+    loaded = parse_config(text, environ={"PROJECT": "blatam", "TOKEN": "s3cret"})
+    config = loaded.config
+    assert config.project == "blatam"
+    assert config.monitor.probes[0].targets == ["http://127.0.0.1:8000/health"]
+    assert config.monitor.probes[0].headers == {"Authorization": "Bearer s3cret", "X-Cost": "$5"}
+    assert loaded.secrets == frozenset({"blatam", "s3cret"})
+
+
+def test_unset_variable_without_default_is_named() -> None:
+    found = problems("monitor:\n  probes:\n    - {job: a, targets: ['${HEALTH_URL}']}\n")
+    assert found == [
+        "opscope.yaml:3:26 monitor.probes[0].targets[0]: environment variable HEALTH_URL is not "
+        "set (set it, or write ${HEALTH_URL:-default} to give a default)"
+    ]
+
+
+def test_interpolation_cannot_change_the_structure() -> None:
+    # A value that looks like YAML stays a plain string.
+    loaded = parse_config("project: ${P}\n", environ={"P": "{monitor: {interval: 1s}}"})
+    assert loaded.config.project == "{monitor: {interval: 1s}}"
+
+
+def test_json_schema_describes_durations_and_fields() -> None:
+    schema = json_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    text = json.dumps(schema)
+    assert '"pattern"' in text and "metrics_path" in text and "lookback_delta" in text
+    scrape = schema["$defs"]["ScrapeConfig"]  # type: ignore[index]
+    assert scrape["additionalProperties"] is False
+    assert scrape["properties"]["interval"]["anyOf"][0]["pattern"].startswith("^(0|")
+    assert "monitor.interval" in scrape["properties"]["interval"]["description"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "opscope", *args],
+        capture_output=True, text=True, timeout=60, cwd=cwd, check=False,
+    )
+
+
+def test_cli_validate_reports_error_with_exit_code_2_and_no_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "opscope.yaml"
+    config.write_text("monitor:\n  interval: fast\n")
+    result = run_cli("validate", "-c", str(config))
+    assert result.returncode == 2
+    assert f'{config}:2:13 monitor.interval: expected a duration like 15s, got "fast"' in (
+        result.stderr.replace("\n", "")
+    )
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_validate_json_and_success(tmp_path: Path) -> None:
+    result = run_cli("validate", "-c", str(EXAMPLE), "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {
+        "valid": True, "file": str(EXAMPLE), "scrape_targets": 2, "probe_targets": 1,
+        "warnings": [],
+    }
+    config = tmp_path / "bad.yaml"
+    config.write_text("server:\n  port: 70000\n")
+    result = run_cli("validate", "-c", str(config), "--json")
+    assert result.returncode == 2
+    report = json.loads(result.stdout)
+    assert report["problems"][0]["line"] == 2
+    assert report["problems"][0]["path"] == "server.port"
+
+
+def test_cli_schema_prints_json_schema() -> None:
+    result = run_cli("schema")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["title"] == "opscope.yaml"
+
+
+def test_cli_serve_with_missing_config_exits_2(tmp_path: Path) -> None:
+    result = run_cli("serve", "-c", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "cannot read file" in result.stderr
+    assert "Traceback" not in result.stderr
