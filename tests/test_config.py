@@ -204,8 +204,8 @@ def test_cli_validate_reports_error_with_exit_code_2_and_no_traceback(tmp_path: 
     config.write_text("monitor:\n  interval: fast\n")
     result = run_cli("validate", "-c", str(config))
     assert result.returncode == 2
-    assert f'{config}:2:13 monitor.interval: expected a duration like 15s, got "fast"' in (
-        result.stderr.replace("\n", "")
+    assert result.stderr == (
+        f'error: {config}:2:13 monitor.interval: expected a duration like 15s, got "fast"\n'
     )
     assert "Traceback" not in result.stderr + result.stdout
 

@@ -169,21 +169,22 @@ def create_app(state: ServerState) -> FastAPI:
         found: dict[int, dict[str, str]] = {}
         for selector in selectors:
             for ref in state.store.index.select(selector):
-                found[ref.id] = ref.metric()
+                if state.store.has_samples(ref.id):
+                    found[ref.id] = ref.metric()
         return _success(list(found.values()))
 
     @app.get("/api/v1/labels", summary="Label names")
     async def label_names() -> dict[str, Any]:
         names = {"__name__"}
-        for ref in state.store.index:
+        for ref in state.store.written():
             names.update(k for k, _ in ref.labels)
         return _success(sorted(names))
 
     @app.get("/api/v1/label/{name}/values", summary="Values of one label")
     async def label_values(name: str) -> dict[str, Any]:
         if name == "__name__":
-            return _success(state.store.index.names())
-        values = {v for ref in state.store.index for k, v in ref.labels if k == name}
+            return _success(sorted({ref.name for ref in state.store.written()}))
+        values = {v for ref in state.store.written() for k, v in ref.labels if k == name}
         return _success(sorted(values))
 
     @app.get("/api/v1/targets", summary="Health of every collection target")

@@ -342,6 +342,16 @@ class Store:
         )
         return int(cursor.lastrowid or 0)
 
+    def written(self) -> list[SeriesRef]:
+        """Series that have had samples written (a series only registered by a collector that
+        never collected is left out), ordered by id."""
+        with self._lock:
+            return [r for r in self.index if self._series_groups.get(r.id)]
+
+    def has_samples(self, series_id: int) -> bool:
+        """Whether samples of ``series_id`` were ever written (and not all deleted)."""
+        return bool(self._series_groups.get(series_id))
+
     def _forget_membership(self, series_ids: list[int], gid: int) -> None:
         for series_id in series_ids:
             self._series_groups[series_id].discard(gid)

@@ -1,0 +1,621 @@
+/* The opscope dashboard: status cards, live charts and the targets table.
+ *
+ * On every (re)connection of the WebSocket /ws, the page asks for the last WINDOW_S seconds of
+ * each chart's metric (get_historical), then subscribes to all of them and appends the points of
+ * each metrics_update. Each series keeps at most WINDOW_S seconds and MAX_POINTS points.
+ *
+ * Test hooks: every chart element carries data-metric (its metric name) and data-points (points
+ * currently plotted across its series); <body data-ws> is connecting, open or closed.
+ */
+"use strict";
+
+const WINDOW_S = 15 * 60;
+const MAX_POINTS = 1000;
+const PLOT_HEIGHT = 200;
+const TARGETS_REFRESH_MS = 10_000;
+const TRIM_EVERY_MS = 10_000;
+const RECONNECT_MIN_S = 1;
+const RECONNECT_MAX_S = 30;
+const DEFAULT_HISTORY_STEP_S = 3;
+
+/* source: the kind of target that writes the metric (its interval sets the history step). */
+const CHARTS = [
+  { metric: "cpu_usage", title: "CPU usage", unit: "percent", labels: ["instance"], source: "system" },
+  { metric: "memory_usage", title: "Memory usage", unit: "percent", labels: ["instance"], source: "system" },
+  { metric: "disk_usage", title: "Disk usage", unit: "percent", labels: ["mount"], source: "system" },
+  {
+    metric: "network_receive_bytes_per_second", title: "Network receive",
+    unit: "bytesPerSecond", labels: ["device"], source: "system",
+  },
+  {
+    metric: "network_transmit_bytes_per_second", title: "Network transmit",
+    unit: "bytesPerSecond", labels: ["device"], source: "system",
+  },
+  {
+    metric: "probe_duration_seconds", title: "Probe latency",
+    unit: "seconds", labels: ["instance"], source: "probe",
+  },
+  { metric: "up", title: "Scrape targets up", unit: "upDown", labels: ["job", "instance"], source: "scrape" },
+  { metric: "probe_success", title: "Probes succeeding", unit: "upDown", labels: ["instance"], source: "probe" },
+];
+
+const COLORS = [
+  "#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c",
+  "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d",
+];
+const AXIS_COLOR = "#6b7280";
+const GRID_COLOR = "#eef0f3";
+const AXIS_FONT = "11px system-ui, -apple-system, sans-serif";
+
+/* ------------------------------------------------------------------------------ formatting */
+
+const BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
+
+function formatBytes(value) {
+  let scaled = Math.abs(value);
+  let unit = 0;
+  while (scaled >= 1024 && unit < BYTE_UNITS.length - 1) {
+    scaled /= 1024;
+    unit += 1;
+  }
+  const digits = unit === 0 || scaled >= 10 ? 0 : 1;
+  return `${Math.sign(value) < 0 ? "-" : ""}${scaled.toFixed(digits)} ${BYTE_UNITS[unit]}`;
+}
+
+function formatRate(value) {
+  return `${formatBytes(value)}/s`;
+}
+
+function formatPercent(value) {
+  return `${value.toFixed(1)}%`;
+}
+
+function formatSeconds(value) {
+  const ms = value * 1000;
+  if (ms === 0) return "0 ms";
+  if (ms < 1) return `${ms.toFixed(2)} ms`;
+  if (ms < 10) return `${ms.toFixed(1)} ms`;
+  if (ms < 1000) return `${ms.toFixed(0)} ms`;
+  return `${value.toFixed(2)} s`;
+}
+
+function formatUpDown(value) {
+  return value >= 1 ? "up" : "down";
+}
+
+function formatAgo(iso) {
+  if (!iso) return "never";
+  const seconds = Math.max(0, serverNow() - Date.parse(iso) / 1000);
+  if (seconds < 120) return `${Math.round(seconds)} s ago`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min ago`;
+  return `${Math.round(seconds / 3600)} h ago`;
+}
+
+function paddedMax(max, floor) {
+  return max != null && max > 0 ? max * 1.15 : floor;
+}
+
+/* Tick steps of powers of two, so that byte axes read 256 KiB/s, 512 KiB/s, 1 MiB/s. */
+const BINARY_INCRS = Array.from({ length: 41 }, (_, i) => 2 ** i);
+
+/* How each kind of value is formatted and scaled. */
+const UNITS = {
+  percent: {
+    format: formatPercent,
+    tick: (v) => `${v.toFixed(0)}%`,
+    range: () => [0, 100],
+    fill: true,
+  },
+  bytesPerSecond: {
+    format: formatRate,
+    tick: formatRate,
+    range: (u, min, max) => [0, paddedMax(max, 1024)],
+    incrs: BINARY_INCRS,
+  },
+  seconds: {
+    format: formatSeconds,
+    tick: formatSeconds,
+    range: (u, min, max) => [0, paddedMax(max, 0.01)],
+  },
+  upDown: {
+    format: formatUpDown,
+    tick: formatUpDown,
+    range: () => [-0.15, 1.15],
+    splits: () => [0, 1],
+    stepped: true,
+  },
+};
+
+/* ---------------------------------------------------------------------------------- state */
+
+const state = {
+  ws: null,
+  reconnectDelay: RECONNECT_MIN_S,
+  reconnectTimer: null,
+  clockOffset: 0, // server clock minus browser clock, in seconds
+  targets: [],
+};
+
+function serverNow() {
+  return Date.now() / 1000 + state.clockOffset;
+}
+
+function $(id) {
+  return document.getElementById(id);
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/* ---------------------------------------------------------------------------------- charts */
+
+function createChart(spec) {
+  const root = element("section", "panel chart");
+  root.dataset.metric = spec.metric;
+  root.dataset.points = "0";
+  const header = element("header", "panel-header");
+  header.append(element("h3", "", spec.title));
+  const note = element("span", "panel-note");
+  header.append(note);
+  const plotEl = element("div", "chart-plot");
+  const emptyEl = element("div", "chart-empty", "No data yet");
+  plotEl.append(emptyEl);
+  root.append(header, plotEl);
+  $("charts").append(root);
+  return { spec, unit: UNITS[spec.unit], root, note, plotEl, emptyEl, series: new Map(), plot: null, layout: "" };
+}
+
+const charts = CHARTS.map(createChart);
+const chartByMetric = new Map(charts.map((chart) => [chart.spec.metric, chart]));
+
+function seriesKey(labels) {
+  return JSON.stringify(Object.keys(labels).sort().map((k) => [k, labels[k]]));
+}
+
+function seriesName(spec, labels) {
+  let parts = spec.labels.map((k) => labels[k]).filter(Boolean);
+  if (!parts.length) {
+    parts = Object.keys(labels).filter((k) => k !== "__name__").sort().map((k) => labels[k]);
+  }
+  return parts.join(" / ") || spec.metric;
+}
+
+function seriesFor(chart, labels) {
+  const key = seriesKey(labels);
+  let buffer = chart.series.get(key);
+  if (!buffer) {
+    buffer = { key, name: seriesName(chart.spec, labels), times: [], values: [] };
+    chart.series.set(key, buffer);
+  }
+  return buffer;
+}
+
+/* Append one point; points not newer than the series' last one are ignored. */
+function appendPoint(buffer, time, value) {
+  const last = buffer.times.length ? buffer.times[buffer.times.length - 1] : -Infinity;
+  if (!(time > last)) return;
+  buffer.times.push(time);
+  buffer.values.push(typeof value === "number" && Number.isFinite(value) ? value : null);
+}
+
+/* Drop points older than the window or beyond MAX_POINTS, and series left empty. */
+function trimChart(chart, now = serverNow()) {
+  const cutoff = now - WINDOW_S;
+  let changed = false;
+  for (const [key, buffer] of chart.series) {
+    let drop = 0;
+    while (drop < buffer.times.length && buffer.times[drop] < cutoff) drop += 1;
+    drop = Math.max(drop, buffer.times.length - MAX_POINTS);
+    if (drop > 0) {
+      buffer.times.splice(0, drop);
+      buffer.values.splice(0, drop);
+      changed = true;
+    }
+    if (!buffer.times.length) chart.series.delete(key);
+  }
+  return changed;
+}
+
+/* Measure the widest tick label so that the y axis never clips it. */
+function axisSize(u, values, axisIdx, cycleNum) {
+  const axis = u.axes[axisIdx];
+  if (cycleNum > 1) return axis._size;
+  let size = axis.ticks.size + axis.gap;
+  const longest = (values || []).reduce((a, v) => (String(v).length > a.length ? String(v) : a), "");
+  if (longest) {
+    u.ctx.font = axis.font[0];
+    size += u.ctx.measureText(longest).width / devicePixelRatio;
+  }
+  return Math.ceil(size);
+}
+
+/* Legend values: at the cursor while hovering, otherwise the latest value of each series. */
+function legendValue(chart, u, value, seriesIdx, idx) {
+  const shown = idx == null ? lastValue(u.data[seriesIdx]) : value;
+  return shown == null ? "–" : chart.unit.format(shown);
+}
+
+function legendTime(u, value, seriesIdx, idx) {
+  if (idx == null) return "latest";
+  return value == null ? "–" : new Date(value * 1000).toLocaleTimeString();
+}
+
+function seriesOptions(chart, buffer, index, count) {
+  const color = COLORS[index % COLORS.length];
+  const options = {
+    label: buffer.name,
+    stroke: color,
+    width: 1.5,
+    value: (u, v, seriesIdx, idx) => legendValue(chart, u, v, seriesIdx, idx),
+    points: { size: 4 },
+  };
+  if (chart.unit.fill && count === 1) options.fill = `${color}1f`;
+  if (chart.unit.stepped) options.paths = uPlot.paths.stepped({ align: 1 });
+  return options;
+}
+
+function plotOptions(chart, buffers) {
+  const unit = chart.unit;
+  const yAxis = {
+    stroke: AXIS_COLOR,
+    font: AXIS_FONT,
+    grid: { stroke: GRID_COLOR },
+    ticks: { stroke: GRID_COLOR },
+    size: axisSize,
+    values: (u, splits) => splits.map((v) => (v == null ? "" : unit.tick(v))),
+  };
+  if (unit.incrs) yAxis.incrs = unit.incrs;
+  if (unit.splits) yAxis.splits = unit.splits;
+  return {
+    width: Math.max(200, Math.floor(chart.plotEl.clientWidth)),
+    height: PLOT_HEIGHT,
+    cursor: { drag: { x: false, y: false } },
+    scales: { x: { time: true }, y: { range: unit.range } },
+    axes: [
+      { stroke: AXIS_COLOR, font: AXIS_FONT, grid: { stroke: GRID_COLOR }, ticks: { stroke: GRID_COLOR } },
+      yAxis,
+    ],
+    series: [{ value: legendTime }, ...buffers.map((b, i) => seriesOptions(chart, b, i, buffers.length))],
+  };
+}
+
+/* uPlot wants one shared x array: join the series on their timestamps. Explicit nulls stay gaps;
+ * timestamps that only another series has are spanned over. */
+function alignedData(buffers) {
+  return uPlot.join(buffers.map((b) => [b.times.slice(), b.values.slice()]));
+}
+
+function lastValue(values) {
+  for (let i = (values || []).length - 1; i >= 0; i -= 1) {
+    if (values[i] != null) return values[i];
+  }
+  return null;
+}
+
+function chartNote(chart, buffers) {
+  if (!buffers.length) return "";
+  if (chart.spec.unit === "upDown") {
+    const up = buffers.filter((b) => lastValue(b.values) >= 1).length;
+    return `${up} of ${buffers.length} up`;
+  }
+  if (buffers.length === 1) {
+    const value = lastValue(buffers[0].values);
+    return value == null ? "" : chart.unit.format(value);
+  }
+  return `${buffers.length} series`;
+}
+
+function destroyPlot(chart) {
+  if (chart.plot) {
+    chart.plot.destroy();
+    chart.plot = null;
+    chart.layout = "";
+  }
+}
+
+/* Draw the chart's current buffers; a new or vanished series rebuilds the plot. */
+function renderChart(chart) {
+  const buffers = [...chart.series.values()];
+  if (!buffers.length) {
+    destroyPlot(chart);
+  } else {
+    const layout = buffers.map((b) => b.key).join("\n");
+    const data = alignedData(buffers);
+    if (chart.plot && chart.layout === layout) {
+      chart.plot.setData(data);
+    } else {
+      destroyPlot(chart);
+      chart.plot = new uPlot(plotOptions(chart, buffers), data, chart.plotEl);
+      chart.layout = layout;
+    }
+  }
+  chart.emptyEl.hidden = buffers.length > 0;
+  chart.note.textContent = chartNote(chart, buffers);
+  chart.root.dataset.points = String(buffers.reduce((n, b) => n + b.times.length, 0));
+}
+
+const resizer = new ResizeObserver((entries) => {
+  for (const entry of entries) {
+    const chart = charts.find((c) => c.plotEl === entry.target);
+    const width = Math.floor(entry.contentRect.width);
+    if (chart && chart.plot && width > 0 && width !== chart.plot.width) {
+      chart.plot.setSize({ width, height: PLOT_HEIGHT });
+    }
+  }
+});
+charts.forEach((chart) => resizer.observe(chart.plotEl));
+
+/* ----------------------------------------------------------------------------- live data */
+
+/* The history step: the shortest collection interval of the metric's targets (one point per
+ * sample), but never more than MAX_POINTS points over the window. */
+function historyStep(spec) {
+  const intervals = state.targets
+    .filter((t) => t.kind === spec.source)
+    .map((t) => parseFloat(t.scrapeInterval))
+    .filter((s) => Number.isFinite(s) && s > 0);
+  const interval = intervals.length ? Math.min(...intervals) : DEFAULT_HISTORY_STEP_S;
+  return Math.max(interval, WINDOW_S / MAX_POINTS);
+}
+
+function requestHistory(ws) {
+  // No "end": the server uses its own clock, so a skewed browser clock cannot ask for the future.
+  const start = serverNow() - WINDOW_S;
+  for (const chart of charts) {
+    const metric = chart.spec.metric;
+    const step = historyStep(chart.spec);
+    ws.send(JSON.stringify({ type: "get_historical", id: metric, metric, start, step }));
+  }
+}
+
+function subscribe(ws) {
+  ws.send(JSON.stringify({ type: "subscribe", metrics: charts.map((c) => c.spec.metric) }));
+}
+
+function applyHistory(message) {
+  const chart = chartByMetric.get(message.id) || chartByMetric.get(message.metric);
+  if (!chart) return;
+  chart.series.clear();
+  for (const series of message.series || []) {
+    const buffer = seriesFor(chart, series.metric);
+    for (const [time, value] of series.values) appendPoint(buffer, time, value);
+  }
+  trimChart(chart);
+  renderChart(chart);
+}
+
+function applyUpdate(message) {
+  const touched = new Set();
+  for (const sample of message.metrics || []) {
+    const chart = chartByMetric.get(sample.metric.__name__);
+    if (!chart) continue;
+    appendPoint(seriesFor(chart, sample.metric), sample.timestamp, sample.value);
+    touched.add(chart);
+  }
+  for (const chart of touched) {
+    trimChart(chart);
+    renderChart(chart);
+  }
+  if (message.system_status) renderStatus(message.system_status);
+  $("last-update").textContent = `Updated ${new Date(message.timestamp * 1000).toLocaleTimeString()}`;
+}
+
+function onMessage(text) {
+  let message;
+  try {
+    message = JSON.parse(text);
+  } catch (err) {
+    console.warn("opscope: ignored a message that is not JSON", err);
+    return;
+  }
+  switch (message.type) {
+    case "historical_data":
+      applyHistory(message);
+      break;
+    case "metrics_update":
+      applyUpdate(message);
+      break;
+    case "error":
+      console.warn("opscope: server error:", message.error);
+      break;
+    default:
+      break; // subscription_confirmed, pong
+  }
+}
+
+/* ----------------------------------------------------------------------------- connection */
+
+function setConnection(status, text) {
+  document.body.dataset.ws = status;
+  $("connection-text").textContent = text;
+}
+
+function websocketUrl() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws`;
+}
+
+function connect() {
+  clearTimeout(state.reconnectTimer);
+  setConnection("connecting", "Connecting");
+  const ws = new WebSocket(websocketUrl());
+  state.ws = ws;
+  ws.addEventListener("open", () => onOpen(ws));
+  ws.addEventListener("message", (event) => onMessage(event.data));
+  ws.addEventListener("close", () => onClose(ws));
+}
+
+async function onOpen(ws) {
+  state.reconnectDelay = RECONNECT_MIN_S;
+  setConnection("open", "Live");
+  await Promise.all([loadHealth(), refreshTargets()]);
+  if (ws.readyState !== WebSocket.OPEN) return;
+  requestHistory(ws);
+  subscribe(ws);
+}
+
+function onClose(ws) {
+  if (state.ws !== ws) return;
+  state.ws = null;
+  const delay = state.reconnectDelay;
+  state.reconnectDelay = Math.min(delay * 2, RECONNECT_MAX_S);
+  setConnection("closed", `Disconnected, retrying in ${delay} s`);
+  const jitter = 0.8 + Math.random() * 0.4;
+  state.reconnectTimer = setTimeout(connect, delay * 1000 * jitter);
+}
+
+/* ------------------------------------------------------------------------------ REST data */
+
+async function loadHealth() {
+  try {
+    const response = await fetch("/healthz", { cache: "no-store" });
+    const body = await response.json();
+    const date = Date.parse(response.headers.get("Date") || "");
+    if (Number.isFinite(date)) {
+      // The Date header has a resolution of one second: only correct a clearly skewed clock.
+      const offset = date / 1000 - Date.now() / 1000;
+      state.clockOffset = Math.abs(offset) > 2 ? offset : 0;
+    }
+    const project = body.project || "opscope";
+    $("project").textContent = project;
+    document.title = `${project} · opscope`;
+    $("version").textContent = body.version ? `opscope ${body.version}` : "opscope";
+  } catch (err) {
+    console.warn("opscope: /healthz failed", err);
+  }
+}
+
+async function refreshTargets() {
+  try {
+    const response = await fetch("/api/v1/targets", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const body = await response.json();
+    state.targets = body.data.activeTargets || [];
+    renderTargets(state.targets);
+  } catch (err) {
+    renderTargetsError(err);
+  }
+}
+
+/* -------------------------------------------------------------------------------- targets */
+
+const HEALTH_ORDER = { down: 0, unknown: 1, up: 2 };
+
+function compareTargets(a, b) {
+  return (
+    (HEALTH_ORDER[a.health] ?? 1) - (HEALTH_ORDER[b.health] ?? 1) ||
+    a.kind.localeCompare(b.kind) ||
+    a.scrapePool.localeCompare(b.scrapePool) ||
+    a.scrapeUrl.localeCompare(b.scrapeUrl)
+  );
+}
+
+function targetRow(target) {
+  const row = document.createElement("tr");
+  const health = element("span", `health health-${target.health}`, target.health);
+  const instance = (target.labels && target.labels.instance) || target.scrapeUrl;
+  const duration = target.lastScrapeDuration == null ? "–" : formatSeconds(target.lastScrapeDuration);
+  const cells = [
+    element("td"),
+    element("td", "", target.kind),
+    element("td", "", target.scrapePool),
+    element("td", "instance", instance),
+    element("td", "num", formatAgo(target.lastScrape)),
+    element("td", "num", duration),
+    element("td", "error", target.lastError || ""),
+  ];
+  cells[0].append(health);
+  cells[3].title = target.scrapeUrl;
+  cells[6].title = target.lastError || "";
+  row.append(...cells);
+  return row;
+}
+
+function renderTargets(targets) {
+  const body = $("targets-body");
+  body.replaceChildren(...[...targets].sort(compareTargets).map(targetRow));
+  if (!targets.length) {
+    const cell = element("td", "muted", "No targets configured");
+    cell.colSpan = 7;
+    const row = element("tr");
+    row.append(cell);
+    body.append(row);
+  }
+  const up = targets.filter((t) => t.health === "up").length;
+  $("targets-summary").textContent = `${up} of ${targets.length} up`;
+}
+
+function renderTargetsError(err) {
+  $("targets-summary").textContent = `Could not load targets (${err.message})`;
+}
+
+/* ---------------------------------------------------------------------------------- cards */
+
+function level(value, warn, crit) {
+  if (value == null) return "";
+  if (value >= crit) return "crit";
+  if (value >= warn) return "warn";
+  return "ok";
+}
+
+function setCard(name, value, sub, cardLevel = "") {
+  const card = document.querySelector(`[data-card="${name}"]`);
+  card.querySelector(".card-value").textContent = value;
+  card.querySelector(".card-sub").textContent = sub;
+  if (cardLevel) card.dataset.level = cardLevel;
+  else delete card.dataset.level;
+}
+
+function orDash(value, format) {
+  return typeof value === "number" ? format(value) : "–";
+}
+
+function renderStatus(status) {
+  setCard("cpu", orDash(status.cpu_usage, formatPercent), "usage", level(status.cpu_usage, 80, 90));
+  setCard(
+    "memory", orDash(status.memory_usage, formatPercent), "used", level(status.memory_usage, 80, 90),
+  );
+  renderDiskCard(status.disk_usage || {});
+  setCard("load", orDash(status.load1, (v) => v.toFixed(2)), "1 min average");
+  setCard("connections", orDash(status.active_connections, (v) => String(Math.round(v))), "active");
+  const sent = orDash(status.network_transmit_bytes_per_second, formatRate);
+  setCard("network", orDash(status.network_receive_bytes_per_second, formatRate), `in, ${sent} out`);
+  renderTargetsCard(status.targets_up, status.targets_total);
+}
+
+function renderDiskCard(disks) {
+  const entries = Object.entries(disks).filter(([, v]) => typeof v === "number");
+  if (!entries.length) {
+    setCard("disk", "–", "used");
+    return;
+  }
+  const [mount, fullest] = entries.reduce((a, b) => (b[1] > a[1] ? b : a));
+  const sub = entries.length > 1 ? `${mount}, fullest of ${entries.length}` : mount;
+  setCard("disk", formatPercent(fullest), sub, level(fullest, 80, 90));
+}
+
+function renderTargetsCard(up, total) {
+  if (typeof total !== "number") return;
+  if (total === 0) {
+    setCard("targets", "0", "none configured");
+    return;
+  }
+  const down = total - up;
+  setCard("targets", `${up} / ${total}`, down ? `${down} down` : "all up", down ? "crit" : "ok");
+}
+
+/* ---------------------------------------------------------------------------------- start */
+
+function trimAll() {
+  for (const chart of charts) {
+    if (trimChart(chart) || (chart.plot && !chart.series.size)) renderChart(chart);
+  }
+}
+
+connect();
+setInterval(refreshTargets, TARGETS_REFRESH_MS);
+setInterval(trimAll, TRIM_EVERY_MS);

@@ -1,0 +1,202 @@
+"""The REST API in-process: Prometheus-shaped results and the one JSON error shape."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from opscope.clock import ManualClock
+from opscope.config import parse_config
+from opscope.monitor import Monitor
+from opscope.server.app import ServerState, create_app
+from opscope.server.live import LiveHub
+from opscope.store import STALE_NAN, Batch, Store, label_set
+from opscope.telemetry import Telemetry
+
+NOW = 1_800_000_000.0
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    store: Store
+    monitor: Monitor
+
+    def put(self, name: str, labels: dict[str, str], points: list[tuple[float, float]]) -> None:
+        sid = self.store.series_id(name, label_set(labels))
+        for t, v in points:
+            self.store.append([Batch(f"test/{name}", int(t * 1000), np.array([sid]),
+                                     np.array([v]))])
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    config = parse_config(
+        "monitor:\n  system: {enabled: false}\n"
+        "  scrape: [{job: node, targets: ['127.0.0.1:1']}]\n", environ={}
+    ).config
+    clock = ManualClock(start=NOW)
+    telemetry = Telemetry()
+    with Store.open(tmp_path) as store:
+        monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
+        hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
+        app = create_app(ServerState(project="blatam", store=store, monitor=monitor, hub=hub,
+                                     telemetry=telemetry, now=clock.time, lookback_ms=300_000))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://opscope") as client:
+            yield Api(client, store, monitor)
+        await monitor.aclose()
+
+
+async def test_healthz(api: Api) -> None:
+    response = await api.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.json()["project"] == "blatam"
+
+
+async def test_instant_query_has_prometheus_shape_and_lookback(api: Api) -> None:
+    api.put("cpu_usage", {"job": "system"}, [(NOW - 400, 10.0), (NOW - 60, 42.5)])
+    api.put("cpu_usage", {"job": "other"}, [(NOW - 400, 99.0)])  # older than 5m: absent
+    response = await api.client.get("/api/v1/query", params={"query": "cpu_usage"})
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "success",
+        "data": {"resultType": "vector", "result": [
+            {"metric": {"__name__": "cpu_usage", "job": "system"}, "value": [NOW, "42.5"]},
+        ]},
+    }
+    past = await api.client.get("/api/v1/query", params={
+        "metric": "cpu_usage", "labels": 'job="other"', "time": str(NOW - 300)})
+    assert past.json()["data"]["result"][0]["value"] == [NOW - 300, "99"]
+
+
+async def test_post_form_query_like_grafana_sends(api: Api) -> None:
+    api.put("up", {"job": "node"}, [(NOW - 10, 1.0)])
+    response = await api.client.post(
+        "/api/v1/query", content=f"query=up&time={NOW}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.json()["data"]["result"] == [
+        {"metric": {"__name__": "up", "job": "node"}, "value": [NOW, "1"]}]
+
+
+async def test_range_query_steps_and_staleness(api: Api) -> None:
+    api.put("m", {}, [(NOW - 120, 1.0), (NOW - 60, 2.0), (NOW - 30, STALE_NAN)])
+    response = await api.client.get("/api/v1/query_range", params={
+        "query": "m", "start": str(NOW - 120), "end": str(NOW), "step": "30s"})
+    body = response.json()
+    assert body["data"]["resultType"] == "matrix"
+    assert body["data"]["result"] == [{
+        "metric": {"__name__": "m"},
+        "values": [[NOW - 120, "1"], [NOW - 90, "1"], [NOW - 60, "2"]],
+    }]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "needle"),
+    [
+        ("/api/v1/query", {}, 400, "a series selector is required"),
+        ("/api/v1/query", {"query": "up{"}, 400, "cannot parse selector"),
+        ("/api/v1/query", {"query": "rate(up[5m])"}, 400, "expected a series selector"),
+        ("/api/v1/query", {"query": "up", "time": "yesterday"}, 400,
+         'invalid parameter "time"'),
+        ("/api/v1/query_range", {"query": "up", "start": "0", "end": "10", "step": "0"}, 400,
+         "must be a positive duration"),
+        ("/api/v1/query_range", {"query": "up", "start": "0", "end": "100000", "step": "1"}, 400,
+         "11,000 points"),
+        ("/api/v1/query_range", {"query": "up"}, 400, "both are required"),
+        ("/api/v1/series", {}, 400, "no match[] parameter provided"),
+        ("/api/v1/summary", {"window": "soon"}, 400, 'invalid parameter "window"'),
+        ("/api/v1/nothing", {}, 404, "Not Found"),
+    ],
+)
+async def test_every_error_has_the_one_json_shape(
+    api: Api, path: str, params: dict[str, str], status: int, needle: str
+) -> None:
+    response = await api.client.get(path, params=params)
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"status", "errorType", "error"}
+    assert body["status"] == "error"
+    assert body["errorType"] == {400: "bad_data", 404: "not_found"}[status]
+    assert needle in body["error"]
+
+
+async def test_wrong_method_is_405_in_the_same_shape(api: Api) -> None:
+    response = await api.client.delete("/api/v1/targets")
+    assert response.status_code == 405
+    assert response.json()["errorType"] == "method_not_allowed"
+
+
+async def test_series_labels_and_label_values(api: Api) -> None:
+    api.put("up", {"job": "node", "instance": "a:1"}, [(NOW, 1.0)])
+    api.put("up", {"job": "app", "instance": "b:2"}, [(NOW, 0.0)])
+    api.put("load1", {"job": "system"}, [(NOW, 0.5)])
+    series = (await api.client.get("/api/v1/series", params={"match[]": 'up{job="node"}'})).json()
+    assert series["data"] == [{"__name__": "up", "instance": "a:1", "job": "node"}]
+    plain = (await api.client.get("/api/v1/series", params={"match": "load1"})).json()
+    assert plain["data"] == [{"__name__": "load1", "job": "system"}]
+    labels = (await api.client.get("/api/v1/labels")).json()["data"]
+    assert labels == ["__name__", "instance", "job"]
+    jobs = (await api.client.get("/api/v1/label/job/values")).json()["data"]
+    assert jobs == ["app", "node", "system"]
+    names = (await api.client.get("/api/v1/label/__name__/values")).json()["data"]
+    assert {"load1", "up"} <= set(names)
+
+
+async def test_targets_report_health_and_last_error(api: Api) -> None:
+    await api.monitor.collect_all()
+    response = await api.client.get("/api/v1/targets")
+    (target,) = response.json()["data"]["activeTargets"]
+    assert target["health"] == "down"
+    assert target["scrapeUrl"] == "http://127.0.0.1:1/metrics"
+    assert target["labels"] == {"job": "node", "instance": "127.0.0.1:1"}
+    assert target["lastError"] == 'Get "http://127.0.0.1:1/metrics": connection refused'
+    assert target["lastScrape"] == "2027-01-15T08:00:00Z"
+
+
+async def test_summary_trend_and_zero_baseline(api: Api) -> None:
+    # 10, 20, 30 one minute apart: slope 10/60 per second, +200 %.
+    api.put("cpu_usage", {"job": "system"}, [(NOW - 120, 10.0), (NOW - 60, 20.0), (NOW, 30.0)])
+    # from 0 to 5: the change from a zero baseline is n/a, not 0 and not an error
+    api.put("active_connections", {"job": "system"}, [(NOW - 60, 0.0), (NOW, 5.0)])
+    api.put("memory_usage", {"job": "system"}, [(NOW - 60, 50.0), (NOW, 50.0)])
+    response = await api.client.get("/api/v1/summary")
+    items = {i["metric"]["__name__"]: i for i in response.json()["data"]["series"]}
+    cpu = items["cpu_usage"]
+    assert cpu["current"] == "30"
+    assert cpu["slope_per_second"] == pytest.approx(10 / 60)
+    assert cpu["direction"] == "increasing"
+    assert cpu["change_percent"] == pytest.approx(200.0)
+    assert cpu["change"] == "+200.00%"
+    conns = items["active_connections"]
+    assert conns["change_percent"] is None and conns["change"] == "n/a"
+    assert items["memory_usage"]["direction"] == "steady"
+
+
+async def test_metrics_endpoint_is_valid_exposition_with_opscope_metrics(api: Api) -> None:
+    await api.monitor.collect_all()
+    response = await api.client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert "opscope_samples_ingested" in families
+    assert "opscope_websocket_clients" in families
+    assert "process_resident_memory_bytes" in families
+    scrape_failures = [s for s in families["opscope_collections"].samples
+                       if s.labels == {"collector": "scrape", "outcome": "failure"}]
+    assert scrape_failures[0].value == 1.0
+
+
+async def test_dashboard_and_openapi_are_served(api: Api) -> None:
+    page = await api.client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    spec = (await api.client.get("/api/openapi.json")).json()
+    assert "/api/v1/query_range" in spec["paths"]

@@ -1,0 +1,125 @@
+"""`opscope serve` end to end: a real process, real targets, the API, the WebSocket, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.conftest import LocalHTTPServer, Route, ServeProcess, free_port, wait_until
+
+
+def targets(serve: ServeProcess) -> dict[str, dict[str, Any]]:
+    data = httpx.get(f"{serve.url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+    return {t["scrapePool"]: t for t in data}
+
+
+def query(serve: ServeProcess, selector: str) -> list[dict[str, Any]]:
+    body = httpx.get(f"{serve.url}/api/v1/query", params={"query": selector}, timeout=5).json()
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+@pytest.mark.node_exporter
+def test_serve_collects_real_targets_and_survives_bad_ones(
+    serve_process: Callable[..., ServeProcess], node_exporter: str, http_server: LocalHTTPServer
+) -> None:
+    http_server.routes["/metrics"] = Route(body=b"# TYPE broken gauge\nbroken{x=\"1\"} one\n")
+    closed = f"127.0.0.1:{free_port()}"
+    serve = serve_process(
+        "server: {port: {port}}\n"
+        "monitor:\n"
+        "  interval: 1s\n"
+        "  system: {interval: 1s}\n"
+        "  scrape:\n"
+        f"    - {{job: node, targets: ['{node_exporter}'], timeout: 1s}}\n"
+        f"    - {{job: closed, targets: ['{closed}'], timeout: 1s}}\n"
+        f"    - {{job: malformed, targets: ['127.0.0.1:{http_server.port}'], timeout: 1s}}\n"
+        "  probes:\n"
+        "    - {job: self, targets: ['http://127.0.0.1:{port}/healthz'], timeout: 1s}\n"
+    )
+    wait_until(lambda: all(t["health"] != "unknown" for t in targets(serve).values()),
+               what="every target to be collected once")
+    found = targets(serve)
+    assert found["node"]["health"] == "up"
+    assert found["closed"]["health"] == "down"
+    assert found["closed"]["lastError"] == f'Get "http://{closed}/metrics": connection refused'
+    assert found["malformed"]["health"] == "down"
+    assert found["malformed"]["lastError"] == 'line 2: invalid value "one"'
+    assert found["self"]["health"] == "up"
+    cpu = query(serve, f'node_cpu_seconds_total{{job="node", instance="{node_exporter}"}}')
+    assert cpu and all(float(s["value"][1]) >= 0 for s in cpu)
+    ups = {s["metric"]["job"]: s["value"][1] for s in query(serve, "up")}
+    assert ups == {"node": "1", "closed": "0", "malformed": "0"}
+    wait_until(lambda: bool(query(serve, "cpu_usage")), what="a second system cycle")
+    probe = query(serve, 'probe_success{job="self"}')
+    assert probe[0]["value"][1] == "1"
+    assert serve.process.poll() is None  # still running after all the failures
+
+
+def test_websocket_updates_follow_collection_cycles(
+    serve_process: Callable[..., ServeProcess],
+) -> None:
+    serve = serve_process("server: {port: {port}}\nmonitor: {interval: 1s}\n")
+
+    async def two_updates() -> list[dict[str, Any]]:
+        url = serve.url.replace("http://", "ws://") + "/ws"
+        async with connect(url, proxy=None) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "metrics": ["memory_usage"]}))
+            assert json.loads(await ws.recv())["type"] == "subscription_confirmed"
+            return [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(2)]
+
+    first, second = asyncio.run(two_updates())
+    assert first["type"] == second["type"] == "metrics_update"
+    assert 0.9 <= second["timestamp"] - first["timestamp"] <= 1.5  # the 1 s cycle
+    assert [m["metric"]["__name__"] for m in first["metrics"]] == ["memory_usage"]
+    assert 0 < first["metrics"][0]["value"] <= 100
+    assert "memory_usage" in first["system_status"]
+
+
+def test_sigterm_stops_gracefully_and_history_survives_a_restart(
+    serve_process: Callable[..., ServeProcess],
+) -> None:
+    config = "server: {port: {port}}\nmonitor: {interval: 1s}\n"
+    serve = serve_process(config)
+    wait_until(lambda: bool(query(serve, "load1")), what="a first system cycle")
+    started = time.time()
+    # a second server on the same data dir is refused: it would corrupt the store
+    second = subprocess.run(
+        [sys.executable, "-m", "opscope", "serve", "-c", str(serve.data_dir.parent / "opscope-0.yaml"),
+         "--data-dir", str(serve.data_dir), "--port", "0"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert second.returncode == 1
+    assert "is in use by opscope serve (pid" in second.stderr
+    serve.process.send_signal(signal.SIGTERM)
+    assert serve.process.wait(timeout=15) == 0
+    assert "SIGTERM received: stopping" in serve.output()
+    assert "Traceback" not in serve.output()
+    # The CLI reads the store directly; the last load1 sample is still there.
+    result = subprocess.run(
+        [sys.executable, "-m", "opscope", "query", "load1", "--data-dir", str(serve.data_dir),
+         "--time", str(started), "--json"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert rows and rows[0]["metric"]["__name__"] == "load1"
+    assert rows[0]["timestamp"] <= started
+
+
+def test_sigint_stops_too(serve_process: Callable[..., ServeProcess]) -> None:
+    serve = serve_process("server: {port: {port}}\n")
+    serve.process.send_signal(signal.SIGINT)
+    assert serve.process.wait(timeout=15) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{serve.url}/healthz", timeout=2)
