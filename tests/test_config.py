@@ -237,3 +237,18 @@ def test_cli_serve_with_missing_config_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot read file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_schema_defaults_use_duration_notation() -> None:
+    monitor = json_schema()["$defs"]["MonitorConfig"]["properties"]  # type: ignore[index]
+    assert monitor["interval"]["default"] == "10s"
+    assert monitor["retention"]["default"] == "2w1d"
+    assert parse_duration(monitor["retention"]["default"]) == timedelta(days=15)
+
+
+def test_configuration_reference_in_docs_is_generated_and_current() -> None:
+    docs = Path(__file__).parent.parent / "docs" / "configuration.md"
+    result = run_cli("schema", "--markdown")
+    assert result.returncode == 0
+    assert docs.read_text() == result.stdout, "run: opscope schema --markdown -o docs/configuration.md"
+    assert "| `monitor.scrape[].interval` | duration |" in result.stdout

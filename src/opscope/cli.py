@@ -176,9 +176,14 @@ def validate(config: ConfigOption = Path("opscope.yaml"), as_json: JsonOption = 
 @app.command()
 def schema(
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the Markdown reference instead.")
+    ] = False,
 ) -> None:
-    """Print the JSON Schema of opscope.yaml (for editor completion)."""
-    text = json.dumps(json_schema(), indent=2)
+    """Print the JSON Schema of opscope.yaml (for editor completion), or its reference."""
+    from opscope.config.reference import markdown_reference
+
+    text = markdown_reference().rstrip("\n") if markdown else json.dumps(json_schema(), indent=2)
     if output is None:
         sys.stdout.write(text + "\n")
     else:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
+from pydantic.json_schema import GenerateJsonSchema
+
 from opscope.config.loading import LoadedConfig, format_loc, load_config, parse_config
 from opscope.config.models import (
     RESERVED_SECTIONS,
@@ -13,6 +18,7 @@ from opscope.config.models import (
     ServerConfig,
     SystemConfig,
 )
+from opscope.durations import format_duration
 
 __all__ = [
     "RESERVED_SECTIONS",
@@ -30,9 +36,18 @@ __all__ = [
 ]
 
 
+class _Schema(GenerateJsonSchema):
+    """Writes duration defaults as ``10s`` (the notation users write), not ISO 8601."""
+
+    def encode_default(self, dft: Any) -> Any:
+        if isinstance(dft, timedelta):
+            return format_duration(dft)
+        return super().encode_default(dft)
+
+
 def json_schema() -> dict[str, object]:
     """The JSON Schema (draft 2020-12) of ``opscope.yaml``, for editor completion."""
-    schema = OpscopeConfig.model_json_schema(mode="validation")
+    schema = OpscopeConfig.model_json_schema(mode="validation", schema_generator=_Schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "opscope.yaml"
     return schema

@@ -83,6 +83,14 @@ function formatUpDown(value) {
   return value >= 1 ? "up" : "down";
 }
 
+/* A compact local clock time, 24-hour: the window is short, so no date. */
+function formatClock(seconds, withSeconds = true) {
+  const date = new Date(seconds * 1000);
+  const parts = [date.getHours(), date.getMinutes()];
+  if (withSeconds) parts.push(date.getSeconds());
+  return parts.map((n) => String(n).padStart(2, "0")).join(":");
+}
+
 function formatAgo(iso) {
   if (!iso) return "never";
   const seconds = Math.max(0, serverNow() - Date.parse(iso) / 1000);
@@ -241,7 +249,7 @@ function legendValue(chart, u, value, seriesIdx, idx) {
 
 function legendTime(u, value, seriesIdx, idx) {
   if (idx == null) return "latest";
-  return value == null ? "–" : new Date(value * 1000).toLocaleTimeString();
+  return value == null ? "–" : formatClock(value);
 }
 
 function seriesOptions(chart, buffer, index, count) {
@@ -256,6 +264,18 @@ function seriesOptions(chart, buffer, index, count) {
   if (chart.unit.fill && count === 1) options.fill = `${color}1f`;
   if (chart.unit.stepped) options.paths = uPlot.paths.stepped({ align: 1 });
   return options;
+}
+
+function xAxis() {
+  return {
+    stroke: AXIS_COLOR,
+    font: AXIS_FONT,
+    grid: { stroke: GRID_COLOR },
+    ticks: { stroke: GRID_COLOR },
+    space: 64,
+    size: 32,
+    values: (u, splits, axisIdx, space, incr) => splits.map((t) => formatClock(t, incr < 60)),
+  };
 }
 
 function plotOptions(chart, buffers) {
@@ -275,10 +295,7 @@ function plotOptions(chart, buffers) {
     height: PLOT_HEIGHT,
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true }, y: { range: unit.range } },
-    axes: [
-      { stroke: AXIS_COLOR, font: AXIS_FONT, grid: { stroke: GRID_COLOR }, ticks: { stroke: GRID_COLOR } },
-      yAxis,
-    ],
+    axes: [xAxis(), yAxis],
     series: [{ value: legendTime }, ...buffers.map((b, i) => seriesOptions(chart, b, i, buffers.length))],
   };
 }
@@ -401,7 +418,7 @@ function applyUpdate(message) {
     renderChart(chart);
   }
   if (message.system_status) renderStatus(message.system_status);
-  $("last-update").textContent = `Updated ${new Date(message.timestamp * 1000).toLocaleTimeString()}`;
+  $("last-update").textContent = `Updated ${formatClock(message.timestamp)}`;
 }
 
 function onMessage(text) {
