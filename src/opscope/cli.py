@@ -90,12 +90,14 @@ def main_options(
 @app.command()
 def serve(
     config: ConfigOption = Path("opscope.yaml"),
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: server.host]")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default: server.host).")
+    ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port [default: server.port; 0 = any free]")
+        int | None, typer.Option(help="Port (default: server.port; 0 picks a free one).")
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Store directory [default: data_dir]")
+        Path | None, typer.Option("--data-dir", help="Store directory (default: data_dir).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
@@ -195,9 +197,12 @@ def query(
     selector: Annotated[str, typer.Argument(help='Series selector, e.g. up{job="node"}')],
     config: ConfigOption = Path("opscope.yaml"),
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Store directory [default: from config]")
+        Path | None,
+        typer.Option("--data-dir", help="Store directory (default: data_dir of the config)."),
     ] = None,
-    at: Annotated[float | None, typer.Option("--time", help="Unix seconds [default: now]")] = None,
+    at: Annotated[
+        float | None, typer.Option("--time", help="Evaluation time, Unix seconds (default: now).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Print the current value of every series a selector matches (reads the store directly)."""
