@@ -120,7 +120,12 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/healthz", summary="Liveness of the server")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "project": state.project}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "project": state.project,
+            "time": state.now(),
+        }
 
     @app.get("/metrics", summary="opscope's own metrics (Prometheus exposition format)")
     async def metrics() -> Response:

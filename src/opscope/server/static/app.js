@@ -491,11 +491,10 @@ async function loadHealth() {
   try {
     const response = await fetch("/healthz", { cache: "no-store" });
     const body = await response.json();
-    const date = Date.parse(response.headers.get("Date") || "");
-    if (Number.isFinite(date)) {
-      // The Date header has a resolution of one second: only correct a clearly skewed clock.
-      const offset = date / 1000 - Date.now() / 1000;
-      state.clockOffset = Math.abs(offset) > 2 ? offset : 0;
+    if (Number.isFinite(body.time)) {
+      // Server time minus browser time; ignore differences smaller than the round trip.
+      const offset = body.time - Date.now() / 1000;
+      state.clockOffset = Math.abs(offset) > 1 ? offset : 0;
     }
     const project = body.project || "opscope";
     $("project").textContent = project;
