@@ -71,7 +71,9 @@ async def test_each_collector_runs_on_its_own_interval_and_a_broken_one_is_conta
         assert len(broken.times) == 10  # retried at every interval despite failing
         assert broken.health.health == "down"
         assert broken.health.last_error == "internal error: RuntimeError('collector bug')"
-        assert "collection failed unexpectedly" in caplog.text
+        failures = [r for r in caplog.records if "collection failed" in r.getMessage()]
+        assert len(failures) == 1  # logged with its traceback once, not at every retry
+        assert failures[0].exc_info is not None
         stored = instant_query(store, parse_selector("fast"), int(clock.time() * 1000))
         assert stored[0].value == fast.times[-1]
 
@@ -109,6 +111,25 @@ async def test_collect_all_fills_the_targets_api_state(
         health = {(t.kind, t.job): t.health for t in monitor.targets}
         assert health == {("system", "system"): "up", ("scrape", "app"): "up",
                           ("probe", "web"): "up"}
+        assert "scrape/app/127.0.0.1" not in caplog.text  # healthy targets log nothing
         status = monitor.system_status()
         assert status["targets_up"] == 2 and status["targets_total"] == 2
         assert isinstance(status["memory_usage"], float)
+
+
+async def test_a_target_going_down_and_up_is_logged_once_each(
+    http_server: LocalHTTPServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    text = f"monitor: {{system: {{enabled: false}}, scrape: [{{job: app, targets: ['127.0.0.1:{http_server.port}']}}]}}"
+    with Store.open(tmp_path) as store:
+        monitor = monitor_with(store, ManualClock(), text)
+        for body in (b"a 1\n", b"a one\n", b"a one\n", b"a 2\n", b"a 3\n"):
+            http_server.routes["/metrics"] = Route(body=body)
+            await monitor.collect_all()
+        await monitor.aclose()
+    messages = [r.getMessage() for r in caplog.records if "scrape/app" in r.getMessage()]
+    assert messages == [
+        f"scrape/app/127.0.0.1:{http_server.port} is down: line 1: invalid value \"one\"",
+        f"scrape/app/127.0.0.1:{http_server.port} is up again",
+    ]

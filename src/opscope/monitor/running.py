@@ -130,37 +130,38 @@ class Monitor:
                 next_at += skipped * collector.interval
 
     async def _collect_once(self, collector: Collector, now: float) -> None:
-        kind = collector.health.kind
+        health = collector.health
+        before = (health.health, health.last_error)
         started = time.perf_counter()
         try:
             batches = await collector.collect(now)
             self.store.append(batches)
         except asyncio.CancelledError:
             raise
-        except StoreError as exc:
-            log.error("%s: %s", _name(collector), exc)
-            collector.health.record(
-                ok=False, at=now, duration=time.perf_counter() - started, samples=0, error=str(exc)
+        except Exception as exc:  # a bug in a collector or a store failure must not stop others
+            error = str(exc) if isinstance(exc, StoreError) else f"internal error: {exc!r}"
+            if error != before[1]:  # the traceback once per distinct error, not every cycle
+                log.error(
+                    "%s: collection failed: %s",
+                    _name(collector),
+                    error,
+                    exc_info=not isinstance(exc, StoreError),
+                )
+            health.record(
+                ok=False, at=now, duration=time.perf_counter() - started, samples=0, error=error
             )
-            self.telemetry.collections.labels(kind, "error").inc()
+            self.telemetry.collections.labels(health.kind, "error").inc()
             return
-        except Exception as exc:  # a bug in a collector must not stop the others
-            log.exception("%s: collection failed unexpectedly", _name(collector))
-            collector.health.record(
-                ok=False,
-                at=now,
-                duration=time.perf_counter() - started,
-                samples=0,
-                error=f"internal error: {exc!r}",
-            )
-            self.telemetry.collections.labels(kind, "error").inc()
-            return
+        if (health.health, health.last_error) != before:
+            if health.health == "down":
+                log.warning("%s is down: %s", _name(collector), health.last_error)
+            elif before[0] == "down":
+                log.info("%s is up again", _name(collector))
         t = self.telemetry
-        t.collections.labels(
-            kind, "success" if collector.health.health == "up" else "failure"
-        ).inc()
-        t.samples_ingested.labels(kind).inc(sum(len(b.values) for b in batches))
-        t.collection_duration.labels(kind).observe(time.perf_counter() - started)
+        outcome = "success" if health.health == "up" else "failure"
+        t.collections.labels(health.kind, outcome).inc()
+        t.samples_ingested.labels(health.kind).inc(sum(len(b.values) for b in batches))
+        t.collection_duration.labels(health.kind).observe(time.perf_counter() - started)
         t.store_series.set(len(self.store.index))
 
     async def _retention_loop(self) -> None:
