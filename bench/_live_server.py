@@ -10,10 +10,13 @@ until SIGTERM/SIGINT, recording for every committed :meth:`Store.append`:
 * ``after_broadcast`` — ``time.time()`` in a listener registered after :meth:`OpscopeServer.start`,
   i.e. after the hub has built and enqueued the messages of that append.
 
+It also records the server's event-loop stalls (a 5 ms sleep waking more than 10 ms late), as
+``(start Unix s, length s)``, to tell server-side delays from client-side ones.
+
 The first listener is put in place by wrapping :meth:`Store.open` in this process only: store
 listeners run in registration order, and the hub registers its own while the server starts.
-On exit the log is written as JSON to ``--commits``; ``--ready`` receives the server URL once it
-answers. Not a benchmark by itself.
+On exit ``{"commits": […], "stalls": […]}`` is written as JSON to ``--commits``; ``--ready``
+receives the server URL once it answers. Not a benchmark by itself.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from _support import watch_loop
 from opscope.config import load_config
 from opscope.server.running import OpscopeServer
 from opscope.store import Batch, Store
@@ -82,14 +86,17 @@ async def serve(args: argparse.Namespace) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     await server.start()
+    stalls: list[tuple[float, float]] = []
     try:
         assert server.store is not None
         server.store.add_listener(log.after_broadcast)
+        watcher = asyncio.create_task(watch_loop(stalls), name="bench-loop-watch")
         args.ready.write_text(server.url)
         await stopping.wait()
+        watcher.cancel()
     finally:
         await server.stop()
-        args.commits.write_text(json.dumps(log.records))
+        args.commits.write_text(json.dumps({"commits": log.records, "stalls": stalls}))
 
 
 def main(argv: list[str] | None = None) -> int:

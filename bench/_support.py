@@ -5,6 +5,7 @@ Not a benchmark itself. Times are seconds unless a name says otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -127,3 +128,28 @@ def machine() -> str:
 def print_json(payload: dict[str, object]) -> None:
     """Print ``payload`` as one indented JSON object."""
     print(json.dumps(payload, indent=2, sort_keys=False))
+
+
+async def watch_loop(
+    stalls: list[tuple[float, float]], *, period: float = 0.005, threshold: float = 0.010
+) -> None:
+    """Record event-loop stalls until cancelled: ``(start Unix s, length s)`` of each wake-up
+    that came more than ``threshold`` s later than the ``period`` s sleep asked for."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(period)
+        late = time.perf_counter() - before - period
+        if late > threshold:
+            stalls.append((time.time() - late, late))
+
+
+def cpu_pressure_us() -> int | None:
+    """Total µs tasks on this machine have waited for a CPU (Linux PSI "some"), if available."""
+    try:
+        text = Path("/proc/pressure/cpu").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("some "):
+            return int(line.rpartition("total=")[2])
+    return None

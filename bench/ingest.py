@@ -44,7 +44,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from _support import machine, print_json
+from _support import cpu_pressure_us, machine, print_json
 from opscope.config import ScrapeConfig
 from opscope.monitor.collectors.scrape import SYNTHETIC_SERIES, ScrapeCollector
 from opscope.monitor.exposition import ScrapeDecoder, parse_exposition
@@ -420,8 +420,10 @@ def main(argv: list[str] | None = None) -> int:
         if not receive.poll(30):
             raise RuntimeError("the payload server did not start")
         port = int(receive.recv())
+        pressure0, wall0 = cpu_pressure_us(), time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="opscope-bench-ingest-") as tmp:
             results = run_all(Path(tmp), payloads, port, args, say)
+        pressure1, wall = cpu_pressure_us(), time.perf_counter() - wall0
     finally:
         server.terminate()
         server.join(10)
@@ -439,7 +441,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{cold['first_round_s']:.3f} s; parse_exposition alone "
         f"{cold['parse_exposition_samples_per_s']:,.0f} samples/s"
     )
-    say(f"{NAME}: machine: {machine()}")
+    pressure = (
+        None
+        if pressure0 is None or pressure1 is None
+        else round((pressure1 - pressure0) / 1e6 / wall * 100, 1)
+    )
+    say(
+        f"{NAME}: machine: {machine()}; tasks waited for a CPU "
+        f"{'n/a' if pressure is None else f'{pressure}%'} of the run (PSI)"
+    )
     summary = (
         f"{NAME}: opscope parse+store {a.samples_per_s:,.0f} samples/s "
         f"({a.cpu_s_per_million:.3f} CPU-s/M), scrape+parse+store {b.samples_per_s:,.0f} "
@@ -468,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                 "target_samples_per_s": TARGET_SAMPLES_PER_S,
                 "target_met": met,
                 "machine": machine(),
+                "cpu_pressure_percent": pressure,
                 "summary": summary,
             }
         )

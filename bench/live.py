@@ -19,7 +19,11 @@ after the run). Two delays are reported per message, in milliseconds:
 * **from sample timestamp** — receive time minus the message's ``timestamp`` (the collection's
   start): it also contains the collection itself (a psutil read, an HTTP scrape or probe).
 
-Delivery is checked too: every commit in the window should reach every client once.
+Delivery is checked too: every commit in the window should reach every client once. To tell
+the server's delays from the environment's, both processes record their event-loop stalls (a
+5 ms sleep waking more than 10 ms late), each message slower than the target is attributed to
+the stalls overlapping it, and the machine's CPU pressure (Linux PSI: share of the time some task
+waited for a CPU) over the window is printed — on a shared machine it explains outliers.
 
 Run: ``.venv/bin/python bench/live.py`` (``--duration 10`` for a quick look, ``--json``).
 """
@@ -48,6 +52,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from _support import (
+    cpu_pressure_us,
     free_port,
     machine,
     metric_samples,
@@ -55,6 +60,7 @@ from _support import (
     print_json,
     stop_process,
     wait_http,
+    watch_loop,
 )
 
 NAME = "live"
@@ -107,6 +113,18 @@ class ClientLog:
     closed: Counter[str] = field(default_factory=Counter)
     #: Full texts of client 0's updates, to check which metrics arrive.
     sample_texts: list[str] = field(default_factory=list)
+    #: Event-loop stalls of this (client) process: ``(start Unix s, length s)``.
+    stalls: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
+class Window:
+    """The measurement window (Unix s) and what this process saw in it."""
+
+    start: float
+    end: float
+    client_cpu_s: float
+    cpu_pressure_s: float | None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -158,10 +176,8 @@ async def run_client(index: int, url: str, log: ClientLog, subscribed: asyncio.Q
         log.closed[f"closed {code}"] += 1
 
 
-async def drive_clients(
-    url: str, args: argparse.Namespace, say: Say
-) -> tuple[ClientLog, float, float, float]:
-    """Connect the clients, measure for ``args.duration``; return log, window and client CPU."""
+async def drive_clients(url: str, args: argparse.Namespace, say: Say) -> tuple[ClientLog, Window]:
+    """Connect the clients, measure for ``args.duration`` s; return what they saw."""
     log = ClientLog()
     subscribed: asyncio.Queue[int] = asyncio.Queue()
     ws_url = url.replace("http://", "ws://") + "/ws"
@@ -170,29 +186,30 @@ async def drive_clients(
         for i in range(args.clients)
     ]
     connect_start = time.monotonic()
-    for _ in range(args.clients):
+    for ready in range(args.clients):
         try:
             await asyncio.wait_for(subscribed.get(), timeout=60)
         except TimeoutError:
             failed = [t for t in tasks if t.done()]
             raise RuntimeError(
-                f"only {subscribed.qsize()} clients subscribed within 60 s "
-                f"({len(failed)} ended: {log.closed})"
+                f"only {ready} clients subscribed within 60 s ({len(failed)} ended: {log.closed})"
             ) from None
     say(
         f"{NAME}: {args.clients} clients subscribed in {time.monotonic() - connect_start:.2f} s; "
         f"settling {args.settle:g} s, then measuring {args.duration:g} s"
     )
+    watcher = asyncio.create_task(watch_loop(log.stalls), name="loop-watch")
     await asyncio.sleep(args.settle)
-    cpu0 = time.process_time()
+    cpu0, pressure0 = time.process_time(), cpu_pressure_us()
     start = time.time()
     await asyncio.sleep(args.duration)
     end = time.time()
-    client_cpu = time.process_time() - cpu0
-    for task in tasks:
+    client_cpu, pressure1 = time.process_time() - cpu0, cpu_pressure_us()
+    for task in [*tasks, watcher]:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return log, start, end, client_cpu
+    await asyncio.gather(*tasks, watcher, return_exceptions=True)
+    pressure = None if pressure0 is None or pressure1 is None else (pressure1 - pressure0) / 1e6
+    return log, Window(start, end, client_cpu, pressure)
 
 
 @dataclass(frozen=True)
@@ -245,8 +262,29 @@ class Stats:
 
 
 @dataclass
+class Stalls:
+    """Event-loop stalls (> 10 ms late wake-ups) of one process inside the window."""
+
+    count: int
+    total_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, stalls: list[tuple[float, float]], start: float, end: float) -> Stalls:
+        """The stalls that began inside ``[start, end]``."""
+        inside = [length * 1000 for at, length in stalls if start <= at <= end]
+        return cls(len(inside), round(sum(inside), 1), round(max(inside, default=0.0), 1))
+
+
+@dataclass
 class Analysis:
-    """Messages matched to commits: delays (ms) and delivery counts."""
+    """Messages matched to commits: delays (ms), delivery counts, and why slow ones were slow.
+
+    A message slower than the target is attributed to the server's and/or the client process's
+    event-loop stalls that overlap its commit → receive interval; "neither" means no stall of
+    either loop explains it (the time went to sending, the kernel, or CPU starvation between
+    the 5 ms probes).
+    """
 
     from_commit: Stats
     from_sample_timestamp: Stats
@@ -258,16 +296,40 @@ class Analysis:
     messages_expected: int
     messages_delivered: int
     messages_unmatched: int
+    server_stalls: Stalls
+    client_stalls: Stalls
+    slow_messages: dict[str, int]
+
+
+def _overlaps(stalls: list[tuple[float, float]], begin: float, end: float) -> bool:
+    return any(at < end and at + length > begin for at, length in stalls)
+
+
+def _cause(
+    server: list[tuple[float, float]], client: list[tuple[float, float]], begin: float, end: float
+) -> str:
+    """Which process's event-loop stalls overlap ``[begin, end]``."""
+    in_server, in_client = _overlaps(server, begin, end), _overlaps(client, begin, end)
+    if in_server and in_client:
+        return "both"
+    if in_server:
+        return "server stall"
+    return "client stall" if in_client else "neither"
 
 
 def analyse(
-    log: ClientLog, commits: list[Commit], start: float, end: float, clients: int
+    log: ClientLog,
+    commits: list[Commit],
+    server_stalls: list[tuple[float, float]],
+    window: Window,
+    clients: int,
 ) -> Analysis:
     """Match each received update to the commit of its batch (by timestamp in ms).
 
-    Updates of commits outside ``[start, end]`` are left out. Two commits with the same batch
+    Updates of commits outside the window are left out. Two commits with the same batch
     timestamp cannot be told apart and are left out too (counted as ambiguous).
     """
+    start, end = window.start, window.end
     by_ts: dict[int, list[Commit]] = defaultdict(list)
     for record in commits:
         by_ts[record.ts_ms].append(record)
@@ -279,6 +341,7 @@ def analyse(
     from_sample: list[float] = []
     per_group: dict[str, list[float]] = defaultdict(list)
     delivered: Counter[int] = Counter()
+    slow: Counter[str] = Counter()
     unmatched = 0
     for received, _, head in log.updates:
         match = _TIMESTAMP.search(head)
@@ -291,6 +354,8 @@ def analyse(
         if not start <= record.commit <= end:
             continue
         delay = (received - record.commit) * 1000
+        if delay > TARGET_P99_MS:
+            slow[_cause(server_stalls, log.stalls, record.commit, received)] += 1
         from_commit.append(delay)
         from_sample.append((received - ts_s) * 1000)
         per_group[record.group.split("/")[0]].append(delay)
@@ -310,6 +375,9 @@ def analyse(
         messages_expected=len(expected_ts) * clients,
         messages_delivered=sum(delivered[ts] for ts in expected_ts),
         messages_unmatched=unmatched,
+        server_stalls=Stalls.of(server_stalls, start, end),
+        client_stalls=Stalls.of(log.stalls, start, end),
+        slow_messages=dict(slow),
     )
 
 
@@ -328,6 +396,8 @@ class Result:
     server_queue_drops: int
     server_cpu_percent: float
     client_cpu_percent: float
+    #: Share of the window in which some task on the machine waited for a CPU (Linux PSI).
+    cpu_pressure_percent: float | None
     server_log_warnings: list[str]
     machine: str
     target_p99_ms: float = TARGET_P99_MS
@@ -387,7 +457,7 @@ def run(args: argparse.Namespace, say: Say) -> Result:
             say(f"{NAME}: opscope serve (pid {server.pid}) on {url}, 1 s collection cycle")
             proc = psutil.Process(server.pid)
             server_cpu0 = sum(proc.cpu_times()[:2])
-            log, start, end, client_cpu = asyncio.run(drive_clients(url, args, say))
+            log, window = asyncio.run(drive_clients(url, args, say))
             server_cpu = sum(proc.cpu_times()[:2]) - server_cpu0
             telemetry = metric_samples(httpx.get(f"{url}/metrics", timeout=5).text)
         finally:
@@ -397,16 +467,20 @@ def run(args: argparse.Namespace, say: Say) -> Result:
                 f"{NAME}: the server exited with {code} without writing its commit log:\n"
                 + server_log.read_text(errors="replace")[-3000:]
             )
-        commits = [Commit.from_json(r) for r in json.loads(commits_path.read_text())]
+        server_record = json.loads(commits_path.read_text())
+        commits = [Commit.from_json(r) for r in server_record["commits"]]
+        server_stalls = [(float(at), float(length)) for at, length in server_record["stalls"]]
         warnings = [
             line
             for line in server_log.read_text(errors="replace").splitlines()
             if "WARNING" in line or "ERROR" in line
         ]
+    seconds = window.end - window.start
+    pressure = window.cpu_pressure_s
     return Result(
         clients=args.clients,
-        duration_s=round(end - start, 2),
-        analysis=analyse(log, commits, start, end, args.clients),
+        duration_s=round(seconds, 2),
+        analysis=analyse(log, commits, server_stalls, window, args.clients),
         metrics_subscribed=list(METRICS),
         metrics_received=metrics_seen(log.sample_texts),
         clients_closed_by_server=dict(log.closed),
@@ -415,8 +489,9 @@ def run(args: argparse.Namespace, say: Say) -> Result:
             metric_sum(telemetry, "opscope_websocket_messages_sent_total")
         ),
         server_queue_drops=int(metric_sum(telemetry, "opscope_websocket_queue_drops_total")),
-        server_cpu_percent=round(server_cpu / (end - start) * 100, 1),
-        client_cpu_percent=round(client_cpu / (end - start) * 100, 1),
+        server_cpu_percent=round(server_cpu / seconds * 100, 1),
+        client_cpu_percent=round(window.client_cpu_s / seconds * 100, 1),
+        cpu_pressure_percent=None if pressure is None else round(pressure / seconds * 100, 1),
         server_log_warnings=warnings[:20],
         machine=machine(),
     )
@@ -471,8 +546,18 @@ def main(argv: list[str] | None = None) -> int:
         f"unmatched {an.messages_unmatched}; ambiguous timestamps {an.ambiguous_timestamps}"
     )
     say(
-        f"{NAME}: CPU of one core: server {result.server_cpu_percent}%, clients "
-        f"{result.client_cpu_percent}%; machine: {result.machine}"
+        f"{NAME}: event-loop stalls > 10 ms: server {an.server_stalls.count} "
+        f"(max {an.server_stalls.max_ms:.1f} ms, total {an.server_stalls.total_ms:.0f} ms), "
+        f"clients {an.client_stalls.count} (max {an.client_stalls.max_ms:.1f} ms, total "
+        f"{an.client_stalls.total_ms:.0f} ms); messages over {TARGET_P99_MS:g} ms by overlapping "
+        f"stall: {an.slow_messages or 'none'}"
+    )
+    pressure = result.cpu_pressure_percent
+    say(
+        f"{NAME}: CPU: server {result.server_cpu_percent}% and clients "
+        f"{result.client_cpu_percent}% of one core; tasks waited for a CPU "
+        f"{'n/a' if pressure is None else f'{pressure}%'} of the time (PSI); "
+        f"machine: {result.machine}"
     )
     for line in result.server_log_warnings:
         say(f"{NAME}: server log: {line}")

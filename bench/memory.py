@@ -60,7 +60,7 @@ class Result:
     start_mb: float
     peak_mb: float
     final_mb: float
-    growth_mb_per_hour: float
+    growth_mb_per_hour: float | None
     target_mb: float
     target_met: bool
     series: int
@@ -134,19 +134,26 @@ def start_node_exporter(
     return process, f"started {binary} (pid {process.pid}) on {host}:{port}"
 
 
-def growth_per_hour(timeline: list[tuple[float, float]]) -> float:
-    """Least-squares slope (MB/h) of RSS over the second half of ``timeline`` (t s, RSS MB)."""
+#: Shortest run (s) whose RSS growth rate is reported: shorter ones are start-up noise.
+GROWTH_MIN_S = 120.0
+
+
+def growth_per_hour(timeline: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope (MB/h) of RSS over the second half of ``timeline`` (t s, RSS MB).
+
+    ``None`` for runs shorter than :data:`GROWTH_MIN_S`.
+    """
     half = timeline[len(timeline) // 2 :]
-    if len(half) < 2:
-        return 0.0
+    if len(half) < 2 or timeline[-1][0] < GROWTH_MIN_S:
+        return None
     n = len(half)
     mean_t = sum(t for t, _ in half) / n
     mean_m = sum(m for _, m in half) / n
     var = sum((t - mean_t) ** 2 for t, _ in half)
     if var == 0:
-        return 0.0
+        return None
     cov = sum((t - mean_t) * (m - mean_m) for t, m in half)
-    return cov / var * 3600.0
+    return round(cov / var * 3600.0, 2)
 
 
 def run(args: argparse.Namespace, say: Say) -> Result:
@@ -226,7 +233,7 @@ def run(args: argparse.Namespace, say: Say) -> Result:
         start_mb=mbs[0],
         peak_mb=max(mbs),
         final_mb=mbs[-1],
-        growth_mb_per_hour=round(growth_per_hour(timeline), 2),
+        growth_mb_per_hour=growth_per_hour(timeline),
         target_mb=TARGET_MB,
         target_met=max(mbs) <= TARGET_MB,
         series=int(metric_sum(metrics, "opscope_store_series")),
@@ -269,12 +276,16 @@ def sample_rss(
 def summary(result: Result) -> str:
     """The one-line summary."""
     verdict = "met" if result.target_met else "MISSED"
+    growth = (
+        f"growth {result.growth_mb_per_hour:+.1f} MB/h over the second half"
+        if result.growth_mb_per_hour is not None
+        else f"growth not estimated (run < {GROWTH_MIN_S:g} s)"
+    )
     return (
         f"{NAME}: RSS start {result.start_mb:.1f} MB, peak {result.peak_mb:.1f} MB, "
         f"final {result.final_mb:.1f} MB over {result.duration_s:.0f} s "
         f"(target peak <= {result.target_mb:g} MB: {verdict}); "
-        f"{result.series} series, {result.samples_ingested} samples ingested; "
-        f"growth {result.growth_mb_per_hour:+.1f} MB/h over the second half"
+        f"{result.series} series, {result.samples_ingested} samples ingested; {growth}"
     )
 
 
