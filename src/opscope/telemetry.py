@@ -45,6 +45,10 @@ class Telemetry:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.store_series = Gauge("opscope_store_series", "Series known to the store.", registry=r)
+        self.store_cache_bytes = Gauge(
+            "opscope_store_cache_bytes",
+            "Memory held by the store's cache of recent value arrays.", registry=r,
+        )
         self.retention_deleted = Counter(
             "opscope_retention_deleted_rows",
             "Collection rows deleted by retention.",

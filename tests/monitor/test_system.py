@@ -6,10 +6,15 @@ from collections import namedtuple
 from pathlib import Path
 
 import psutil
+import pytest
 
 from opscope.config import SystemConfig
 from opscope.monitor.collectors import SystemCollector
-from opscope.monitor.collectors.system import counter_rate, cpu_busy_percent
+from opscope.monitor.collectors.system import (
+    counter_rate,
+    cpu_busy_percent,
+    established_from_proc,
+)
 from opscope.store import Store, instant_query, parse_selector
 
 Times = namedtuple("Times", "user nice system idle iowait irq softirq steal guest guest_nice")
@@ -71,3 +76,25 @@ def test_disk_usage_skips_pseudo_filesystems_and_matches_psutil() -> None:
     assert not any(fstype in pseudo for fstype, _ in disks.values())
     for mount, (_, percent) in disks.items():
         assert abs(percent - psutil.disk_usage(mount).percent) < 1.0
+
+
+def test_established_connections_are_counted_from_proc_tables(tmp_path: Path) -> None:
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    rows = [  # LISTEN, ESTABLISHED, TIME_WAIT, ESTABLISHED
+        "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n",
+        "   1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n",
+        "   2: 0100007F:1F90 0100007F:D2F2 06 00000000:00000000 03:00000F3E 00000000     0        0 0 3 0\n",
+        "   3: 0100007F:D2F4 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1\n",
+    ]
+    (tmp_path / "tcp").write_text(header + "".join(rows))
+    (tmp_path / "tcp6").write_text(header + rows[1])
+    assert established_from_proc(tmp_path) == 3
+    (tmp_path / "tcp6").unlink()  # a kernel without IPv6
+    assert established_from_proc(tmp_path) == 2
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="not Linux: no /proc/net/tcp")
+def test_proc_count_agrees_with_psutil_on_this_machine() -> None:
+    proc = Path("/proc/net")
+    by_psutil = sum(1 for c in psutil.net_connections("tcp") if c.status == "ESTABLISHED")
+    assert abs(established_from_proc(proc) - by_psutil) <= 2  # sockets come and go in between

@@ -171,3 +171,14 @@ def test_refuses_a_store_from_a_newer_version(tmp_path: Path) -> None:
 def test_readonly_open_of_missing_store_explains(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no store at"):
         Store.open(tmp_path / "nothing", readonly=True)
+
+
+def test_the_value_cache_stays_within_its_budget(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", cache_bytes=20_000) as store:
+        ids = np.array([store.series_id("m", (("i", str(i)),)) for i in range(100)])
+        for t in range(200):  # 200 rows of 800 value bytes each
+            store.append([Batch("g", t, ids, np.full(100, float(t)))])
+        assert 0 < store.cache_bytes <= 20_000
+        # evicted rows are read back from the database, unchanged
+        (first,) = store.select(parse_selector('m{i="7"}'), 0, 0)
+        assert first.values.tolist() == [0.0]

@@ -172,26 +172,31 @@ class ScrapeDecoder:
         self._resolve = resolve
         self._target_labels = target_labels
         self._cache: dict[str, int] = {}
-        self._last_ids: list[int] = []
+        # The previous payload's sample-line keys and ids, when it had no duplicate series:
+        # a payload with the very same keys in the same order reuses the ids as they are.
+        self._last_keys: list[str] | None = None
+        self._last_ids: IntArray = np.zeros(0, dtype=np.int64)
 
     def decode(self, text: str) -> DecodedScrape:
         """Decode ``text``; raises :class:`ExpositionError` (with line) when it is malformed."""
         lines = [line for line in text.split("\n") if line and line[0] != "#"]
         pairs = [line.rpartition(" ") for line in lines]
+        keys = [key for key, _, _ in pairs]
+        tokens = [value for _, _, value in pairs]
+        try:
+            if "_" in "".join(tokens):  # float() accepts "1_000"; Prometheus does not
+                return self._decode_slow(text)
+            values = [float(v) for v in tokens]
+        except ValueError:
+            return self._decode_slow(text)
+        if keys == self._last_keys:
+            return DecodedScrape(self._last_ids, np.array(values, dtype=np.float64), len(lines), 0)
         get = self._cache.get
-        ids = [get(key) for key, _, _ in pairs]
-        values: list[float] | None = None
-        if None not in ids:
-            try:
-                tokens = [value for _, _, value in pairs]
-                if "_" not in "".join(tokens):
-                    values = [float(v) for v in tokens]
-            except ValueError:
-                values = None
-        if values is None:
+        ids = [get(key) for key in keys]
+        if None in ids:
             return self._decode_slow(text)
         known: list[int] = ids  # type: ignore[assignment]  # no None left
-        return self._finish(known, values, len(lines))
+        return self._finish(known, values, len(lines), keys)
 
     def _decode_slow(self, text: str) -> DecodedScrape:
         cache: dict[str, int] = {}
@@ -214,7 +219,7 @@ class ScrapeDecoder:
                 if key.rstrip(" \t") == raw[:value_at]:
                     cache[key] = series_id
         self._cache = cache
-        return self._finish(ids, values, len(ids))
+        return self._finish(ids, values, len(ids), None)
 
     def _labels(self, scraped: tuple[tuple[str, str], ...]) -> LabelSet:
         labels = dict(scraped)
@@ -224,9 +229,11 @@ class ScrapeDecoder:
             labels[name] = value
         return label_set(labels)
 
-    def _finish(self, ids: list[int], values: list[float], scraped: int) -> DecodedScrape:
+    def _finish(
+        self, ids: list[int], values: list[float], scraped: int, keys: list[str] | None
+    ) -> DecodedScrape:
         duplicates = 0
-        if ids != self._last_ids and len(set(ids)) != len(ids):
+        if len(set(ids)) != len(ids):
             seen: set[int] = set()
             keep = []
             for index, series_id in enumerate(ids):
@@ -236,9 +243,11 @@ class ScrapeDecoder:
             duplicates = len(ids) - len(keep)
             ids = [ids[i] for i in keep]
             values = [values[i] for i in keep]
-        self._last_ids = ids
+        id_array = np.array(ids, dtype=np.int64)
+        self._last_keys = keys if duplicates == 0 else None
+        self._last_ids = id_array
         return DecodedScrape(
-            series_ids=np.array(ids, dtype=np.int64),
+            series_ids=id_array,
             values=np.array(values, dtype=np.float64),
             samples_scraped=scraped,
             duplicates=duplicates,

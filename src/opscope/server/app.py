@@ -130,6 +130,7 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/metrics", summary="opscope's own metrics (Prometheus exposition format)")
     async def metrics() -> Response:
         state.telemetry.store_series.set(len(state.store.index))
+        state.telemetry.store_cache_bytes.set(state.store.cache_bytes)
         return Response(generate_latest(state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/query", summary="Instant query")

@@ -157,6 +157,9 @@ class OpscopeServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=STOP_TIMEOUT,
+            # Updates are small JSON texts sent to every client: compressing each copy per
+            # connection costs more event-loop time than it saves.
+            ws_per_message_deflate=False,
             ws_ping_interval=20,
             ws_ping_timeout=20,
         )

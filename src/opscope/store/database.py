@@ -52,6 +52,8 @@ STALE_NAN_BITS = 0x7FF0000000000002
 STALE_NAN: float = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
 
 _MATRIX_CELLS = 4_000_000
+#: Python-object bytes of one cache entry beyond its values (array header, dict slot, key).
+_CACHE_ENTRY_OVERHEAD = 400
 _SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -490,10 +492,10 @@ class Store:
         if row_id in self._cache:
             return
         self._cache[row_id] = values
-        self._cache_size += values.nbytes
+        self._cache_size += values.nbytes + _CACHE_ENTRY_OVERHEAD
         while self._cache_size > self._cache_bytes and self._cache:
             _, dropped = self._cache.popitem(last=False)
-            self._cache_size -= dropped.nbytes
+            self._cache_size -= dropped.nbytes + _CACHE_ENTRY_OVERHEAD
 
     # -------------------------------------------------------------------------------- retention
     def delete_before(self, cutoff_ms: int) -> RetentionResult:
@@ -533,6 +535,11 @@ class Store:
                 self._series_groups.pop(sid, None)
             # Cached arrays of deleted rows are never asked for again; the LRU ages them out.
             return RetentionResult(rows=deleted_rows, series=len(gone))
+
+    @property
+    def cache_bytes(self) -> int:
+        """Memory held by the cache of decoded value arrays (bounded by ``cache_bytes``)."""
+        return self._cache_size
 
     def oldest_timestamp(self) -> int | None:
         """Timestamp (ms) of the oldest stored sample, or ``None`` when the store is empty."""
