@@ -73,9 +73,20 @@ def serve_process(tmp_path: Path) -> Iterator[Callable[[str], ServeProcess]]:
         log = tmp_path / f"serve-{index}.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "opscope", "serve", "-c", str(config),
-                 "--data-dir", str(data_dir), "--port", str(port)],
-                stdout=sink, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "opscope",
+                    "serve",
+                    "-c",
+                    str(config),
+                    "--data-dir",
+                    str(data_dir),
+                    "--port",
+                    str(port),
+                ],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
             )
         serve = ServeProcess(process, f"http://127.0.0.1:{port}", data_dir, log)
         started.append(serve)
@@ -110,6 +121,7 @@ class Route:
     body: bytes = b""
     delay: float = 0.0
     content_type: str = "text/plain; version=0.0.4"
+    headers: dict[str, str] | None = None
 
 
 class LocalHTTPServer:
@@ -133,6 +145,8 @@ class LocalHTTPServer:
                 self.send_response(route.status)
                 self.send_header("Content-Type", route.content_type)
                 self.send_header("Content-Length", str(len(route.body)))
+                for name, value in (route.headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(route.body)
 
@@ -171,7 +185,8 @@ def node_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [binary, f"--web.listen-address={address}"],
-            stdout=subprocess.DEVNULL, stderr=sink,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
         )
 
     def ready() -> bool:

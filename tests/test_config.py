@@ -92,7 +92,9 @@ def test_a_bare_number_is_not_a_duration() -> None:
 
 
 def test_unknown_field_points_at_the_key_and_lists_the_valid_ones() -> None:
-    found = problems("monitor:\n  scrape:\n    - job: a\n      targets: ['h:1']\n      tagets: []\n")
+    found = problems(
+        "monitor:\n  scrape:\n    - job: a\n      targets: ['h:1']\n      tagets: []\n"
+    )
     assert len(found) == 1
     assert found[0].startswith("opscope.yaml:5:7 monitor.scrape[0].tagets: unknown field")
     assert "targets" in found[0] and "metrics_path" in found[0]
@@ -121,7 +123,7 @@ def test_every_problem_is_reported_once_with_its_own_line() -> None:
     assert len(found) == 2
     assert found[0].startswith("opscope.yaml:4:17 monitor.scrape[0].targets[0]: expected host:port")
     assert found[1] == (
-        'opscope.yaml:7:30 monitor.probes[0].targets[1]: expected an http:// or https:// URL, '
+        "opscope.yaml:7:30 monitor.probes[0].targets[1]: expected an http:// or https:// URL, "
         'got "ftp://nope"'
     )
 
@@ -138,7 +140,9 @@ def test_timeout_longer_than_interval_is_refused() -> None:
 
 
 def test_duplicate_job_and_duplicate_key() -> None:
-    text = "monitor:\n  scrape:\n    - {job: a, targets: ['h:1']}\n    - {job: a, targets: ['h:2']}\n"
+    text = (
+        "monitor:\n  scrape:\n    - {job: a, targets: ['h:1']}\n    - {job: a, targets: ['h:2']}\n"
+    )
     assert 'job "a" is defined twice' in problems(text)[0]
     assert problems("project: a\nproject: b\n") == [
         "opscope.yaml:2:1 project: key given twice in the same mapping"
@@ -195,7 +199,11 @@ def test_json_schema_describes_durations_and_fields() -> None:
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "opscope", *args],
-        capture_output=True, text=True, timeout=60, cwd=cwd, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
     )
 
 
@@ -214,7 +222,10 @@ def test_cli_validate_json_and_success(tmp_path: Path) -> None:
     result = run_cli("validate", "-c", str(EXAMPLE), "--json")
     assert result.returncode == 0
     assert json.loads(result.stdout) == {
-        "valid": True, "file": str(EXAMPLE), "scrape_targets": 2, "probe_targets": 1,
+        "valid": True,
+        "file": str(EXAMPLE),
+        "scrape_targets": 2,
+        "probe_targets": 1,
         "warnings": [],
     }
     config = tmp_path / "bad.yaml"
@@ -250,5 +261,150 @@ def test_configuration_reference_in_docs_is_generated_and_current() -> None:
     docs = Path(__file__).parent.parent / "docs" / "configuration.md"
     result = run_cli("schema", "--markdown")
     assert result.returncode == 0
-    assert docs.read_text() == result.stdout, "run: opscope schema --markdown -o docs/configuration.md"
+    assert docs.read_text() == result.stdout, (
+        "run: opscope schema --markdown -o docs/configuration.md"
+    )
     assert "| `monitor.scrape[].interval` | duration |" in result.stdout
+
+
+def test_default_timeout_is_capped_at_a_short_interval() -> None:
+    text = (
+        "monitor:\n"
+        "  scrape: [{job: a, targets: ['h:1'], interval: 5s}]\n"
+        "  probes: [{job: p, targets: ['http://h'], interval: 2s}]\n"
+    )
+    monitor = parse_config(text, environ={}).config.monitor
+    assert monitor.timeout_of(monitor.scrape[0]) == timedelta(seconds=5)
+    assert monitor.timeout_of(monitor.probes[0]) == timedelta(seconds=2)
+    long = "monitor:\n  scrape:\n    - job: a\n      targets: ['h:1']\n      interval: 5s\n      timeout: 6s\n"
+    assert problems(long) == [
+        f"opscope.yaml:{at(long, '6s')} monitor.scrape[0].timeout: 6s is longer than the "
+        "interval 5s"
+    ]
+
+
+def test_an_empty_section_means_its_defaults() -> None:
+    config = parse_config("server:\nmonitor:\n  scrape:\n  system:\n", environ={}).config
+    assert config.server.port == 8765
+    assert config.monitor.scrape == []
+    assert config.monitor.system.enabled
+
+
+def at(text: str, needle: str) -> str:
+    """``line:column`` (1-based) of the first ``needle`` in ``text``, found by plain search."""
+    index = text.index(needle)
+    line = text.count("\n", 0, index) + 1
+    return f"{line}:{index - (text.rfind(chr(10), 0, index) + 1) + 1}"
+
+
+STRICT_CASES = [
+    ("server:\n  port: true\n", "true", "server.port: expected a whole number, got True"),
+    ("server:\n  port: 8765.5\n", "8765.5", "server.port: expected a whole number, got 8765.5"),
+    (
+        "monitor:\n  system:\n    enabled: 'no'\n",
+        "'no'",
+        'monitor.system.enabled: expected true or false, got "no"',
+    ),
+    (
+        "server:\n  host: not a host!\n",
+        "not a host!",
+        'server.host: expected an IP address or a host name, got "not a host!"',
+    ),
+    (
+        "monitor:\n  scrape: [{job: a, targets: ['h:99999']}]\n",
+        "'h:99999'",
+        "monitor.scrape[0].targets[0]: expected host:port with a port from 1 to 65535, "
+        'got "h:99999"',
+    ),
+    (
+        "monitor:\n  lookback_delta: 0s\n",
+        "0s",
+        "monitor.lookback_delta: expected a duration greater than 0",
+    ),
+    (
+        "monitor:\n  interval: 1ms\n",
+        "1ms",
+        "monitor.interval: expected an interval of at least 100ms",
+    ),
+    (
+        "monitor:\n  retention: 99999999999999999y\n",
+        "999",
+        'monitor.retention: expected a duration like 15s, got "99999999999999999y"',
+    ),
+    (
+        "monitor:\n  probes: [{job: a, targets: ['http://h'], headers: {X: \"a\\r\\nEvil: 1\"}}]\n",
+        '"a',
+        "monitor.probes[0].headers.X: HTTP header names and values cannot contain line breaks",
+    ),
+    (
+        "monitor:\n  scrape: [{job: a, targets: []}]\n",
+        "[]",
+        "monitor.scrape[0].targets: expected at least 1 item(s)",
+    ),
+    ("monitor: 5\n", "5", "monitor: expected a mapping of fields, got 5"),
+    (
+        "monitor:\n  scrape: [{job: a, targets: ['h:1'], tls: {cert_file: c.pem}}]\n",
+        "{cert",
+        "monitor.scrape[0].tls: cert_file and key_file must be given together",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "where", "expected"), STRICT_CASES)
+def test_values_are_checked_strictly_with_plain_messages(
+    text: str, where: str, expected: str
+) -> None:
+    assert problems(text) == [f"opscope.yaml:{at(text, where)} {expected}"]
+
+
+def test_yaml_that_is_not_plain_data_is_refused_with_a_position() -> None:
+    assert problems("project: !custom x\n") == [
+        "opscope.yaml:1:10 project: not a plain YAML value: could not determine a constructor "
+        "for the tag '!custom'"
+    ]
+    deep = "a: " + "[" * 3000 + "]" * 3000 + "\n"
+    assert problems(deep) == ["opscope.yaml: values are nested too deeply"]
+
+
+def test_alias_bombs_stop_early() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 12):
+        prev = f"*a{i - 1}"
+        lines.append(f"a{i}: &a{i} [{', '.join([prev] * 10)}]")
+    found = problems("\n".join(lines) + "\n")
+    assert len(found) == 1 and "expands to more than 100000 values" in found[0]
+
+
+def test_a_whole_value_variable_takes_the_type_it_spells() -> None:
+    text = "server:\n  port: ${PORT:-8765}\nproject: '${PORT:-8765}'\n"
+    assert parse_config(text, environ={}).config.server.port == 8765
+    loaded = parse_config(text, environ={"PORT": "18765"})
+    assert loaded.config.server.port == 18765
+    assert loaded.config.project == "18765"  # quoted: stays a string
+    found = problems("server:\n  port: ${PORT}\n", PORT="[1, 2]")
+    assert found == ['opscope.yaml:2:9 server.port: expected a whole number, got "[1, 2]"']
+
+
+def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
+    for args in (["serve", "--log-level", "verbose"], ["serve", "--port", "80000"]):
+        result = run_cli(*args)
+        assert result.returncode == 2, args
+        assert "Traceback" not in result.stderr
+    result = run_cli("query", "up", "--data-dir", str(tmp_path), "--time", "nan")
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == 'error: invalid parameter "--time": cannot parse "nan" to a valid timestamp\n'
+    )
+
+
+def test_cli_runtime_errors_exit_1_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "opscope.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'file'}\n")
+    (tmp_path / "file").write_text("not a directory")
+    result = run_cli("serve", "-c", str(config), "--port", "0")
+    assert result.returncode == 1
+    assert result.stderr == f"error: cannot use data directory {tmp_path / 'file'}: File exists\n"
+    result = run_cli("schema", "-o", str(tmp_path / "missing" / "schema.json"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot write")

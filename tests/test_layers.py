@@ -46,5 +46,7 @@ def test_layers() -> None:
 
 def test_the_rules_see_the_package() -> None:
     # Guard against the test passing because it found nothing to check.
-    assert {"monitor", "store", "server", "config", "cli"} <= {area(p) for p in PACKAGE.rglob("*.py")}
+    assert {"monitor", "store", "server", "config", "cli"} <= {
+        area(p) for p in PACKAGE.rglob("*.py")
+    }
     assert "opscope.store" in imports_of(PACKAGE / "monitor" / "running.py")

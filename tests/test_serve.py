@@ -33,7 +33,7 @@ def query(serve: ServeProcess, selector: str) -> list[dict[str, Any]]:
 def test_serve_collects_real_targets_and_survives_bad_ones(
     serve_process: Callable[..., ServeProcess], node_exporter: str, http_server: LocalHTTPServer
 ) -> None:
-    http_server.routes["/metrics"] = Route(body=b"# TYPE broken gauge\nbroken{x=\"1\"} one\n")
+    http_server.routes["/metrics"] = Route(body=b'# TYPE broken gauge\nbroken{x="1"} one\n')
     closed = f"127.0.0.1:{free_port()}"
     serve = serve_process(
         "server: {port: {port}}\n"
@@ -47,8 +47,10 @@ def test_serve_collects_real_targets_and_survives_bad_ones(
         "  probes:\n"
         "    - {job: self, targets: ['http://127.0.0.1:{port}/healthz'], timeout: 1s}\n"
     )
-    wait_until(lambda: all(t["health"] != "unknown" for t in targets(serve).values()),
-               what="every target to be collected once")
+    wait_until(
+        lambda: all(t["health"] != "unknown" for t in targets(serve).values()),
+        what="every target to be collected once",
+    )
     found = targets(serve)
     assert found["node"]["health"] == "up"
     assert found["closed"]["health"] == "down"
@@ -95,9 +97,22 @@ def test_sigterm_stops_gracefully_and_history_survives_a_restart(
     started = time.time()
     # a second server on the same data dir is refused: it would corrupt the store
     second = subprocess.run(
-        [sys.executable, "-m", "opscope", "serve", "-c", str(serve.data_dir.parent / "opscope-0.yaml"),
-         "--data-dir", str(serve.data_dir), "--port", "0"],
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            sys.executable,
+            "-m",
+            "opscope",
+            "serve",
+            "-c",
+            str(serve.data_dir.parent / "opscope-0.yaml"),
+            "--data-dir",
+            str(serve.data_dir),
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert second.returncode == 1
     assert "is in use by opscope serve (pid" in second.stderr
@@ -107,9 +122,22 @@ def test_sigterm_stops_gracefully_and_history_survives_a_restart(
     assert "Traceback" not in serve.output()
     # The CLI reads the store directly; the last load1 sample is still there.
     result = subprocess.run(
-        [sys.executable, "-m", "opscope", "query", "load1", "--data-dir", str(serve.data_dir),
-         "--time", str(started), "--json"],
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            sys.executable,
+            "-m",
+            "opscope",
+            "query",
+            "load1",
+            "--data-dir",
+            str(serve.data_dir),
+            "--time",
+            str(started),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)

@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 failure at run time (store, port, query); 2 usage or co
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import math
@@ -42,6 +43,15 @@ ConfigOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
+class LogLevel(enum.StrEnum):
+    """Log levels of ``opscope serve``."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 def _fail(message: str, code: int) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     return typer.Exit(code)
@@ -53,6 +63,11 @@ def _load(path: Path) -> LoadedConfig:
     except ConfigError as exc:
         for line in str(exc).splitlines():
             err.print(f"[bold red]error:[/] {line}", highlight=False)
+        if not path.exists():
+            err.print(
+                "hint: pass the configuration with -c FILE, e.g. -c examples/blatam/opscope.yaml",
+                highlight=False,
+            )
         raise typer.Exit(2) from None
     for warning in loaded.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
@@ -94,17 +109,18 @@ def serve(
         str | None, typer.Option(help="Address to bind (default: server.host).")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port (default: server.port; 0 picks a free one).")
+        int | None,
+        typer.Option(min=0, max=65535, help="Port (default: server.port; 0 picks a free one)."),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Store directory (default: data_dir).")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="How much to log.")] = LogLevel.info,
 ) -> None:
     """Collect metrics and serve the API, the live WebSocket and the dashboard."""
     from opscope.server.running import OpscopeServer
 
-    _setup_logging(log_level)
+    _setup_logging(log_level.value)
     loaded = _load(config)
     server = OpscopeServer(loaded, host=host, port=port, data_dir=data_dir)
     if server.host not in ("127.0.0.1", "::1", "localhost"):
@@ -115,6 +131,8 @@ def serve(
         )
     try:
         asyncio.run(server.run())
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
     except StoreError as exc:
         raise _fail(str(exc), 1) from None
     except KeyboardInterrupt:
@@ -188,8 +206,11 @@ def schema(
     text = markdown_reference().rstrip("\n") if markdown else json.dumps(json_schema(), indent=2)
     if output is None:
         sys.stdout.write(text + "\n")
-    else:
+        return
+    try:
         output.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {output}: {exc.strerror}", 1) from None
 
 
 @app.command()
@@ -206,7 +227,7 @@ def query(
     as_json: JsonOption = False,
 ) -> None:
     """Print the current value of every series a selector matches (reads the store directly)."""
-    from opscope.server.params import format_value
+    from opscope.server.params import check_time, format_value
     from opscope.store import Store, instant_query, parse_selector
 
     if data_dir is None:
@@ -216,9 +237,9 @@ def query(
     else:
         lookback_ms = 300_000
     try:
+        t = time.time() if at is None else check_time(at, name="--time", text=at)
         parsed = parse_selector(selector)
         with Store.open(data_dir, readonly=True) as store:
-            t = time.time() if at is None else at
             samples = instant_query(store, parsed, int(t * 1000), lookback_ms=lookback_ms)
     except QueryError as exc:
         raise _fail(str(exc), 2) from None

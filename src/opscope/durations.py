@@ -22,6 +22,7 @@ _PATTERN = re.compile(
     r"^(?:(?P<y>\d+)y)?(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?"
     r"(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$"
 )
+_MAX_MS = 10_000 * _UNITS_MS["y"]
 #: JSON-Schema pattern of a duration string, for editor completion.
 DURATION_PATTERN = r"^(0|([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?)$"
 
@@ -38,6 +39,8 @@ def parse_duration(text: str) -> timedelta:
     if not text or match is None or not any(match.groupdict().values()):
         raise ValueError(f'expected a duration like 15s, got "{text}"')
     ms = sum(int(v) * _UNITS_MS[unit] for unit, v in match.groupdict().items() if v)
+    if ms > _MAX_MS:
+        raise ValueError(f'expected a duration like 15s, got "{text}" (longer than 10000y)')
     return timedelta(milliseconds=ms)
 
 

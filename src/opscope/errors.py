@@ -8,7 +8,8 @@ are caught at the boundary where they happen and re-raised as one of these, chai
     ├── ConfigError            a configuration file or value is wrong (CLI exit code 2)
     │   └── ConfigFileError    …with the file, line and column of each problem
     ├── QueryError             a query or selector cannot be parsed or evaluated (HTTP 400)
-    │   └── UnsupportedQuery   valid PromQL outside the subset opscope evaluates (HTTP 400)
+    │   ├── UnsupportedQuery   valid PromQL outside the subset opscope evaluates (HTTP 400)
+    │   └── QueryTooLarge      the query would exceed a resource limit (HTTP 422)
     ├── StoreError             the embedded store cannot be opened or written
     └── CollectError           one collection from one target failed
         ├── ScrapeError        HTTP or network failure, bad status, timeout
@@ -69,6 +70,10 @@ class QueryError(OpscopeError):
 
 class UnsupportedQuery(QueryError):
     """Valid PromQL that uses a construct opscope does not evaluate; never mis-evaluated."""
+
+
+class QueryTooLarge(QueryError):
+    """The query would load more samples or read more data than the configured limits allow."""
 
 
 class StoreError(OpscopeError):

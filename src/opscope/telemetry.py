@@ -47,7 +47,8 @@ class Telemetry:
         self.store_series = Gauge("opscope_store_series", "Series known to the store.", registry=r)
         self.store_cache_bytes = Gauge(
             "opscope_store_cache_bytes",
-            "Memory held by the store's cache of recent value arrays.", registry=r,
+            "Memory held by the store's cache of recent value arrays.",
+            registry=r,
         )
         self.retention_deleted = Counter(
             "opscope_retention_deleted_rows",

@@ -68,22 +68,25 @@ def test_docs_example_values_and_escapes() -> None:
     assert math.isinf(weird.value) and weird.value > 0
     assert weird.timestamp_ms == -3982045
     msdos = next(s for s in samples.values() if s.name == "msdos_file_access_time_seconds")
-    assert dict(msdos.labels) == {"path": "C:\\DIR\\FILE.TXT",
-                                  "error": 'Cannot find file:\n"FILE.TXT"'}
+    assert dict(msdos.labels) == {
+        "path": "C:\\DIR\\FILE.TXT",
+        "error": 'Cannot find file:\n"FILE.TXT"',
+    }
     assert msdos.value == 1.458255915e9
 
 
 @pytest.mark.parametrize(
     ("payload", "line", "message"),
     [
-        ("ok 1\nbad{x=\"y\"} nope\n", 2, 'invalid value "nope"'),
+        ('ok 1\nbad{x="y"} nope\n', 2, 'invalid value "nope"'),
         ("a 1\n\nb{x=y} 1\n", 3, "invalid label"),
         ("9lives 1\n", 1, "invalid metric name"),
-        ("a{x=\"1\",x=\"2\"} 1\n", 1, 'duplicate label name "x"'),
+        ('a{x="1",x="2"} 1\n', 1, 'label name "x" is not unique'),
+        ('r{__name__="zz"} 1\n', 1, 'label name "__name__" is not unique'),
         ("# TYPE a gauge\n# TYPE a weird\na 1\n", 2, "invalid metric type"),
         ("a 1 2 3\n", 1, "expected a value and an optional timestamp"),
         ("a 1_000\n", 1, 'invalid value "1_000"'),
-        ("a{x=\"1\" 1\n", 1, "expected ',' or '}'"),
+        ('a{x="1" 1\n', 1, "expected ',' or '}'"),
         ("<html><body>Not metrics</body></html>\n", 1, "invalid metric name"),
     ],
 )
@@ -130,7 +133,8 @@ def test_fast_path_gives_the_same_result_without_resolving_again() -> None:
     decoder = ScrapeDecoder(registry, {"job": "j", "instance": "i"})
     # Lines with explicit timestamps always take the validating path; leave them out here.
     payload = "\n".join(
-        line for line in DOCS_EXAMPLE.splitlines()
+        line
+        for line in DOCS_EXAMPLE.splitlines()
         if "1395066363000" not in line and "-3982045" not in line
     )
     first = decoder.decode(payload)
@@ -139,8 +143,10 @@ def test_fast_path_gives_the_same_result_without_resolving_again() -> None:
     assert registry.calls == calls  # every line came from the scrape cache
     assert second.series_ids.tolist() == first.series_ids.tolist()
     changed = decoded(registry, second)
-    assert changed[("rpc_duration_seconds",
-                    (("instance", "i"), ("job", "j"), ("quantile", "0.01")))] == 4000.0
+    assert (
+        changed[("rpc_duration_seconds", (("instance", "i"), ("job", "j"), ("quantile", "0.01")))]
+        == 4000.0
+    )
     assert second.samples_scraped == 17  # 20 minus the three timestamped lines
 
 

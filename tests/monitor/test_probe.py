@@ -13,6 +13,10 @@ from opscope.store import Store, instant_query, parse_selector
 from tests.conftest import LocalHTTPServer, Route, free_port
 
 
+def timeout(job: ProbeConfig) -> float:
+    return job.timeout.total_seconds() if job.timeout else 5.0
+
+
 def probe_values(store: Store, url: str, t: float) -> dict[str, float]:
     results = instant_query(store, parse_selector(f'{{instance="{url}"}}'), int(t * 1000))
     return {r.ref.name: r.value for r in results}
@@ -20,8 +24,14 @@ def probe_values(store: Store, url: str, t: float) -> dict[str, float]:
 
 @pytest.mark.parametrize(
     ("status", "valid", "expected"),
-    [(200, [], True), (204, [], True), (301, [], False), (500, [], False),
-     (500, [500], True), (200, [201], False)],
+    [
+        (200, [], True),
+        (204, [], True),
+        (301, [], False),
+        (500, [], False),
+        (500, [500], True),
+        (200, [201], False),
+    ],
 )
 def test_success_rule_is_blackbox_exporters(status: int, valid: list[int], expected: bool) -> None:
     assert probe_succeeded(status, valid) is expected
@@ -35,8 +45,10 @@ async def test_probe_of_a_healthy_and_a_failing_endpoint(
     ok_url, bad_url = f"{http_server.url}/health", f"{http_server.url}/broken"
     job = ProbeConfig.model_validate({"job": "api", "targets": [ok_url, bad_url]})
     with Store.open(tmp_path) as store:
-        probes = [ProbeCollector(job=job, target=u, interval=10.0, resolve=store.series_id)
-                  for u in (ok_url, bad_url)]
+        probes = [
+            ProbeCollector(job=job, target=u, interval=10.0, timeout=5.0, resolve=store.series_id)
+            for u in (ok_url, bad_url)
+        ]
         for probe in probes:
             store.append(await probe.collect(100.0))
             await probe.aclose()
@@ -53,7 +65,9 @@ async def test_probe_of_a_closed_port_reports_status_0(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/health"
     job = ProbeConfig.model_validate({"job": "api", "targets": [url]})
     with Store.open(tmp_path) as store:
-        probe = ProbeCollector(job=job, target=url, interval=10.0, resolve=store.series_id)
+        probe = ProbeCollector(
+            job=job, target=url, interval=10.0, timeout=timeout(job), resolve=store.series_id
+        )
         store.append(await probe.collect(100.0))
         await probe.aclose()
         values = probe_values(store, url, 100.0)
@@ -67,7 +81,9 @@ async def test_slow_endpoint_times_out(http_server: LocalHTTPServer, tmp_path: P
     url = f"{http_server.url}/slow"
     job = ProbeConfig.model_validate({"job": "api", "targets": [url], "timeout": "300ms"})
     with Store.open(tmp_path) as store:
-        probe = ProbeCollector(job=job, target=url, interval=10.0, resolve=store.series_id)
+        probe = ProbeCollector(
+            job=job, target=url, interval=10.0, timeout=timeout(job), resolve=store.series_id
+        )
         store.append(await probe.collect(100.0))
         await probe.aclose()
         values = probe_values(store, url, 100.0)

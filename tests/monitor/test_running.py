@@ -42,8 +42,9 @@ class Counting:
         pass
 
 
-def monitor_with(store: Store, clock: ManualClock, text: str = "monitor: {system: {enabled: false}}"
-                 ) -> Monitor:
+def monitor_with(
+    store: Store, clock: ManualClock, text: str = "monitor: {system: {enabled: false}}"
+) -> Monitor:
     return Monitor(parse_config(text, environ={}).config.monitor, store, clock=clock)
 
 
@@ -81,8 +82,7 @@ async def test_each_collector_runs_on_its_own_interval_and_a_broken_one_is_conta
 async def test_retention_deletes_samples_older_than_configured(tmp_path: Path) -> None:
     clock = ManualClock(start=100_000.0)
     with Store.open(tmp_path) as store:
-        monitor = monitor_with(store, clock,
-                               "monitor: {retention: 1h, system: {enabled: false}}")
+        monitor = monitor_with(store, clock, "monitor: {retention: 1h, system: {enabled: false}}")
         sid = store.series_id("m", ())
         for t in (100_000.0, 102_000.0, 103_700.0):
             store.append([Batch("g", int(t * 1000), np.array([sid]), np.array([t]))])
@@ -109,8 +109,11 @@ async def test_collect_all_fills_the_targets_api_state(
         await monitor.collect_all()
         await monitor.aclose()
         health = {(t.kind, t.job): t.health for t in monitor.targets}
-        assert health == {("system", "system"): "up", ("scrape", "app"): "up",
-                          ("probe", "web"): "up"}
+        assert health == {
+            ("system", "system"): "up",
+            ("scrape", "app"): "up",
+            ("probe", "web"): "up",
+        }
         assert "scrape/app/127.0.0.1" not in caplog.text  # healthy targets log nothing
         status = monitor.system_status()
         assert status["targets_up"] == 2 and status["targets_total"] == 2
@@ -130,6 +133,6 @@ async def test_a_target_going_down_and_up_is_logged_once_each(
         await monitor.aclose()
     messages = [r.getMessage() for r in caplog.records if "scrape/app" in r.getMessage()]
     assert messages == [
-        f"scrape/app/127.0.0.1:{http_server.port} is down: line 1: invalid value \"one\"",
+        f'scrape/app/127.0.0.1:{http_server.port} is down: line 1: invalid value "one"',
         f"scrape/app/127.0.0.1:{http_server.port} is up again",
     ]

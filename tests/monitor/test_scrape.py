@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import http.server
+import ssl
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -11,8 +15,9 @@ import pytest
 
 from opscope.config import ScrapeConfig
 from opscope.monitor.collectors import ScrapeCollector
+from opscope.monitor.collectors.http import make_client
 from opscope.store import Store, instant_query, is_stale, parse_selector
-from tests.conftest import LocalHTTPServer, Route, free_port
+from tests.conftest import LocalHTTPServer, Route, free_port, require_tool
 
 T0 = 1_800_000_000.0
 
@@ -30,15 +35,25 @@ def store(tmp_path: Path) -> Store:
     s.close()
 
 
-def collector(store: Store, client: httpx.AsyncClient, target: str, **job: object) -> ScrapeCollector:
+def collector(
+    store: Store, client: httpx.AsyncClient, target: str, **job: object
+) -> ScrapeCollector:
     config = ScrapeConfig.model_validate({"job": "node", "targets": [target], **job})
-    return ScrapeCollector(job=config, target=target, interval=10.0, resolve=store.series_id,
-                           client=client)
+    timeout = config.timeout.total_seconds() if config.timeout else 10.0
+    return ScrapeCollector(
+        job=config,
+        target=target,
+        interval=10.0,
+        timeout=timeout,
+        resolve=store.series_id,
+        client=client,
+    )
 
 
 def value(store: Store, selector: str, t: float) -> dict[tuple[tuple[str, str], ...], float]:
-    return {s.ref.labels: s.value
-            for s in instant_query(store, parse_selector(selector), int(t * 1000))}
+    return {
+        s.ref.labels: s.value for s in instant_query(store, parse_selector(selector), int(t * 1000))
+    }
 
 
 @pytest.mark.node_exporter
@@ -90,7 +105,8 @@ async def test_malformed_payload_fails_the_scrape_and_marks_old_series_stale(
     (raw,) = store.select(parse_selector("good"), 0, int((T0 + 20) * 1000))
     assert is_stale(raw.values).tolist() == [False, True]
     assert value(store, "scrape_samples_scraped", T0 + 10) == {
-        (("instance", target), ("job", "node")): 0.0}
+        (("instance", target), ("job", "node")): 0.0
+    }
 
 
 async def test_http_error_status_and_timeouts(
@@ -134,3 +150,138 @@ async def test_a_target_exposing_up_cannot_override_opscopes_up(
     assert len(np.unique(batch.series_ids)) == len(batch.series_ids)
     store.append([batch])
     assert list(value(store, "up", T0).values()) == [1.0]
+
+
+async def test_redirects_are_followed_like_prometheus(
+    http_server: LocalHTTPServer, store: Store
+) -> None:
+    http_server.routes["/old"] = Route(status=302, headers={"Location": "/metrics"})
+    http_server.routes["/metrics"] = Route(body=b"a 1\n")
+    target = f"127.0.0.1:{http_server.port}"
+    for follow, health in ((True, "up"), (False, "down")):
+        config = ScrapeConfig.model_validate(
+            {"job": "r", "targets": [target], "metrics_path": "/old", "follow_redirects": follow}
+        )
+        client = make_client(config.tls, where="t", follow_redirects=follow, keepalive=True)
+        scrape = ScrapeCollector(
+            job=config,
+            target=target,
+            interval=10.0,
+            timeout=5.0,
+            resolve=store.series_id,
+            client=client,
+        )
+        store.append(await scrape.collect(T0))
+        await client.aclose()
+        assert scrape.health.health == health
+    assert scrape.health.last_error == "server returned HTTP status 302 Found"
+    assert http_server.hits["/metrics"] == 1
+
+
+async def test_sample_limit_fails_the_scrape_before_creating_series(
+    http_server: LocalHTTPServer, store: Store, client: httpx.AsyncClient
+) -> None:
+    http_server.routes["/metrics"] = Route(
+        body="".join(f'many{{i="{i}"}} {i}\n' for i in range(50)).encode()
+    )
+    scrape = collector(store, client, f"127.0.0.1:{http_server.port}", sample_limit=10)
+    store.append(await scrape.collect(T0))
+    assert scrape.health.health == "down"
+    assert scrape.health.last_error == "sample limit exceeded (50 > 10)"
+    assert not [r for r in store.index if r.name == "many"]
+
+
+async def test_body_size_limit_fails_the_scrape(
+    http_server: LocalHTTPServer, store: Store, client: httpx.AsyncClient
+) -> None:
+    http_server.routes["/metrics"] = Route(body=b"a 1\n" * 10_000)  # 40,000 bytes
+    scrape = collector(store, client, f"127.0.0.1:{http_server.port}", body_size_limit=1000)
+    store.append(await scrape.collect(T0))
+    assert scrape.health.last_error == "body size limit exceeded (1000 bytes)"
+    assert value(store, "up", T0) == {
+        (("instance", f"127.0.0.1:{http_server.port}"), ("job", "node")): 0.0
+    }
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A real HTTPS server with a self-signed certificate for 127.0.0.1; yields (port, cert)."""
+    openssl = require_tool("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"secure 1\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1]), cert
+    server.shutdown()
+    server.server_close()
+
+
+async def test_https_targets_verify_certificates_unless_told_otherwise(
+    https_server: tuple[int, Path], store: Store
+) -> None:
+    port, cert = https_server
+    target = f"127.0.0.1:{port}"
+    cases = [
+        ({}, "down"),  # self-signed: refused by default
+        ({"tls": {"ca_file": str(cert)}}, "up"),
+        ({"tls": {"insecure_skip_verify": True}}, "up"),
+    ]
+    for extra, expected in cases:
+        config = ScrapeConfig.model_validate(
+            {"job": "tls", "targets": [target], "scheme": "https", **extra}
+        )
+        client = make_client(config.tls, where="test", follow_redirects=True, keepalive=True)
+        scrape = ScrapeCollector(
+            job=config,
+            target=target,
+            interval=10.0,
+            timeout=5.0,
+            resolve=store.series_id,
+            client=client,
+        )
+        await scrape.collect(T0)
+        await client.aclose()
+        assert scrape.health.health == expected, (extra, scrape.health.last_error)
+        if expected == "down":
+            assert scrape.health.last_error == (
+                f'Get "https://{target}/metrics": TLS: certificate verify failed: '
+                "self-signed certificate"
+            )

@@ -43,23 +43,25 @@ def test_counter_rate_handles_resets_like_prometheus() -> None:
 
 async def test_first_cycle_has_no_cpu_or_network_value_then_both_appear(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
-        collector = SystemCollector(config=SystemConfig(), interval=1.0, resolve=store.series_id,
-                                    hostname="testhost")
+        collector = SystemCollector(
+            config=SystemConfig(), interval=1.0, resolve=store.series_id, hostname="testhost"
+        )
         store.append(await collector.collect(1000.0))
-        names = {r.ref.name for r in instant_query(store, parse_selector('{job="system"}'),
-                                                   1_000_000)}
+        names = {
+            r.ref.name for r in instant_query(store, parse_selector('{job="system"}'), 1_000_000)
+        }
         assert "cpu_usage" not in names  # psutil's first reading is meaningless: not stored as 0
         assert "network_receive_bytes_per_second" not in names
         assert {"memory_usage", "load1"} <= names
         store.append(await collector.collect(1001.0))
-        now = {r.ref.name: r for r in instant_query(store, parse_selector('{job="system"}'),
-                                                    1_001_000)}
+        now = {
+            r.ref.name: r for r in instant_query(store, parse_selector('{job="system"}'), 1_001_000)
+        }
         assert 0.0 <= now["cpu_usage"].value <= 100.0
         assert dict(now["cpu_usage"].ref.labels) == {"instance": "testhost", "job": "system"}
         devices = [d for d in psutil.net_io_counters(pernic=True) if d != "lo"]
         if devices:
-            rx = instant_query(store, parse_selector("network_receive_bytes_per_second"),
-                               1_001_000)
+            rx = instant_query(store, parse_selector("network_receive_bytes_per_second"), 1_001_000)
             assert {dict(r.ref.labels)["device"] for r in rx} == set(devices)
             assert all(r.value >= 0 for r in rx)
         memory = psutil.virtual_memory().percent
@@ -67,10 +69,14 @@ async def test_first_cycle_has_no_cpu_or_network_value_then_both_appear(tmp_path
 
 
 def test_disk_usage_skips_pseudo_filesystems_and_matches_psutil() -> None:
-    collector = SystemCollector(config=SystemConfig(), interval=1.0,
-                                resolve=lambda name, labels: 0, hostname="h")
-    disks = {labels["mount"]: (labels["fstype"], value)
-             for name, labels, value in collector.sample() if name == "disk_usage"}
+    collector = SystemCollector(
+        config=SystemConfig(), interval=1.0, resolve=lambda name, labels: 0, hostname="h"
+    )
+    disks = {
+        labels["mount"]: (labels["fstype"], value)
+        for name, labels, value in collector.sample()
+        if name == "disk_usage"
+    }
     assert disks, "the root filesystem of this machine is a real disk"
     pseudo = {"proc", "sysfs", "tmpfs", "devtmpfs", "cgroup", "cgroup2", "devpts", "mqueue"}
     assert not any(fstype in pseudo for fstype, _ in disks.values())

@@ -31,23 +31,33 @@ class Api:
     def put(self, name: str, labels: dict[str, str], points: list[tuple[float, float]]) -> None:
         sid = self.store.series_id(name, label_set(labels))
         for t, v in points:
-            self.store.append([Batch(f"test/{name}", int(t * 1000), np.array([sid]),
-                                     np.array([v]))])
+            self.store.append(
+                [Batch(f"test/{name}", int(t * 1000), np.array([sid]), np.array([v]))]
+            )
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     config = parse_config(
-        "monitor:\n  system: {enabled: false}\n"
-        "  scrape: [{job: node, targets: ['127.0.0.1:1']}]\n", environ={}
+        "monitor:\n  system: {enabled: false}\n  scrape: [{job: node, targets: ['127.0.0.1:1']}]\n",
+        environ={},
     ).config
     clock = ManualClock(start=NOW)
     telemetry = Telemetry()
     with Store.open(tmp_path) as store:
         monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
         hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
-        app = create_app(ServerState(project="blatam", store=store, monitor=monitor, hub=hub,
-                                     telemetry=telemetry, now=clock.time, lookback_ms=300_000))
+        app = create_app(
+            ServerState(
+                project="blatam",
+                store=store,
+                monitor=monitor,
+                hub=hub,
+                telemetry=telemetry,
+                now=clock.time,
+                lookback_ms=300_000,
+            )
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://opscope") as client:
             yield Api(client, store, monitor)
@@ -69,35 +79,46 @@ async def test_instant_query_has_prometheus_shape_and_lookback(api: Api) -> None
     assert response.status_code == 200
     assert response.json() == {
         "status": "success",
-        "data": {"resultType": "vector", "result": [
-            {"metric": {"__name__": "cpu_usage", "job": "system"}, "value": [NOW, "42.5"]},
-        ]},
+        "data": {
+            "resultType": "vector",
+            "result": [
+                {"metric": {"__name__": "cpu_usage", "job": "system"}, "value": [NOW, "42.5"]},
+            ],
+        },
     }
-    past = await api.client.get("/api/v1/query", params={
-        "metric": "cpu_usage", "labels": 'job="other"', "time": str(NOW - 300)})
+    past = await api.client.get(
+        "/api/v1/query",
+        params={"metric": "cpu_usage", "labels": 'job="other"', "time": str(NOW - 300)},
+    )
     assert past.json()["data"]["result"][0]["value"] == [NOW - 300, "99"]
 
 
 async def test_post_form_query_like_grafana_sends(api: Api) -> None:
     api.put("up", {"job": "node"}, [(NOW - 10, 1.0)])
     response = await api.client.post(
-        "/api/v1/query", content=f"query=up&time={NOW}",
+        "/api/v1/query",
+        content=f"query=up&time={NOW}",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.json()["data"]["result"] == [
-        {"metric": {"__name__": "up", "job": "node"}, "value": [NOW, "1"]}]
+        {"metric": {"__name__": "up", "job": "node"}, "value": [NOW, "1"]}
+    ]
 
 
 async def test_range_query_steps_and_staleness(api: Api) -> None:
     api.put("m", {}, [(NOW - 120, 1.0), (NOW - 60, 2.0), (NOW - 30, STALE_NAN)])
-    response = await api.client.get("/api/v1/query_range", params={
-        "query": "m", "start": str(NOW - 120), "end": str(NOW), "step": "30s"})
+    response = await api.client.get(
+        "/api/v1/query_range",
+        params={"query": "m", "start": str(NOW - 120), "end": str(NOW), "step": "30s"},
+    )
     body = response.json()
     assert body["data"]["resultType"] == "matrix"
-    assert body["data"]["result"] == [{
-        "metric": {"__name__": "m"},
-        "values": [[NOW - 120, "1"], [NOW - 90, "1"], [NOW - 60, "2"]],
-    }]
+    assert body["data"]["result"] == [
+        {
+            "metric": {"__name__": "m"},
+            "values": [[NOW - 120, "1"], [NOW - 90, "1"], [NOW - 60, "2"]],
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -106,12 +127,19 @@ async def test_range_query_steps_and_staleness(api: Api) -> None:
         ("/api/v1/query", {}, 400, "a series selector is required"),
         ("/api/v1/query", {"query": "up{"}, 400, "cannot parse selector"),
         ("/api/v1/query", {"query": "rate(up[5m])"}, 400, "expected a series selector"),
-        ("/api/v1/query", {"query": "up", "time": "yesterday"}, 400,
-         'invalid parameter "time"'),
-        ("/api/v1/query_range", {"query": "up", "start": "0", "end": "10", "step": "0"}, 400,
-         "must be a positive duration"),
-        ("/api/v1/query_range", {"query": "up", "start": "0", "end": "100000", "step": "1"}, 400,
-         "11,000 points"),
+        ("/api/v1/query", {"query": "up", "time": "yesterday"}, 400, 'invalid parameter "time"'),
+        (
+            "/api/v1/query_range",
+            {"query": "up", "start": "0", "end": "10", "step": "0"},
+            400,
+            "must be a positive duration",
+        ),
+        (
+            "/api/v1/query_range",
+            {"query": "up", "start": "0", "end": "100000", "step": "1"},
+            400,
+            "11,000 points",
+        ),
         ("/api/v1/query_range", {"query": "up"}, 400, "both are required"),
         ("/api/v1/series", {}, 400, "no match[] parameter provided"),
         ("/api/v1/summary", {"window": "soon"}, 400, 'invalid parameter "window"'),
@@ -190,8 +218,11 @@ async def test_metrics_endpoint_is_valid_exposition_with_opscope_metrics(api: Ap
     assert "opscope_samples_ingested" in families
     assert "opscope_websocket_clients" in families
     assert "process_resident_memory_bytes" in families
-    scrape_failures = [s for s in families["opscope_collections"].samples
-                       if s.labels == {"collector": "scrape", "outcome": "failure"}]
+    scrape_failures = [
+        s
+        for s in families["opscope_collections"].samples
+        if s.labels == {"collector": "scrape", "outcome": "failure"}
+    ]
     assert scrape_failures[0].value == 1.0
 
 
@@ -201,3 +232,151 @@ async def test_dashboard_and_openapi_are_served(api: Api) -> None:
     assert page.headers["content-type"].startswith("text/html")
     spec = (await api.client.get("/api/openapi.json")).json()
     assert "/api/v1/query_range" in spec["paths"]
+
+
+async def test_regex_matching_is_linear_time(api: Api) -> None:
+    # With a backtracking engine this pattern never finishes on a long value (ReDoS);
+    # Prometheus uses RE2, and so does opscope.
+    api.put("ll", {"a": "z" * 100_000}, [(NOW, 1.0)])
+    api.put("node_cpu_seconds_total", {"cpu": "0"}, [(NOW, 2.0)])
+    response = await api.client.get("/api/v1/query", params={"query": 'll{a=~"(z|zz)*x"}'})
+    assert response.json()["data"]["result"] == []
+    response = await api.client.get("/api/v1/query", params={"query": '{__name__=~"(.*.*)*y"}'})
+    assert response.json()["data"]["result"] == []
+    response = await api.client.get("/api/v1/query", params={"query": 'll{a=~"z+"}'})
+    assert len(response.json()["data"]["result"]) == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"path": "/api/v1/query", "query": "up", "time": "1e30"},
+        {"path": "/api/v1/query", "query": "up", "time": "-inf"},
+        {
+            "path": "/api/v1/query_range",
+            "query": "up",
+            "start": "-1e30",
+            "end": "1e30",
+            "step": "1e29",
+        },
+        {"path": "/api/v1/query_range", "query": "up", "start": "0", "end": "10", "step": "1e30"},
+        {"path": "/api/v1/summary", "window": "1e30"},
+        {"path": "/api/v1/labels", "match[]": "up{"},
+        {"path": "/api/v1/series", "match[]": "up", "start": "2", "end": "1"},
+        {"path": "/api/v1/label/bad-name/values"},
+    ],
+)
+async def test_absurd_parameters_are_400_not_500(api: Api, params: dict[str, str]) -> None:
+    path = params.pop("path")
+    response = await api.client.get(path, params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["errorType"] == "bad_data"
+
+
+async def test_range_query_step_count_rule_matches_prometheus(api: Api) -> None:
+    api.put("m", {}, [(NOW, 1.0)])
+    ok = await api.client.get(
+        "/api/v1/query_range",
+        params={"query": "m", "start": str(NOW - 11_000), "end": str(NOW), "step": "1"},
+    )
+    assert ok.status_code == 200  # (end - start) / step = 11,000 is allowed
+    too_many = await api.client.get(
+        "/api/v1/query_range",
+        params={"query": "m", "start": str(NOW - 11_001), "end": str(NOW), "step": "1"},
+    )
+    assert too_many.status_code == 400
+
+
+async def test_queries_over_the_sample_limit_are_refused_with_422(tmp_path: Path) -> None:
+    config = parse_config("monitor: {system: {enabled: false}}\n", environ={}).config
+    clock = ManualClock(start=NOW)
+    telemetry = Telemetry()
+    with Store.open(tmp_path) as store:
+        for i in range(30):
+            sid = store.series_id("m", label_set({"i": str(i)}))
+            store.append([Batch("g", int(NOW * 1000), np.array([sid]), np.array([1.0]))])
+        monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
+        hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
+        app = create_app(
+            ServerState(
+                project="p",
+                store=store,
+                monitor=monitor,
+                hub=hub,
+                telemetry=telemetry,
+                now=clock.time,
+                lookback_ms=300_000,
+                max_samples=100,
+            )
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://opscope"
+        ) as client:
+            fine = await client.get("/api/v1/query", params={"query": "m"})
+            assert len(fine.json()["data"]["result"]) == 30
+            # 30 series × 4 steps = 120 points > 100
+            big = await client.get(
+                "/api/v1/query_range",
+                params={"query": "m", "start": str(NOW - 3), "end": str(NOW), "step": "1"},
+            )
+            assert big.status_code == 422
+            assert big.json()["errorType"] == "execution"
+            assert "query processing would load too many samples" in big.json()["error"]
+        await monitor.aclose()
+
+
+async def test_series_and_labels_honour_time_range_and_match(api: Api) -> None:
+    api.put("up", {"job": "old"}, [(NOW - 7200, 1.0)])
+    api.put("up", {"job": "new"}, [(NOW - 10, 1.0)])
+    api.put("load1", {"job": "system"}, [(NOW - 10, 0.5)])
+    recent = (
+        await api.client.get(
+            "/api/v1/series", params={"match[]": "up", "start": str(NOW - 600), "end": str(NOW)}
+        )
+    ).json()["data"]
+    assert recent == [{"__name__": "up", "job": "new"}]
+    jobs = (await api.client.get("/api/v1/label/job/values", params={"match[]": "up"})).json()[
+        "data"
+    ]
+    assert jobs == ["new", "old"]
+    names = (
+        await api.client.get(
+            "/api/v1/label/__name__/values", params={"start": str(NOW - 600), "end": str(NOW)}
+        )
+    ).json()["data"]
+    assert names == ["load1", "up"]
+    form = await api.client.post(
+        "/api/v1/series",
+        content="match[]=load1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.json()["data"] == [{"__name__": "load1", "job": "system"}]
+    labels = await api.client.post(
+        "/api/v1/labels",
+        content="match[]=load1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert labels.json()["data"] == ["__name__", "job"]
+
+
+async def test_summary_follows_instant_query_semantics(api: Api) -> None:
+    api.put("up", {"job": "flap"}, [(NOW - 60, 1.0), (NOW - 30, STALE_NAN)])
+    api.put("up", {"job": "fine"}, [(NOW - 60, 1.0), (NOW - 30, 1.0)])
+    api.put("load1", {"job": "x"}, [(NOW - 30, float("nan"))])
+    body = (await api.client.get("/api/v1/summary", params={"match[]": ["up", "load1"]})).json()[
+        "data"
+    ]
+    current = {(s["metric"]["__name__"], s["metric"]["job"]): s["current"] for s in body["series"]}
+    # the stale series has no current value, exactly as /api/v1/query says
+    assert current == {("up", "fine"): "1", ("load1", "x"): "NaN"}
+    query = (await api.client.get("/api/v1/query", params={"query": "up"})).json()["data"]
+    assert [r["metric"]["job"] for r in query["result"]] == ["fine"]
+    earlier = (
+        await api.client.get("/api/v1/summary", params={"match[]": "up", "time": str(NOW - 45)})
+    ).json()["data"]
+    assert {s["metric"]["job"] for s in earlier["series"]} == {"flap", "fine"}
+
+
+async def test_head_healthz(api: Api) -> None:
+    response = await api.client.head("/healthz")
+    assert response.status_code == 200

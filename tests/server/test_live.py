@@ -45,11 +45,21 @@ async def request(ws: ClientConnection, payload: dict[str, Any]) -> dict[str, An
     return reply
 
 
-def append(server: OpscopeServer, t: float, values: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> None:
+def append(
+    server: OpscopeServer, t: float, values: dict[tuple[str, tuple[tuple[str, str], ...]], float]
+) -> None:
     assert server.store is not None
     ids = [server.store.series_id(name, labels) for name, labels in values]
-    server.store.append([Batch("test", int(t * 1000), np.array(ids, dtype=np.int64),
-                               np.array(list(values.values())))])
+    server.store.append(
+        [
+            Batch(
+                "test",
+                int(t * 1000),
+                np.array(ids, dtype=np.int64),
+                np.array(list(values.values())),
+            )
+        ]
+    )
 
 
 CPU = ("cpu_usage", label_set({"job": "system"}))
@@ -61,27 +71,37 @@ BOOT = ("disk_usage", label_set({"job": "system", "mount": "/boot"}))
 async def test_only_subscribed_metrics_are_delivered(server: OpscopeServer) -> None:
     async with open_ws(server) as a, open_ws(server) as b, open_ws(server) as idle:
         assert await request(a, {"type": "subscribe", "metrics": ["cpu_usage"]}) == {
-            "type": "subscription_confirmed", "metrics": ["cpu_usage"]}
-        confirmed = await request(b, {"type": "subscribe", "metrics": ['disk_usage{mount="/"}'],
-                                      "id": 7})
-        assert confirmed == {"type": "subscription_confirmed",
-                             "metrics": ['disk_usage{mount="/"}'], "id": 7}
+            "type": "subscription_confirmed",
+            "metrics": ["cpu_usage"],
+        }
+        confirmed = await request(
+            b, {"type": "subscribe", "metrics": ['disk_usage{mount="/"}'], "id": 7}
+        )
+        assert confirmed == {
+            "type": "subscription_confirmed",
+            "metrics": ['disk_usage{mount="/"}'],
+            "id": 7,
+        }
         append(server, T0, {CPU: 12.5, MEM: 40.0, ROOT: 70.0, BOOT: 20.0})
         update_a = json.loads(await asyncio.wait_for(a.recv(), 5))
         update_b = json.loads(await asyncio.wait_for(b.recv(), 5))
         assert update_a["type"] == "metrics_update"
         assert update_a["timestamp"] == T0
         assert update_a["metrics"] == [
-            {"metric": {"__name__": "cpu_usage", "job": "system"}, "value": 12.5, "timestamp": T0}]
+            {"metric": {"__name__": "cpu_usage", "job": "system"}, "value": 12.5, "timestamp": T0}
+        ]
         assert "system_status" in update_a
         assert [m["metric"] for m in update_b["metrics"]] == [
-            {"__name__": "disk_usage", "job": "system", "mount": "/"}]
+            {"__name__": "disk_usage", "job": "system", "mount": "/"}
+        ]
         # the idle client got nothing: its first message is the answer to its ping
         assert await request(idle, {"type": "ping"}) == {"type": "pong"}
         # a cycle without subscribed series sends nothing; unsubscribing stops updates
         append(server, T0 + 1, {MEM: 41.0})
         assert await request(a, {"type": "unsubscribe", "metrics": ["cpu_usage"]}) == {
-            "type": "subscription_confirmed", "metrics": []}
+            "type": "subscription_confirmed",
+            "metrics": [],
+        }
         append(server, T0 + 2, {CPU: 13.0, MEM: 41.0})
         assert await request(a, {"type": "ping"}) == {"type": "pong"}
 
@@ -92,8 +112,12 @@ async def test_stale_markers_are_not_sent_as_values(server: OpscopeServer) -> No
         append(server, T0, {CPU: STALE_NAN, MEM: float("nan")})
         update = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert update["metrics"] == [
-            {"metric": {"__name__": "memory_usage", "job": "system"}, "value": None,
-             "timestamp": T0}]
+            {
+                "metric": {"__name__": "memory_usage", "job": "system"},
+                "value": None,
+                "timestamp": T0,
+            }
+        ]
 
 
 async def test_historical_data_matches_what_was_stored(server: OpscopeServer) -> None:
@@ -101,8 +125,17 @@ async def test_historical_data_matches_what_was_stored(server: OpscopeServer) ->
     for t, v in stored:
         append(server, t, {CPU: v})
     async with open_ws(server) as ws:
-        reply = await request(ws, {"type": "get_historical", "metric": "cpu_usage",
-                                   "start": T0, "end": T0 + 110, "step": 10, "id": "h1"})
+        reply = await request(
+            ws,
+            {
+                "type": "get_historical",
+                "metric": "cpu_usage",
+                "start": T0,
+                "end": T0 + 110,
+                "step": 10,
+                "id": "h1",
+            },
+        )
     assert reply["type"] == "historical_data"
     assert reply["id"] == "h1"
     (series,) = reply["series"]
@@ -124,9 +157,10 @@ async def test_malformed_messages_get_errors_and_the_connection_stays(
         assert bad["type"] == "error" and "must be a list" in bad["error"]
         bad = await request(ws, {"type": "subscribe", "metrics": ["cpu{"]})
         assert bad["type"] == "error" and "cannot parse selector" in bad["error"]
-        bad = await request(ws, {"type": "get_historical", "metric": "cpu_usage",
-                                 "start": "yesterday"})
-        assert bad["type"] == "error" and '"start" must be a number' in bad["error"]
+        bad = await request(
+            ws, {"type": "get_historical", "metric": "cpu_usage", "start": "yesterday"}
+        )
+        assert bad["type"] == "error" and 'invalid parameter "start"' in bad["error"]
         assert await request(ws, {"type": "ping"}) == {"type": "pong"}
 
 
@@ -135,14 +169,17 @@ async def test_a_client_that_never_reads_is_dropped_and_never_stalls_the_others(
 ) -> None:
     # 600 series with long labels: every update is ~60 kB, so the stalled client's socket
     # buffers fill after a few hundred updates and its queue of 4 overflows.
-    series = [("big", label_set({"job": "x", "i": f"{i:04d}", "pad": "p" * 40})) for i in range(600)]
+    series = [
+        ("big", label_set({"job": "x", "i": f"{i:04d}", "pad": "p" * 40})) for i in range(600)
+    ]
     updates = 400
     slow_sock = socket.create_connection(("127.0.0.1", server.port))
     slow_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     # close_timeout: the stalled client cannot read the close frame behind its unread data
-    async with open_ws(server, max_queue=1, sock=slow_sock, close_timeout=0.5) as slow, open_ws(
-        server, max_size=None
-    ) as fast:
+    async with (
+        open_ws(server, max_queue=1, sock=slow_sock, close_timeout=0.5) as slow,
+        open_ws(server, max_size=None) as fast,
+    ):
         await request(slow, {"type": "subscribe", "metrics": ["big"]})
         await request(fast, {"type": "subscribe", "metrics": ["big"]})
         received: list[float] = []
@@ -160,3 +197,48 @@ async def test_a_client_that_never_reads_is_dropped_and_never_stalls_the_others(
         assert server.hub.clients == 1  # the slow client was dropped
         dropped = server.telemetry.websocket_dropped.labels("slow")._value.get()
         assert dropped == 1.0
+
+
+async def test_hostile_requests_get_errors_and_the_connection_stays(
+    server: OpscopeServer,
+) -> None:
+    async with open_ws(server, max_size=None) as ws:
+        huge = await request(
+            ws,
+            {
+                "type": "get_historical",
+                "metric": "cpu_usage",
+                "start": 0,
+                "end": 1e30,
+                "step": 1e29,
+            },
+        )
+        assert huge["type"] == "error" and 'invalid parameter "end"' in huge["error"]
+        await ws.send("[" * 100_000 + "]" * 100_000)
+        assert json.loads(await ws.recv())["error"].startswith("message is not JSON")
+        assert await request(ws, {"type": "ping"}) == {"type": "pong"}
+
+
+async def test_history_accepts_rfc3339_times_and_duration_steps(server: OpscopeServer) -> None:
+    for i in range(3):
+        append(server, T0 + 60 * i, {CPU: float(i)})
+    async with open_ws(server) as ws:
+        reply = await request(
+            ws,
+            {
+                "type": "get_historical",
+                "metric": "cpu_usage",
+                "start": "2027-01-15T08:00:00Z",
+                "end": str(T0 + 120),
+                "step": "1m",
+            },
+        )
+    assert reply["series"][0]["values"] == [[T0, 0.0], [T0 + 60, 1.0], [T0 + 120, 2.0]]
+
+
+async def test_equivalent_selectors_are_one_subscription(server: OpscopeServer) -> None:
+    async with open_ws(server) as ws:
+        confirmed = await request(ws, {"type": "subscribe", "metrics": ["memory_usage{}"]})
+        assert confirmed["metrics"] == ["memory_usage"]
+        confirmed = await request(ws, {"type": "unsubscribe", "metrics": ["memory_usage"]})
+        assert confirmed["metrics"] == []

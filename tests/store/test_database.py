@@ -14,8 +14,12 @@ from opscope.store import STALE_NAN, Batch, Store, is_stale, label_set, parse_se
 
 
 def batch(group: str, t_ms: int, values: dict[int, float]) -> Batch:
-    return Batch(group, t_ms, np.array(list(values), dtype=np.int64),
-                 np.array(list(values.values()), dtype=np.float64))
+    return Batch(
+        group,
+        t_ms,
+        np.array(list(values), dtype=np.int64),
+        np.array(list(values.values()), dtype=np.float64),
+    )
 
 
 @pytest.fixture
@@ -48,8 +52,10 @@ def test_samples_round_trip_with_layouts_changing(store: Store) -> None:
     store.append([batch("g", 1000, {a: 1.0, b: 2.0})])
     store.append([batch("g", 2000, {b: 20.0, a: 10.0, c: 30.0})])  # other order, new series
     store.append([batch("g", 3000, {c: 300.0})])
-    got = {s.ref.labels: (s.timestamps.tolist(), s.values.tolist())
-           for s in store.select(parse_selector("m"), 0, 10_000)}
+    got = {
+        s.ref.labels: (s.timestamps.tolist(), s.values.tolist())
+        for s in store.select(parse_selector("m"), 0, 10_000)
+    }
     assert got == {
         (("k", "a"),): ([1000, 2000], [1.0, 10.0]),
         (("k", "b"),): ([1000, 2000], [2.0, 20.0]),

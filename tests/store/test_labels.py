@@ -34,7 +34,9 @@ def test_non_selectors_are_refused_as_unsupported() -> None:
 
 
 def test_metric_and_labels_form() -> None:
-    assert str(selector_for("up", 'job="node", instance=~"a.*"')) == 'up{job="node", instance=~"a.*"}'
+    assert (
+        str(selector_for("up", 'job="node", instance=~"a.*"')) == 'up{job="node", instance=~"a.*"}'
+    )
     assert str(selector_for("up", '{job="node"}')) == 'up{job="node"}'
     assert str(selector_for("up")) == "up"
 

@@ -87,8 +87,7 @@ def test_range_query_evaluates_each_step(store: Store) -> None:
 
 def test_range_query_uses_samples_from_before_start(store: Store) -> None:
     put(store, "m", 0, 5.0)
-    (series,) = range_query(store, parse_selector("m"), 4 * MIN, 6 * MIN, MIN,
-                            lookback_ms=LOOKBACK)
+    (series,) = range_query(store, parse_selector("m"), 4 * MIN, 6 * MIN, MIN, lookback_ms=LOOKBACK)
     assert series.timestamps.tolist() == [4 * MIN]  # 5m and 6m are outside (t - 5m, t]
 
 
@@ -111,5 +110,5 @@ def test_step_validation_matches_prometheus() -> None:
     with pytest.raises(QueryError, match="end timestamp must not be before start"):
         step_times(10, 0, 1)
     with pytest.raises(QueryError, match="11,000 points"):
-        step_times(0, 11_000, 1)
-    assert step_times(0, 10_999, 1).size == 11_000
+        step_times(0, 11_001, 1)
+    assert step_times(0, 11_000, 1).size == 11_001  # Prometheus: (end - start) / step <= 11000

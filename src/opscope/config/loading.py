@@ -106,6 +106,10 @@ def parse_config(
     environ = os.environ if environ is None else environ
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigFileError(
+            [ConfigProblem(filename, None, None, "", "values are nested too deeply")]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -116,7 +120,17 @@ def parse_config(
     positions = _Positions()
     problems: list[ConfigProblem] = []
     secrets: set[str] = set()
-    data = _build(node, (), positions, problems, filename) if node is not None else {}
+    budget = _Budget()
+    try:
+        data = _build(node, (), positions, problems, filename, budget) if node is not None else {}
+    except _TooBig as exc:
+        raise ConfigFileError(
+            [ConfigProblem(filename, exc.line, exc.column, "", str(exc))]
+        ) from None
+    except RecursionError:
+        raise ConfigFileError(
+            [ConfigProblem(filename, None, None, "", "values are nested too deeply")]
+        ) from None
     if not isinstance(data, dict):
         line, col = positions.of(())
         raise ConfigFileError(
@@ -141,6 +155,14 @@ def parse_config(
         raise ConfigFileError(
             _problems_from(exc, OpscopeConfig, positions, filename, data)
         ) from None
+    semantic = [(("monitor", *loc), message) for loc, message in config.monitor.problems()]
+    if semantic:
+        raise ConfigFileError(
+            [
+                ConfigProblem(filename, *positions.of(loc), format_loc(loc), message)
+                for loc, message in semantic
+            ]
+        )
     return LoadedConfig(
         config=config,
         path=path or Path(filename),
@@ -149,16 +171,78 @@ def parse_config(
     )
 
 
+@dataclass(frozen=True)
+class _Template:
+    """A string scalar holding ``${…}``; ``plain`` when it was written without quotes."""
+
+    text: str
+    plain: bool
+
+
+_SINGLE_VARIABLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
+_SCALAR_TYPES = (bool, int, float)
+
+
+class _TooBig(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.line = node.start_mark.line + 1
+        self.column = node.start_mark.column + 1
+        super().__init__(
+            f"the file expands to more than {_MAX_VALUES} values (YAML aliases used recursively?)"
+        )
+
+
+_MAX_VALUES = 100_000
+
+
+@dataclass
+class _Budget:
+    """Counts values built, so that aliases of aliases ("billion laughs") stop early."""
+
+    values: int = 0
+
+
 def _build(
-    node: yaml.Node, loc: Loc, positions: _Positions, problems: list[ConfigProblem], filename: str
+    node: yaml.Node,
+    loc: Loc,
+    positions: _Positions,
+    problems: list[ConfigProblem],
+    filename: str,
+    budget: _Budget,
 ) -> Any:
     """Turn a composed YAML node into plain values, recording positions and duplicate keys."""
+    budget.values += 1
+    if budget.values > _MAX_VALUES:
+        raise _TooBig(node)
     positions.values[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         loader = yaml.SafeLoader("")
-        loader.flatten_mapping(node)  # resolves `<<` merge keys like yaml.safe_load does
+        try:
+            loader.flatten_mapping(node)  # resolves `<<` merge keys like yaml.safe_load does
+        except yaml.YAMLError as exc:
+            problems.append(
+                ConfigProblem(
+                    filename,
+                    node.start_mark.line + 1,
+                    node.start_mark.column + 1,
+                    format_loc(loc),
+                    f"invalid merge key: {getattr(exc, 'problem', None) or exc}",
+                )
+            )
+            return {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(
+                    ConfigProblem(
+                        filename,
+                        key_node.start_mark.line + 1,
+                        key_node.start_mark.column + 1,
+                        format_loc(loc),
+                        "a mapping key must be a plain value",
+                    )
+                )
+                continue
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 key = str(key)
@@ -174,17 +258,35 @@ def _build(
                     )
                 )
             positions.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = _build(value_node, child, positions, problems, filename)
+            result[key] = _build(value_node, child, positions, problems, filename, budget)
         loader.dispose()
         return result
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(item, (*loc, index), positions, problems, filename)
+            _build(item, (*loc, index), positions, problems, filename, budget)
             for index, item in enumerate(node.value)
         ]
+    if (
+        isinstance(node, yaml.ScalarNode)
+        and node.tag == "tag:yaml.org,2002:str"
+        and ("${" in node.value)
+    ):
+        return _Template(node.value, plain=node.style is None)
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:  # e.g. an unknown tag such as !custom
+        problem = getattr(exc, "problem", None) or str(exc)
+        problems.append(
+            ConfigProblem(
+                filename,
+                node.start_mark.line + 1,
+                node.start_mark.column + 1,
+                format_loc(loc),
+                f"not a plain YAML value: {problem}",
+            )
+        )
+        return None
     finally:
         loader.dispose()
 
@@ -208,6 +310,9 @@ def _interpolate(
             _interpolate(v, (*loc, i), environ, positions, problems, secrets, filename)
             for i, v in enumerate(value)
         ]
+    template = value if isinstance(value, _Template) else None
+    if template is not None:
+        value = template.text
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -232,7 +337,17 @@ def _interpolate(
         secrets.add(found)
         return found
 
-    return _VARIABLE.sub(replace, value)
+    result = _VARIABLE.sub(replace, value)
+    if template is not None and template.plain and _SINGLE_VARIABLE.match(template.text):
+        # An unquoted `port: ${PORT:-8765}` is typed like the YAML it stands for (a number
+        # here); only plain scalars qualify, never lists or mappings.
+        try:
+            typed = yaml.safe_load(result) if result else None
+        except yaml.YAMLError:
+            typed = None
+        if isinstance(typed, _SCALAR_TYPES):
+            return typed
+    return result
 
 
 def _problems_from(
@@ -264,23 +379,44 @@ def _message(error: Any, model: type[BaseModel], loc: Loc, data: dict[str, Any])
             return f"unknown field (expected one of: {names})"
         return "unknown field"
     message: str = error["msg"]
-    if kind in (
-        "duration",
-        "target",
-        "url",
-        "label_name",
-        "path",
-        "regex",
-        "job",
-        "timeout",
-        "interval",
-    ):
+    if kind in _OWN_MESSAGES:
         return message
-    message = message[0].lower() + message[1:]
-    message = message.replace("input should be", "expected")
+    plain = _PLAIN_MESSAGES.get(kind)
+    if plain is not None:
+        message = plain.format(**(error.get("ctx") or {}))
+    else:
+        message = message[0].lower() + message[1:]
+        message = message.replace("input should be", "expected")
     if isinstance(got, dict | list):
         return message
     return f'{message}, got "{got}"' if isinstance(got, str) else f"{message}, got {got!r}"
+
+
+#: Error types whose message opscope writes itself (complete, with what was found).
+_OWN_MESSAGES = frozenset(
+    {"duration", "target", "url", "label_name", "path", "regex", "host", "header", "tls"}
+)
+#: Plain wording for pydantic's common error types (its own wording names Python classes).
+_PLAIN_MESSAGES = {
+    "model_type": "expected a mapping of fields",
+    "model_attributes_type": "expected a mapping of fields",
+    "dict_type": "expected a mapping",
+    "list_type": "expected a list",
+    "string_type": "expected a string (quote it)",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "path_type": "expected a file or directory path",
+    "too_short": "expected at least {min_length} item(s)",
+    "string_too_short": "expected at least {min_length} character(s)",
+    "greater_than_equal": "expected a number ≥ {ge}",
+    "less_than_equal": "expected a number ≤ {le}",
+    "greater_than": "expected a number > {gt}",
+    "less_than": "expected a number < {lt}",
+    "literal_error": "expected {expected}",
+}
 
 
 def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:

@@ -13,6 +13,7 @@ other top-level name is an error (it is almost always a typo such as ``monitr``)
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
+    StrictInt,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -37,7 +40,13 @@ from opscope.durations import DURATION_PATTERN, format_duration, parse_duration
 #: Top-level sections that other parts of opscope define; accepted and ignored with a warning.
 RESERVED_SECTIONS = ("environments", "services", "notify", "reports", "sources")
 
+#: The shortest collection interval accepted.
+MIN_INTERVAL = timedelta(milliseconds=100)
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$")
 
 
@@ -73,9 +82,47 @@ def _host_port(target: str) -> str:
             "`metrics_path`)",
             {"t": target},
         )
-    if not _HOST_PORT.match(target):
-        raise PydanticCustomError("target", 'expected host:port, got "{t}"', {"t": target})
+    match = _HOST_PORT.match(target)
+    if not match or not 1 <= int(match.group(2)) <= 65535:
+        raise PydanticCustomError(
+            "target", 'expected host:port with a port from 1 to 65535, got "{t}"', {"t": target}
+        )
     return target
+
+
+def _host(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            raise PydanticCustomError(
+                "host", 'expected an IP address or a host name, got "{h}"', {"h": host}
+            ) from None
+    return host
+
+
+def _header_text(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise PydanticCustomError(
+            "header", "HTTP header names and values cannot contain line breaks", {}
+        )
+    return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise PydanticCustomError("duration", "expected a duration greater than 0", {})
+    return value
+
+
+def _interval(value: timedelta) -> timedelta:
+    if value < MIN_INTERVAL:
+        raise PydanticCustomError(
+            "duration",
+            "expected an interval of at least {m}",
+            {"m": format_duration(MIN_INTERVAL)},
+        )
+    return value
 
 
 def _http_url(target: str) -> str:
@@ -98,33 +145,82 @@ def _distinct(targets: list[str]) -> list[str]:
 
 #: A scrape target, ``host:port``.
 HostPort = Annotated[str, AfterValidator(_host_port)]
+#: An IP address or a host name.
+Host = Annotated[str, AfterValidator(_host)]
+#: Text that can go into an HTTP header.
+HeaderText = Annotated[str, AfterValidator(_header_text)]
+#: A duration greater than zero.
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+#: A collection interval (at least :data:`MIN_INTERVAL`).
+Interval = Annotated[Duration, AfterValidator(_interval)]
 #: An absolute http(s) URL.
 HttpURL = Annotated[str, AfterValidator(_http_url)]
 
 
 class Model(BaseModel):
-    """Base of every config model: unknown fields are errors, values are immutable."""
+    """Base of every config model: unknown fields are errors, values are immutable.
+
+    A key written with no value (``monitor:`` alone, YAML null) means "the defaults", as users
+    expect from an empty section, for every field whose default is not itself null.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {
+                key: value
+                for key, value in data.items()
+                if not (
+                    value is None
+                    and key in cls.model_fields
+                    and cls.model_fields[key].get_default(call_default_factory=True) is not None
+                )
+            }
+        return data
+
+
+class TLSConfig(Model):
+    """TLS settings for HTTPS targets (Prometheus's ``tls_config``)."""
+
+    ca_file: Path | None = None
+    """CA certificate(s) to verify the server with, instead of the system's."""
+    cert_file: Path | None = None
+    """Client certificate, for servers that require one (with ``key_file``)."""
+    key_file: Path | None = None
+    """Private key of ``cert_file``."""
+    insecure_skip_verify: StrictBool = False
+    """Do not verify the server's certificate (only for test setups)."""
+
+    @model_validator(mode="after")
+    def _pair(self) -> TLSConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise PydanticCustomError("tls", "cert_file and key_file must be given together", {})
+        return self
 
 
 class ServerConfig(Model):
     """The HTTP/WebSocket server of ``opscope serve``."""
 
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """Address to bind. Loopback by default: the API has no authentication yet."""
-    port: int = Field(default=8765, ge=0, le=65535)
-    """TCP port of the REST API, the WebSocket ``/ws`` and the dashboard ``/``."""
-    websocket_queue: int = Field(default=64, ge=1, le=100_000)
+    port: StrictInt = Field(default=8765, ge=0, le=65535)
+    """TCP port of the REST API, the WebSocket ``/ws`` and the dashboard ``/`` (0: any free)."""
+    websocket_queue: StrictInt = Field(default=64, ge=1, le=100_000)
     """Messages buffered per WebSocket client; a client that falls this far behind is dropped."""
+    query_max_samples: StrictInt = Field(default=2_000_000, ge=1)
+    """Most points (series × steps) one query may return; larger queries get HTTP 422
+    (Prometheus's ``--query.max-samples``)."""
 
 
 class SystemConfig(Model):
     """Metrics of the machine opscope runs on, read with psutil."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     """Collect ``cpu_usage``, ``memory_usage``, ``disk_usage``, network rates, connections, load."""
-    interval: Duration | None = None
+    interval: Interval | None = None
     """Collection interval; defaults to ``monitor.interval``."""
     exclude_fs_types: list[str] = Field(
         default_factory=lambda: [
@@ -191,14 +287,25 @@ class ScrapeConfig(Model):
     """Value of the ``job`` label of every series scraped from these targets."""
     targets: list[HostPort] = Field(min_length=1)
     """``host:port`` of each target; becomes the ``instance`` label."""
-    interval: Duration | None = None
+    interval: Interval | None = None
     """Scrape interval; defaults to ``monitor.interval``."""
-    timeout: Duration = timedelta(seconds=10)
-    """Give up on a scrape after this long (recorded as a failed scrape); capped at the interval."""
+    timeout: PositiveDuration | None = None
+    """Give up on a scrape after this long (a failed scrape). Default 10s, capped at the
+    interval; a longer explicit value is an error."""
     metrics_path: str = "/metrics"
     """HTTP path of the exposition endpoint."""
     scheme: Literal["http", "https"] = "http"
     """URL scheme used to reach the targets."""
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    """TLS settings for ``scheme: https``."""
+    follow_redirects: StrictBool = True
+    """Follow 3xx redirects (Prometheus's default)."""
+    sample_limit: StrictInt = Field(default=100_000, ge=0)
+    """A scrape with more samples fails (``up`` 0), protecting the store from a runaway target
+    (Prometheus's ``sample_limit``; 0 = no limit)."""
+    body_size_limit: StrictInt = Field(default=64 * 2**20, ge=0)
+    """A response body larger than this many bytes fails the scrape (Prometheus's
+    ``body_size_limit``; 0 = no limit)."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels attached to every series of this job (like Prometheus ``static_configs``)."""
 
@@ -229,17 +336,20 @@ class ProbeConfig(Model):
     """Value of the ``job`` label of the probe series."""
     targets: list[HttpURL] = Field(min_length=1)
     """URLs to request; each becomes the ``instance`` label."""
-    interval: Duration | None = None
+    interval: Interval | None = None
     """Probe interval; defaults to ``monitor.interval``."""
-    timeout: Duration = timedelta(seconds=5)
-    """A probe that takes longer fails (``probe_success`` 0)."""
+    timeout: PositiveDuration | None = None
+    """A probe that takes longer fails (``probe_success`` 0). Default 5s, capped at the
+    interval; a longer explicit value is an error."""
     method: Literal["GET", "HEAD", "POST"] = "GET"
     """HTTP method."""
     valid_status_codes: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
     """Status codes counted as success; empty means any 2xx (blackbox_exporter's default)."""
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[HeaderText, HeaderText] = Field(default_factory=dict)
     """Extra request headers."""
-    follow_redirects: bool = True
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    """TLS settings for https:// targets."""
+    follow_redirects: StrictBool = True
     """Follow 3xx redirects (blackbox_exporter's default)."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels attached to the probe series."""
@@ -258,11 +368,11 @@ class ProbeConfig(Model):
 class MonitorConfig(Model):
     """What ``opscope serve`` collects, how often, and how long it keeps it."""
 
-    interval: Duration = timedelta(seconds=10)
+    interval: Interval = timedelta(seconds=10)
     """Default collection interval of every collector that does not set its own."""
-    retention: Duration = timedelta(days=15)
+    retention: PositiveDuration = timedelta(days=15)
     """Samples older than this are deleted by a periodic task (Prometheus's default, 15d)."""
-    lookback_delta: Duration = timedelta(minutes=5)
+    lookback_delta: PositiveDuration = timedelta(minutes=5)
     """How far back an instant query looks for a series' newest sample (Prometheus's 5m)."""
     system: SystemConfig = Field(default_factory=SystemConfig)
     """Metrics of this machine."""
@@ -271,8 +381,10 @@ class MonitorConfig(Model):
     probes: list[ProbeConfig] = Field(default_factory=list)
     """HTTP probe jobs."""
 
-    @model_validator(mode="after")
-    def _check_jobs(self) -> MonitorConfig:
+    def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Checks across fields, as ``(location under monitor, message)`` pairs: job names are
+        unique per kind, and an explicit timeout is not longer than its interval."""
+        found: list[tuple[tuple[str | int, ...], str]] = []
         named: list[tuple[str, list[ScrapeConfig | ProbeConfig]]] = [
             ("scrape", list(self.scrape)),
             ("probes", list(self.probes)),
@@ -281,27 +393,26 @@ class MonitorConfig(Model):
             seen: set[str] = set()
             for index, job in enumerate(jobs):
                 if job.job in seen:
-                    raise PydanticCustomError(
-                        "job",
-                        '{kind}[{index}].job: job "{job}" is defined twice',
-                        {"kind": kind, "index": index, "job": job.job},
-                    )
+                    found.append(((kind, index, "job"), f'job "{job.job}" is defined twice'))
                 seen.add(job.job)
-                interval = job.interval or self.interval
-                if job.timeout > interval:
-                    raise PydanticCustomError(
-                        "timeout",
-                        "{kind}[{index}].timeout: {timeout} is longer than the interval {interval}",
-                        {
-                            "kind": kind,
-                            "index": index,
-                            "timeout": format_duration(job.timeout),
-                            "interval": format_duration(interval),
-                        },
+                interval = self.interval_of(job)
+                if job.timeout is not None and job.timeout > interval:
+                    found.append(
+                        (
+                            (kind, index, "timeout"),
+                            f"{format_duration(job.timeout)} is longer than the interval "
+                            f"{format_duration(interval)}",
+                        )
                     )
-        if self.interval <= timedelta(0):
-            raise PydanticCustomError("interval", "interval: must be greater than 0", {})
-        return self
+        return found
+
+    def timeout_of(self, job: ScrapeConfig | ProbeConfig) -> timedelta:
+        """The effective timeout of ``job``: its own, else the default (10s for scrapes, 5s for
+        probes) capped at the job's interval, as Prometheus caps ``scrape_timeout``."""
+        if job.timeout is not None:
+            return job.timeout
+        default = timedelta(seconds=10 if isinstance(job, ScrapeConfig) else 5)
+        return min(default, self.interval_of(job))
 
     def interval_of(self, job: ScrapeConfig | ProbeConfig | SystemConfig) -> timedelta:
         """The effective interval of ``job``: its own, else ``monitor.interval``."""

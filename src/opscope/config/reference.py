@@ -19,6 +19,7 @@ from opscope.config.models import (
     ScrapeConfig,
     ServerConfig,
     SystemConfig,
+    TLSConfig,
 )
 from opscope.durations import format_duration
 
@@ -30,6 +31,7 @@ _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("monitor.system", SystemConfig, "monitor.system"),
     ("monitor.scrape[]", ScrapeConfig, "monitor.scrape[] (one entry per job)"),
     ("monitor.probes[]", ProbeConfig, "monitor.probes[] (one entry per job)"),
+    ("….tls", TLSConfig, "monitor.scrape[].tls and monitor.probes[].tls"),
 ]
 
 
@@ -48,8 +50,9 @@ def _type(spec: dict[str, Any]) -> str:
         return "mapping"
     if "enum" in spec:
         return " \\| ".join(f"`{v}`" for v in spec["enum"])
-    return {"string": "string", "integer": "integer", "boolean": "boolean",
-            "number": "number"}.get(str(kind), "any")
+    return {"string": "string", "integer": "integer", "boolean": "boolean", "number": "number"}.get(
+        str(kind), "any"
+    )
 
 
 def _default_value(model: type[BaseModel], field: str) -> Any:
@@ -97,7 +100,8 @@ def markdown_reference() -> str:
             meaning = " ".join(str(spec.get("description", "")).split()).replace("|", "\\|")
             lines.append(f"| `{path}` | {_type(spec)} | {_default(defaults[field])} | {meaning} |")
         long_defaults = [
-            (field, value) for field, value in defaults.items()
+            (field, value)
+            for field, value in defaults.items()
             if isinstance(value, list) and len(json.dumps(value)) > 40
         ]
         for field, value in long_defaults:

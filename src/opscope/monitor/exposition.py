@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from opscope.errors import ExpositionError
+from opscope.errors import ExpositionError, ScrapeError
 from opscope.store import LabelSet, label_set
 from opscope.store.database import FloatArray, IntArray
 
@@ -88,8 +88,8 @@ def parse_sample_line(text: str, line: int) -> tuple[ParsedSample, int]:
             if label is None:
                 raise ExpositionError(f"invalid label in {text[:80]!r}", line=line)
             label_name = label.group(1)
-            if label_name in seen:
-                raise ExpositionError(f'duplicate label name "{label_name}"', line=line)
+            if label_name in seen or label_name == "__name__":
+                raise ExpositionError(f'label name "{label_name}" is not unique', line=line)
             seen.add(label_name)
             labels.append((label_name, _unescape(label.group(2))))
             pos = label.end()
@@ -177,9 +177,13 @@ class ScrapeDecoder:
         self._last_keys: list[str] | None = None
         self._last_ids: IntArray = np.zeros(0, dtype=np.int64)
 
-    def decode(self, text: str) -> DecodedScrape:
-        """Decode ``text``; raises :class:`ExpositionError` (with line) when it is malformed."""
+    def decode(self, text: str, *, sample_limit: int = 0) -> DecodedScrape:
+        """Decode ``text``; raises :class:`ExpositionError` (with line) when it is malformed and
+        :class:`ScrapeError` when it holds more than ``sample_limit`` samples (0: no limit) —
+        checked before any new series is created."""
         lines = [line for line in text.split("\n") if line and line[0] != "#"]
+        if sample_limit and len(lines) > sample_limit:
+            raise ScrapeError(f"sample limit exceeded ({len(lines)} > {sample_limit})")
         pairs = [line.rpartition(" ") for line in lines]
         keys = [key for key, _, _ in pairs]
         tokens = [value for _, _, value in pairs]

@@ -27,6 +27,7 @@ from opscope.monitor.collectors import (
     SystemCollector,
     TargetHealth,
 )
+from opscope.monitor.collectors.http import make_client
 from opscope.store import Store
 from opscope.telemetry import Telemetry
 
@@ -56,7 +57,7 @@ class Monitor:
         self.store = store
         self.telemetry = telemetry or Telemetry()
         self.clock = clock or SystemClock()
-        self._client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=100))
+        self._clients: list[httpx.AsyncClient] = []
         self.system: SystemCollector | None = None
         self.collectors: list[Collector] = []
         if config.system.enabled:
@@ -67,25 +68,35 @@ class Monitor:
                 hostname=hostname,
             )
             self.collectors.append(self.system)
-        for job in config.scrape:
+        for index, job in enumerate(config.scrape):
+            client = make_client(
+                job.tls,
+                where=f"monitor.scrape[{index}].tls",
+                follow_redirects=job.follow_redirects,
+                keepalive=True,
+            )
+            self._clients.append(client)
             for target in job.targets:
                 self.collectors.append(
                     ScrapeCollector(
                         job=job,
                         target=target,
                         interval=config.interval_of(job).total_seconds(),
+                        timeout=config.timeout_of(job).total_seconds(),
                         resolve=store.series_id,
-                        client=self._client,
+                        client=client,
                     )
                 )
-        for probe in config.probes:
+        for index, probe in enumerate(config.probes):
             for target in probe.targets:
                 self.collectors.append(
                     ProbeCollector(
                         job=probe,
                         target=target,
                         interval=config.interval_of(probe).total_seconds(),
+                        timeout=config.timeout_of(probe).total_seconds(),
                         resolve=store.series_id,
+                        where=f"monitor.probes[{index}].tls",
                     )
                 )
 
@@ -98,7 +109,8 @@ class Monitor:
         """Close every collector and the shared HTTP client."""
         for collector in self.collectors:
             await collector.aclose()
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
     async def run(self) -> None:
         """Run every collector and the retention task until cancelled."""

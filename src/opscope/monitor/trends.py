@@ -32,16 +32,19 @@ class Trend:
 def trend(timestamps_ms: IntArray, values: FloatArray) -> Trend | None:
     """The trend of samples ``values`` at ``timestamps_ms``; ``None`` when there are none.
 
-    ``slope`` is the least-squares fit of value against time in seconds (``None`` with fewer than
-    two samples); ``direction`` is ``steady`` when the slope is exactly 0;
-    ``change_percent`` = (last − first) / |first| × 100, ``None`` when first is 0 or not finite.
-    NaN values are ignored.
+    ``current`` is the last value as it is (NaN and ±Inf included). ``slope`` is the
+    least-squares fit of the finite values against time in seconds (``None`` with fewer than two);
+    ``direction`` is ``steady`` when the slope is exactly 0; ``change_percent`` =
+    (last − first) / |first| × 100 over the finite values, ``None`` when first is 0 or there are
+    none. ``samples`` counts all values.
     """
+    if len(values) == 0:
+        return None
+    current = float(values[-1])
     keep = np.isfinite(values)
     ts, vals = timestamps_ms[keep], values[keep]
     if len(vals) == 0:
-        return None
-    current = float(vals[-1])
+        return Trend(current, len(values), None, None, None)
     slope: float | None = None
     direction: Direction | None = None
     if len(vals) >= 2 and ts[-1] != ts[0]:
@@ -50,6 +53,6 @@ def trend(timestamps_ms: IntArray, values: FloatArray) -> Trend | None:
         if abs(slope) < 1e-12 * max(1.0, float(np.abs(vals).max())):
             slope = 0.0
         direction = "increasing" if slope > 0 else "decreasing" if slope < 0 else "steady"
-    first = float(vals[0])
-    change = None if first == 0 else (current - first) / abs(first) * 100.0
-    return Trend(current, len(vals), slope, direction, change)
+    first, last = float(vals[0]), float(vals[-1])
+    change = None if first == 0 else (last - first) / abs(first) * 100.0
+    return Trend(current, len(values), slope, direction, change)

@@ -37,6 +37,7 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from opscope.errors import QueryError
+from opscope.server.params import check_time, parse_step, parse_time
 from opscope.store import Batch, Selector, Store, is_stale, parse_selector, range_query
 from opscope.store.database import IntArray
 from opscope.telemetry import Telemetry
@@ -160,7 +161,7 @@ class LiveHub:
         version = self.store.index.version
         cached = self._selector_ids.get(text)
         if cached is None or cached[0] != version:
-            ids = np.array(sorted(r.id for r in self.store.index.select(selector)), dtype=np.int64)
+            ids = np.array(sorted(r.id for r in self.store.select_refs(selector)), dtype=np.int64)
             cached = self._selector_ids[text] = (version, ids)
         return cached[1]
 
@@ -210,6 +211,8 @@ class LiveHub:
         dropped = asyncio.create_task(client.dropped.wait(), name="ws-dropped")
         try:
             await asyncio.wait({sender, receiver, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver.done() and not receiver.cancelled() and receiver.exception() is not None:
+                log.error("WebSocket receive loop failed", exc_info=receiver.exception())
         finally:
             for task in (sender, receiver, dropped):
                 task.cancel()
@@ -245,11 +248,15 @@ class LiveHub:
         """Answer one client message (a pure request → reply step, except for subscriptions)."""
         try:
             request = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return {"type": "error", "error": f"message is not JSON: {exc}"}
         if not isinstance(request, dict):
             return {"type": "error", "error": 'expected a JSON object with a "type"'}
-        reply = self._handle(client, request)
+        try:
+            reply = self._handle(client, request)
+        except Exception as exc:  # a bug answering one message must not end the connection
+            log.exception("WebSocket request %r failed", request.get("type"))
+            reply = {"type": "error", "error": f"internal error: {exc.__class__.__name__}"}
         if "id" in request and isinstance(request["id"], str | int | float):
             reply["id"] = request["id"]
         return reply
@@ -261,12 +268,13 @@ class LiveHub:
                 names = request.get("metrics")
                 if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                     raise QueryError('"metrics" must be a list of metric names or selectors')
+                # Keyed by the selector's canonical text: "up{}" and "up" are one subscription.
+                parsed = {str(sel): sel for sel in (parse_selector(name) for name in names)}
                 if kind == "subscribe":
-                    parsed = {name: parse_selector(name) for name in names}
                     client.subscriptions.update(parsed)
                 else:
-                    for name in names:
-                        client.subscriptions.pop(name, None)
+                    for key in parsed:
+                        client.subscriptions.pop(key, None)
                 return {"type": "subscription_confirmed", "metrics": sorted(client.subscriptions)}
             if kind == "get_historical":
                 return self._historical(request)
@@ -286,12 +294,9 @@ class LiveHub:
             raise QueryError('"metric" must be a metric name or selector')
         selector = parse_selector(metric)
         now = self._now()
-        end = _seconds(request, "end", now)
-        start = _seconds(request, "start", end - 3600.0)
-        default_step = max(1.0, (end - start) / DEFAULT_HISTORY_POINTS)
-        step = _seconds(request, "step", default_step)
-        if step <= 0:
-            raise QueryError('"step" must be a positive number of seconds')
+        end = _time(request, "end", now)
+        start = _time(request, "start", end - 3600.0)
+        step = _step(request, max(1.0, (end - start) / DEFAULT_HISTORY_POINTS))
         result = range_query(
             self.store,
             selector,
@@ -319,10 +324,23 @@ class LiveHub:
         }
 
 
-def _seconds(request: dict[str, Any], name: str, default: float) -> float:
-    value = request.get(name, default)
+def _time(request: dict[str, Any], name: str, default: float) -> float:
+    """A time field: Unix seconds (number or string) or RFC 3339, as the REST API takes."""
+    value = request.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise QueryError(f'"{name}" must be a number of Unix seconds')
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise QueryError(f'"{name}" must be Unix seconds or an RFC 3339 time')
+    if isinstance(value, str):
+        return parse_time(value, name=name, default=default)
+    return check_time(float(value), name=name, text=value)
+
+
+def _step(request: dict[str, Any], default: float) -> float:
+    """The step field: seconds (number or string) or a duration like ``15s``."""
+    value = request.get("step")
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise QueryError('"step" must be seconds or a duration like 15s')
+    return parse_step(str(value), name="step")

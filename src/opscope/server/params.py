@@ -15,6 +15,9 @@ import numpy as np
 from opscope.durations import parse_duration
 from opscope.errors import QueryError
 
+#: Largest |time| accepted, in seconds: times are kept as int64 milliseconds.
+MAX_SECONDS = 9_000_000_000_000_000 / 1000
+
 
 def parse_time(value: str | None, *, name: str, default: float) -> float:
     """Unix seconds from ``value``; ``default`` when it is absent or empty."""
@@ -32,8 +35,13 @@ def parse_time(value: str | None, *, name: str, default: float) -> float:
         if parsed.tzinfo is None:
             raise QueryError(f'invalid parameter "{name}": "{value}" has no time zone') from None
         return parsed.timestamp()
-    if not math.isfinite(seconds):
-        raise QueryError(f'invalid parameter "{name}": cannot parse "{value}" to a valid timestamp')
+    return check_time(seconds, name=name, text=value)
+
+
+def check_time(seconds: float, *, name: str, text: object) -> float:
+    """``seconds`` if it is a finite time opscope can represent, else :class:`QueryError`."""
+    if not math.isfinite(seconds) or abs(seconds) > MAX_SECONDS:
+        raise QueryError(f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp')
     return seconds
 
 
@@ -50,7 +58,7 @@ def parse_step(value: str | None, *, name: str) -> float:
             raise QueryError(
                 f'invalid parameter "{name}": cannot parse "{value}" to a valid duration'
             ) from None
-    if not math.isfinite(seconds) or seconds <= 0:
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_SECONDS:
         raise QueryError(f'invalid parameter "{name}": must be a positive duration, got "{value}"')
     return seconds
 

@@ -82,9 +82,14 @@ class OpscopeServer:
         return f"http://{host}:{self.port}"
 
     def _lock_data_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         path = self.data_dir / "serve.lock"
-        handle = path.open("a+")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            handle = path.open("a+")
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use data directory {self.data_dir}: {exc.strerror or exc}"
+            ) from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -210,6 +215,9 @@ class OpscopeServer:
             self._socket.close()
             self._socket = None
         if self._lock_file is not None:
+            # Remove the lock file while still holding the lock, so no one reads a stale owner.
+            with contextlib.suppress(OSError):
+                (self.data_dir / "serve.lock").unlink()
             self._lock_file.close()
             self._lock_file = None
 
@@ -231,6 +239,13 @@ class OpscopeServer:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
+        loop.add_signal_handler(
+            signal.SIGHUP,
+            lambda: log.warning(
+                "SIGHUP received: reloading the configuration is not supported; restart "
+                "opscope serve to apply changes"
+            ),
+        )
         try:
             await self.start()
             waiters = [asyncio.create_task(stopping.wait()), *self._tasks]
@@ -238,5 +253,5 @@ class OpscopeServer:
             waiters[0].cancel()
         finally:
             await self.stop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from opscope.errors import StoreError
+from opscope.errors import QueryTooLarge, StoreError
 from opscope.store.labels import LabelSet, Selector
 from opscope.store.series import SeriesIndex, SeriesRef
 
@@ -146,6 +146,32 @@ class _Layout:
         return self.order[idx], found
 
 
+def _columns(
+    rows: list[tuple[int, int, int, int]],
+    values: dict[int, FloatArray],
+    layouts: dict[int, _Layout],
+    refs: list[SeriesRef],
+) -> list[tuple[SeriesRef, IntArray, FloatArray]]:
+    """Per series of ``refs``: the timestamps and values it has in ``rows`` (a row per
+    collection, oldest first)."""
+    wanted = np.array([r.id for r in refs], dtype=np.int64)
+    n, m = len(rows), len(refs)
+    matrix = np.empty((n, m), dtype=np.float64)
+    present = np.zeros((n, m), dtype=bool)
+    lookups = {lid: layout.positions(wanted) for lid, layout in layouts.items()}
+    for i, (row_id, _, layout_id, _) in enumerate(rows):
+        pos, found = lookups[layout_id]
+        matrix[i, found] = values[row_id][pos[found]]
+        present[i] = found
+    ts = np.array([r[1] for r in rows], dtype=np.int64)
+    out = []
+    for j, ref in enumerate(refs):
+        mask = present[:, j]
+        if mask.any():
+            out.append((ref, ts[mask], matrix[mask, j]))
+    return out
+
+
 Listener = Callable[[Sequence[Batch]], None]
 
 
@@ -159,7 +185,14 @@ class Store:
 
     FILENAME = "opscope.db"
 
-    def __init__(self, path: Path, *, readonly: bool = False, cache_bytes: int = 32 << 20) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        cache_bytes: int = 32 << 20,
+        max_read_bytes: int = 1 << 30,
+    ) -> None:
         self.path = path
         self.readonly = readonly
         self.index = SeriesIndex()
@@ -176,6 +209,10 @@ class Store:
         self._next_series_id = 1
         self._listeners: list[Listener] = []
         self._undo: list[Callable[[], object]] = []
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        #: A query that would read more value bytes than this from one source is refused.
+        self.max_read_bytes = max_read_bytes
         try:
             if readonly:
                 uri = f"file:{path}?mode=ro"
@@ -214,6 +251,9 @@ class Store:
                 self._flush_series()
                 self._db.execute("COMMIT")
                 self._pending_series.clear()
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
             self._db.close()
 
     # ----------------------------------------------------------------------------- schema, load
@@ -358,9 +398,7 @@ class Store:
         for series_id in series_ids:
             self._series_groups[series_id].discard(gid)
 
-    def _forget_layout(
-        self, gid: int, layout_id: int, previous: tuple[bytes, int] | None
-    ) -> None:
+    def _forget_layout(self, gid: int, layout_id: int, previous: tuple[bytes, int] | None) -> None:
         self._layouts.pop(layout_id, None)
         if previous is None:
             self._last_layout.pop(gid, None)
@@ -368,119 +406,165 @@ class Store:
             self._last_layout[gid] = previous
 
     # ------------------------------------------------------------------------------------- read
+    def select_refs(self, selector: Selector) -> list[SeriesRef]:
+        """The series matched by ``selector`` (the store lock is held only to copy candidates)."""
+        with self._lock:
+            candidates = self.index.candidates(selector)
+        return [r for r in candidates if selector.matches(r.name, r.labels)]
+
     def select(self, selector: Selector, mint_ms: int, maxt_ms: int) -> list[SeriesSamples]:
         """Raw samples with ``mint_ms <= t <= maxt_ms`` of every series matched by ``selector``.
 
         Series without samples in the window are left out. Staleness markers are included (see
         :func:`is_stale`); instant/range semantics live in :mod:`opscope.store.querying`.
         """
-        with self._lock:
-            return self.samples(self.index.select(selector), mint_ms, maxt_ms)
+        return self.samples(self.select_refs(selector), mint_ms, maxt_ms)
 
     def samples(self, refs: Sequence[SeriesRef], mint_ms: int, maxt_ms: int) -> list[SeriesSamples]:
-        """Raw samples of ``refs`` with ``mint_ms <= t <= maxt_ms`` (see :meth:`select`)."""
+        """Raw samples of ``refs`` with ``mint_ms <= t <= maxt_ms`` (see :meth:`select`).
+
+        Reads run on a connection of the calling thread inside one read transaction (a
+        consistent snapshot), holding the store lock only for the in-memory caches, so a long
+        query never holds up collection. Raises an error when the window would make
+        the store read more than ``max_read_bytes`` of values (:class:`QueryTooLarge`).
+        """
         with self._lock:
             by_group: dict[int, list[SeriesRef]] = defaultdict(list)
             for ref in refs:
                 for gid in self._series_groups.get(ref.id, ()):
                     by_group[gid].append(ref)
-            parts: dict[int, list[tuple[IntArray, FloatArray]]] = defaultdict(list)
+        parts: dict[int, list[tuple[IntArray, FloatArray]]] = defaultdict(list)
+        reader = self._reader()
+        reader.execute("BEGIN")
+        try:
             for gid, group_refs in by_group.items():
-                for ref, ts, vals in self._read_group(gid, group_refs, mint_ms, maxt_ms):
+                for ref, ts, vals in self._read_group(reader, gid, group_refs, mint_ms, maxt_ms):
                     parts[ref.id].append((ts, vals))
-            result = []
-            for ref in refs:
-                chunks = parts.get(ref.id)
-                if not chunks:
-                    continue
-                if len(chunks) == 1:
-                    ts, vals = chunks[0]
-                else:
-                    ts = np.concatenate([c[0] for c in chunks])
-                    vals = np.concatenate([c[1] for c in chunks])
-                    order = np.argsort(ts, kind="stable")
-                    ts, vals = ts[order], vals[order]
-                result.append(SeriesSamples(ref, ts, vals))
-            return result
+        finally:
+            reader.execute("COMMIT")
+        result = []
+        for ref in refs:
+            chunks = parts.get(ref.id)
+            if not chunks:
+                continue
+            if len(chunks) == 1:
+                ts, vals = chunks[0]
+            else:
+                ts = np.concatenate([c[0] for c in chunks])
+                vals = np.concatenate([c[1] for c in chunks])
+                order = np.argsort(ts, kind="stable")
+                ts, vals = ts[order], vals[order]
+            result.append(SeriesSamples(ref, ts, vals))
+        return result
+
+    def active_series(self, mint_ms: int, maxt_ms: int) -> set[int]:
+        """Ids of the series with at least one sample (or staleness marker) in the window."""
+        reader = self._reader()
+        reader.execute("BEGIN")
+        try:
+            layout_ids = [
+                row[0]
+                for row in reader.execute(
+                    "SELECT DISTINCT layout_id FROM samples WHERE ts >= ? AND ts <= ?",
+                    (mint_ms, maxt_ms),
+                )
+            ]
+            active: set[int] = set()
+            for layout_id in layout_ids:
+                active.update(self._layout(reader, layout_id).ids.tolist())
+        finally:
+            reader.execute("COMMIT")
+        return active
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (opened on first use, closed by :meth:`close`)."""
+        reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if reader is None:
+            try:
+                reader = sqlite3.connect(
+                    f"file:{self.path}?mode=ro",
+                    uri=True,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
+                reader.execute("PRAGMA busy_timeout = 5000")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read store {self.path}: {exc}") from exc
+            self._local.reader = reader
+            with self._lock:
+                self._readers.append(reader)
+        return reader
 
     def _read_group(
-        self, gid: int, refs: list[SeriesRef], mint_ms: int, maxt_ms: int
+        self,
+        reader: sqlite3.Connection,
+        gid: int,
+        refs: list[SeriesRef],
+        mint_ms: int,
+        maxt_ms: int,
     ) -> list[tuple[SeriesRef, IntArray, FloatArray]]:
-        rows = self._db.execute(
-            "SELECT id, ts, layout_id FROM samples WHERE group_id = ? AND ts >= ? AND ts <= ? "
-            "ORDER BY ts, id",
+        rows = reader.execute(
+            "SELECT id, ts, layout_id, length(vals) FROM samples "
+            "WHERE group_id = ? AND ts >= ? AND ts <= ? ORDER BY ts, id",
             (gid, mint_ms, maxt_ms),
         ).fetchall()
         if not rows:
             return []
-        values = self._values([r[0] for r in rows])
+        volume = sum(r[3] for r in rows)
+        if volume > self.max_read_bytes:
+            raise QueryTooLarge(
+                f"the time range would read {volume / 2**20:.0f} MiB of samples of "
+                f"{self._group_keys.get(gid, gid)} (limit {self.max_read_bytes / 2**20:.0f} MiB); "
+                "query a shorter range"
+            )
+        values = self._values(reader, [r[0] for r in rows])
+        rows = [r for r in rows if r[0] in values]
+        layouts = {lid: self._layout(reader, lid) for lid in {r[2] for r in rows}}
         # Bound the (rows × series) matrix to ~32 MB by taking the series in slices.
-        step = max(1, _MATRIX_CELLS // len(rows))
+        step = max(1, _MATRIX_CELLS // max(1, len(rows)))
         out = []
         for start in range(0, len(refs), step):
-            out.extend(self._columns(rows, values, refs[start : start + step]))
+            out.extend(_columns(rows, values, layouts, refs[start : start + step]))
         return out
 
-    def _columns(
-        self,
-        rows: list[tuple[int, int, int]],
-        values: dict[int, FloatArray],
-        refs: list[SeriesRef],
-    ) -> list[tuple[SeriesRef, IntArray, FloatArray]]:
-        wanted = np.array([r.id for r in refs], dtype=np.int64)
-        n, m = len(rows), len(refs)
-        matrix = np.empty((n, m), dtype=np.float64)
-        present = np.zeros((n, m), dtype=bool)
-        lookups: dict[int, tuple[IntArray, npt.NDArray[np.bool_]]] = {}
-        for i, (row_id, _, layout_id) in enumerate(rows):
-            lookup = lookups.get(layout_id)
-            if lookup is None:
-                lookup = lookups[layout_id] = self._layout(layout_id).positions(wanted)
-            pos, found = lookup
-            row = values[row_id]
-            matrix[i, found] = row[pos[found]]
-            present[i] = found
-        ts = np.array([r[1] for r in rows], dtype=np.int64)
-        out = []
-        for j, ref in enumerate(refs):
-            mask = present[:, j]
-            if mask.any():
-                out.append((ref, ts[mask], matrix[mask, j]))
-        return out
-
-    def _values(self, row_ids: list[int]) -> dict[int, FloatArray]:
+    def _values(self, reader: sqlite3.Connection, row_ids: list[int]) -> dict[int, FloatArray]:
         found: dict[int, FloatArray] = {}
         missing = []
-        for row_id in row_ids:
-            cached = self._cache.get(row_id)
-            if cached is None:
-                missing.append(row_id)
-            else:
-                self._cache.move_to_end(row_id)
-                found[row_id] = cached
+        with self._lock:
+            for row_id in row_ids:
+                cached = self._cache.get(row_id)
+                if cached is None:
+                    missing.append(row_id)
+                else:
+                    self._cache.move_to_end(row_id)
+                    found[row_id] = cached
+        loaded: dict[int, FloatArray] = {}
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row_id, blob in self._db.execute(
+            for row_id, blob in reader.execute(
                 f"SELECT id, vals FROM samples WHERE id IN ({marks})", chunk
             ):
-                array = np.frombuffer(blob, dtype="<f8")
-                found[row_id] = array
-                self._cache_put(row_id, array)
+                loaded[row_id] = np.frombuffer(blob, dtype="<f8")
+        if loaded:
+            with self._lock:
+                for row_id, array in loaded.items():
+                    self._cache_put(row_id, array)
+            found.update(loaded)
         return found
 
-    def _layout(self, layout_id: int) -> _Layout:
-        layout = self._layouts.get(layout_id)
-        if layout is None:
-            row = self._db.execute(
-                "SELECT series FROM layouts WHERE id = ?", (layout_id,)
-            ).fetchone()
-            if row is None:
-                raise StoreError(f"store is inconsistent: layout {layout_id} is missing")
-            layout = _Layout(np.frombuffer(row[0], dtype="<i8"))
+    def _layout(self, reader: sqlite3.Connection, layout_id: int) -> _Layout:
+        with self._lock:
+            layout = self._layouts.get(layout_id)
+            if layout is not None:
+                self._layouts.move_to_end(layout_id)
+                return layout
+        row = reader.execute("SELECT series FROM layouts WHERE id = ?", (layout_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"store is inconsistent: layout {layout_id} is missing")
+        layout = _Layout(np.frombuffer(row[0], dtype="<i8"))
+        with self._lock:
             self._layout_put(layout_id, layout)
-        else:
-            self._layouts.move_to_end(layout_id)
         return layout
 
     def _layout_put(self, layout_id: int, layout: _Layout) -> None:

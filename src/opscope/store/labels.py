@@ -6,24 +6,31 @@ metric name; ``__name__`` appears only at the API boundary, as in Prometheus's J
 
 Selectors are parsed with the ``promql-parser`` package (the PromQL grammar of Prometheus itself)
 and matched here with Prometheus's rules: a missing label has the value ``""``, regular
-expressions are fully anchored, and a selector must contain at least one matcher that does not
-match the empty string (``{job=~".*"}`` alone is refused, as Prometheus refuses it).
+expressions are RE2 (as in Prometheus: linear-time matching, so no pattern can hang the server),
+fully anchored, with ``.`` matching newlines (Prometheus compiles ``^(?s:…)$``), and a selector
+must contain at least one matcher that does not match the empty string (``{job=~".*"}`` alone is
+refused, as Prometheus refuses it).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import promql_parser
+import re2
 
 from opscope.errors import QueryError, UnsupportedQuery
 
 LabelSet = tuple[tuple[str, str], ...]
 MatchOp = Literal["=", "!=", "=~", "!~"]
 NAME_LABEL = "__name__"
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.dot_nl = True  # Prometheus: ^(?s:pattern)$
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the user's error, reported as a QueryError
+_RE2_OPTIONS.never_capture = True
 
 _OPS: dict[str, MatchOp] = {
     "MatchOp.Equal": "=",
@@ -49,7 +56,7 @@ class Matcher:
     name: str
     op: MatchOp
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: re2._Regexp | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, name: str, op: MatchOp, value: str) -> Matcher:
@@ -57,9 +64,12 @@ class Matcher:
         regex = None
         if op in ("=~", "!~"):
             try:
-                regex = re.compile(value, re.DOTALL)
-            except re.error as exc:
-                raise QueryError(f"invalid regular expression {value!r}: {exc}") from exc
+                regex = re2.compile(value, options=_RE2_OPTIONS)
+            except re2.error as exc:
+                reason = exc.args[0] if exc.args else exc
+                if isinstance(reason, bytes):
+                    reason = reason.decode(errors="replace")
+                raise QueryError(f"invalid regular expression {value!r}: {reason}") from exc
         return cls(name, op, value, regex)
 
     def matches(self, value: str) -> bool:

@@ -24,8 +24,8 @@ from opscope.store.series import SeriesRef
 
 #: Prometheus's default lookback delta (``--query.lookback-delta``), in milliseconds.
 DEFAULT_LOOKBACK_MS = 5 * 60 * 1000
-#: Prometheus refuses range queries with more points per series than this.
-MAX_POINTS_PER_SERIES = 11_000
+#: Prometheus refuses range queries with more steps than this ((end − start) / step).
+MAX_STEPS = 11_000
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ def instant_query(
 def step_times(start_ms: int, end_ms: int, step_ms: int) -> IntArray:
     """Evaluation times ``start, start + step, …, ≤ end`` of a range query.
 
-    Raises :class:`QueryError` for a non-positive step, ``end < start``, or more than
-    :data:`MAX_POINTS_PER_SERIES` points (Prometheus's message and limit).
+    Raises :class:`QueryError` for a non-positive step, ``end < start``, or
+    ``(end − start) / step`` above :data:`MAX_STEPS` (Prometheus's rule and message).
     """
     if step_ms <= 0:
         raise QueryError(
@@ -97,7 +97,7 @@ def step_times(start_ms: int, end_ms: int, step_ms: int) -> IntArray:
         )
     if end_ms < start_ms:
         raise QueryError("end timestamp must not be before start time")
-    if (end_ms - start_ms) // step_ms + 1 > MAX_POINTS_PER_SERIES:
+    if (end_ms - start_ms) / step_ms > MAX_STEPS:
         raise QueryError(
             "exceeded maximum resolution of 11,000 points per timeseries. "
             "Try decreasing the query resolution (?step=XX)"

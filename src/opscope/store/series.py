@@ -9,7 +9,7 @@ remaining matcher.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from opscope.store.labels import NAME_LABEL, LabelSet, Selector
@@ -83,6 +83,11 @@ class SeriesIndex:
 
     def select(self, selector: Selector) -> list[SeriesRef]:
         """The series matched by ``selector``, ordered by id."""
+        return [r for r in self.candidates(selector) if selector.matches(r.name, r.labels)]
+
+    def candidates(self, selector: Selector) -> list[SeriesRef]:
+        """The series that may match ``selector``, narrowed by its equality matchers only
+        (a snapshot list, safe to filter without a lock)."""
         candidates: set[int] | None = None
         for m in selector.matchers:
             if m.op != "=" or m.value == "":
@@ -94,6 +99,6 @@ class SeriesIndex:
             candidates = set(ids) if candidates is None else candidates & ids
             if not candidates:
                 return []
-        pool: Iterable[int] = self._by_id if candidates is None else sorted(candidates)
-        refs = (self._by_id[i] for i in pool)
-        return [r for r in refs if selector.matches(r.name, r.labels)]
+        if candidates is None:
+            return list(self._by_id.values())
+        return [self._by_id[i] for i in sorted(candidates)]

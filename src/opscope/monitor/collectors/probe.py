@@ -16,10 +16,9 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 
-from opscope import __version__
 from opscope.config import ProbeConfig
 from opscope.monitor.collectors.base import TargetHealth
-from opscope.monitor.collectors.scrape import describe_http_error
+from opscope.monitor.collectors.http import describe_http_error, make_client
 from opscope.store import Batch, LabelSet, label_set
 
 PROBE_SERIES = ("probe_success", "probe_duration_seconds", "probe_http_status_code")
@@ -41,11 +40,13 @@ class ProbeCollector:
         job: ProbeConfig,
         target: str,
         interval: float,
+        timeout: float,
         resolve: Callable[[str, LabelSet], int],
+        where: str = "probe",
     ) -> None:
         self._job = job
         self._interval = interval
-        self._timeout = min(job.timeout.total_seconds(), interval)
+        self._timeout = min(timeout, interval)
         self.url = target
         labels = {**job.labels, "job": job.job, "instance": target}
         self.group = f"probe/{job.job}/{target}"
@@ -60,10 +61,12 @@ class ProbeCollector:
         self._ids = np.array(
             [resolve(name, label_set(labels)) for name in PROBE_SERIES], dtype=np.int64
         )
-        self._client = httpx.AsyncClient(
-            limits=httpx.Limits(max_keepalive_connections=0),
-            headers={"User-Agent": f"opscope/{__version__}", **job.headers},
+        self._client = make_client(
+            job.tls,
+            where=where,
             follow_redirects=job.follow_redirects,
+            keepalive=False,
+            headers=job.headers,
         )
 
     @property

@@ -22,10 +22,10 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 
-from opscope import __version__
 from opscope.config import ScrapeConfig
 from opscope.errors import ExpositionError, ScrapeError
 from opscope.monitor.collectors.base import TargetHealth
+from opscope.monitor.collectors.http import describe_http_error
 from opscope.monitor.exposition import ScrapeDecoder
 from opscope.store import STALE_NAN, Batch, LabelSet, label_set
 
@@ -40,24 +40,6 @@ SYNTHETIC_SERIES = (
 _ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 
 
-def describe_http_error(url: str, exc: BaseException, timeout: float) -> str:
-    """A one-line reason for a failed HTTP request, in the style of Prometheus's lastError."""
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
-        return f'Get "{url}": context deadline exceeded (timeout {timeout:g}s)'
-    if isinstance(exc, httpx.ConnectError | OSError):
-        cause: BaseException | None = exc
-        reason = str(exc) or "connection failed"
-        while cause is not None:  # the deepest OS error says what really happened
-            if isinstance(cause, ConnectionRefusedError):
-                reason = "connection refused"
-                break
-            if isinstance(cause, OSError) and cause.errno is not None and cause.strerror:
-                reason = cause.strerror.lower()
-            cause = cause.__cause__ or cause.__context__
-        return f'Get "{url}": {reason}'
-    return f'Get "{url}": {exc.__class__.__name__}: {exc}'
-
-
 class ScrapeCollector:
     """Scrapes one target of one scrape job."""
 
@@ -67,13 +49,14 @@ class ScrapeCollector:
         job: ScrapeConfig,
         target: str,
         interval: float,
+        timeout: float,
         resolve: Callable[[str, LabelSet], int],
         client: httpx.AsyncClient,
     ) -> None:
         self._job = job
         self._client = client
         self._interval = interval
-        self._timeout = min(job.timeout.total_seconds(), interval)
+        self._timeout = min(timeout, interval)
         self.url = f"{job.scheme}://{target}{job.metrics_path}"
         labels = {**job.labels, "job": job.job, "instance": target}
         self.group = f"scrape/{job.job}/{target}"
@@ -93,7 +76,6 @@ class ScrapeCollector:
         self._live = np.zeros(0, dtype=np.int64)
         self._headers = {
             "Accept": _ACCEPT,
-            "User-Agent": f"opscope/{__version__}",
             "X-Prometheus-Scrape-Timeout-Seconds": f"{self._timeout:g}",
         }
 
@@ -105,25 +87,41 @@ class ScrapeCollector:
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client is shared and closed by its owner."""
 
+    async def _fetch(self) -> bytes:
+        limit = self._job.body_size_limit
+        async with self._client.stream(
+            "GET", self.url, headers=self._headers, timeout=self._timeout
+        ) as response:
+            if response.status_code != 200:
+                raise ScrapeError(
+                    f"server returned HTTP status {response.status_code} "
+                    f"{response.reason_phrase}".rstrip()
+                )
+            chunks = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if limit and size > limit:
+                    raise ScrapeError(f"body size limit exceeded ({limit} bytes)")
+                chunks.append(chunk)
+        return b"".join(chunks)
+
     async def collect(self, now: float) -> list[Batch]:
         """Scrape once, stamped ``now``; never raises for target failures."""
         started = time.perf_counter()
         error = ""
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._client.get(
-                    self.url, headers=self._headers, timeout=self._timeout
-                )
-            if response.status_code != 200:
-                raise ScrapeError(
-                    f"server returned HTTP status {response.status_code} "
-                    f"{response.reason_phrase}".rstrip()
-                )
+                body = await self._fetch()
             try:
-                text = response.content.decode("utf-8")
+                text = body.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ExpositionError("payload is not UTF-8", line=1) from exc
-            decoded = self._decoder.decode(text)
+            del body
+            # Parsing a large payload takes a while: do it off the event loop.
+            decoded = await asyncio.to_thread(
+                self._decoder.decode, text, sample_limit=self._job.sample_limit
+            )
         except (ScrapeError, ExpositionError) as exc:
             error = str(exc)
         except (httpx.HTTPError, TimeoutError, OSError) as exc:

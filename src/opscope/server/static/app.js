@@ -561,8 +561,11 @@ function renderTargets(targets) {
     row.append(cell);
     body.append(row);
   }
-  const up = targets.filter((t) => t.health === "up").length;
-  $("targets-summary").textContent = `${up} of ${targets.length} up`;
+  // Count scrape and probe targets only, like the Targets card (the system collector is this
+  // machine, not a target).
+  const remote = targets.filter((t) => t.kind !== "system");
+  const up = remote.filter((t) => t.health === "up").length;
+  $("targets-summary").textContent = `${up} of ${remote.length} targets up`;
 }
 
 function renderTargetsError(err) {
