@@ -120,9 +120,9 @@ def parse_config(
     positions = _Positions()
     problems: list[ConfigProblem] = []
     secrets: set[str] = set()
-    budget = _Budget()
     try:
-        data = _build(node, (), positions, problems, filename, budget) if node is not None else {}
+        builder = _Builder(filename, positions, problems)
+        data = builder.build(node, ()) if node is not None else {}
     except _TooBig as exc:
         raise ConfigFileError(
             [ConfigProblem(filename, exc.line, exc.column, "", str(exc))]
@@ -183,112 +183,84 @@ _SINGLE_VARIABLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
 _SCALAR_TYPES = (bool, int, float)
 
 
+_MAX_VALUES = 100_000
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    """1-based (line, column) where ``node`` starts."""
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
 class _TooBig(Exception):
     def __init__(self, node: yaml.Node) -> None:
-        self.line = node.start_mark.line + 1
-        self.column = node.start_mark.column + 1
+        self.line, self.column = _mark(node)
         super().__init__(
             f"the file expands to more than {_MAX_VALUES} values (YAML aliases used recursively?)"
         )
 
 
-_MAX_VALUES = 100_000
-
-
 @dataclass
-class _Budget:
-    """Counts values built, so that aliases of aliases ("billion laughs") stop early."""
+class _Builder:
+    """Turns a composed YAML node tree into plain values, recording the position of every value
+    and key, duplicate keys and values that are not plain YAML, and counting values built so
+    that aliases of aliases ("billion laughs") stop early."""
 
+    filename: str
+    positions: _Positions
+    problems: list[ConfigProblem]
     values: int = 0
 
+    def problem(self, node: yaml.Node, loc: Loc, message: str) -> None:
+        self.problems.append(ConfigProblem(self.filename, *_mark(node), format_loc(loc), message))
 
-def _build(
-    node: yaml.Node,
-    loc: Loc,
-    positions: _Positions,
-    problems: list[ConfigProblem],
-    filename: str,
-    budget: _Budget,
-) -> Any:
-    """Turn a composed YAML node into plain values, recording positions and duplicate keys."""
-    budget.values += 1
-    if budget.values > _MAX_VALUES:
-        raise _TooBig(node)
-    positions.values[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.values += 1
+        if self.values > _MAX_VALUES:
+            raise _TooBig(node)
+        self.positions.values[loc] = _mark(node)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, loc)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*loc, index)) for index, item in enumerate(node.value)]
+        if (
+            isinstance(node, yaml.ScalarNode)
+            and node.tag == "tag:yaml.org,2002:str"
+            and ("${" in node.value)
+        ):
+            return _Template(node.value, plain=node.style is None)
+        loader = yaml.SafeLoader("")
+        try:
+            return loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:  # e.g. an unknown tag such as !custom
+            self.problem(node, loc, f"not a plain YAML value: {_reason(exc)}")
+            return None
+        finally:
+            loader.dispose()
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         loader = yaml.SafeLoader("")
         try:
             loader.flatten_mapping(node)  # resolves `<<` merge keys like yaml.safe_load does
         except yaml.YAMLError as exc:
-            problems.append(
-                ConfigProblem(
-                    filename,
-                    node.start_mark.line + 1,
-                    node.start_mark.column + 1,
-                    format_loc(loc),
-                    f"invalid merge key: {getattr(exc, 'problem', None) or exc}",
-                )
-            )
-            return {}
+            self.problem(node, loc, f"invalid merge key: {_reason(exc)}")
+            return result
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                problems.append(
-                    ConfigProblem(
-                        filename,
-                        key_node.start_mark.line + 1,
-                        key_node.start_mark.column + 1,
-                        format_loc(loc),
-                        "a mapping key must be a plain value",
-                    )
-                )
+                self.problem(key_node, loc, "a mapping key must be a plain value")
                 continue
             key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) and key is not None:
-                key = str(key)
-            child = (*loc, key) if isinstance(key, str | int) else (*loc, str(key))
+            child = (*loc, key if isinstance(key, str | int) else str(key))
             if key in result:
-                problems.append(
-                    ConfigProblem(
-                        filename,
-                        key_node.start_mark.line + 1,
-                        key_node.start_mark.column + 1,
-                        format_loc(child),
-                        "key given twice in the same mapping",
-                    )
-                )
-            positions.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = _build(value_node, child, positions, problems, filename, budget)
+                self.problem(key_node, child, "key given twice in the same mapping")
+            self.positions.keys[child] = _mark(key_node)
+            result[key] = self.build(value_node, child)
         loader.dispose()
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _build(item, (*loc, index), positions, problems, filename, budget)
-            for index, item in enumerate(node.value)
-        ]
-    if (
-        isinstance(node, yaml.ScalarNode)
-        and node.tag == "tag:yaml.org,2002:str"
-        and ("${" in node.value)
-    ):
-        return _Template(node.value, plain=node.style is None)
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:  # e.g. an unknown tag such as !custom
-        problem = getattr(exc, "problem", None) or str(exc)
-        problems.append(
-            ConfigProblem(
-                filename,
-                node.start_mark.line + 1,
-                node.start_mark.column + 1,
-                format_loc(loc),
-                f"not a plain YAML value: {problem}",
-            )
-        )
-        return None
-    finally:
-        loader.dispose()
+
+
+def _reason(exc: yaml.YAMLError) -> str:
+    return str(getattr(exc, "problem", None) or exc)
 
 
 def _interpolate(

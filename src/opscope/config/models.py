@@ -280,34 +280,44 @@ def _check_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
-class ScrapeConfig(Model):
-    """One Prometheus scrape job: targets serving the text exposition format."""
+class JobConfig(Model):
+    """What scrape and probe jobs share: the job name, timing, TLS, redirects, extra labels."""
 
     job: str = Field(min_length=1)
-    """Value of the ``job`` label of every series scraped from these targets."""
+    """Value of the ``job`` label of every series of this job."""
+    interval: Interval | None = None
+    """Collection interval; defaults to ``monitor.interval``."""
+    timeout: PositiveDuration | None = None
+    """Give up after this long (a failed collection). Default 10s for scrapes and 5s for probes,
+    capped at the interval; a longer explicit value is an error."""
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    """TLS settings for https targets."""
+    follow_redirects: StrictBool = True
+    """Follow 3xx redirects (the default of Prometheus and of blackbox_exporter)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels attached to every series of this job (like Prometheus ``static_configs``)."""
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        return _check_labels(labels)
+
+
+class ScrapeConfig(JobConfig):
+    """One Prometheus scrape job: targets serving the text exposition format."""
+
     targets: list[HostPort] = Field(min_length=1)
     """``host:port`` of each target; becomes the ``instance`` label."""
-    interval: Interval | None = None
-    """Scrape interval; defaults to ``monitor.interval``."""
-    timeout: PositiveDuration | None = None
-    """Give up on a scrape after this long (a failed scrape). Default 10s, capped at the
-    interval; a longer explicit value is an error."""
     metrics_path: str = "/metrics"
     """HTTP path of the exposition endpoint."""
     scheme: Literal["http", "https"] = "http"
     """URL scheme used to reach the targets."""
-    tls: TLSConfig = Field(default_factory=TLSConfig)
-    """TLS settings for ``scheme: https``."""
-    follow_redirects: StrictBool = True
-    """Follow 3xx redirects (Prometheus's default)."""
     sample_limit: StrictInt = Field(default=100_000, ge=0)
     """A scrape with more samples fails (``up`` 0), protecting the store from a runaway target
     (Prometheus's ``sample_limit``; 0 = no limit)."""
     body_size_limit: StrictInt = Field(default=64 * 2**20, ge=0)
     """A response body larger than this many bytes fails the scrape (Prometheus's
     ``body_size_limit``; 0 = no limit)."""
-    labels: dict[str, str] = Field(default_factory=dict)
-    """Extra labels attached to every series of this job (like Prometheus ``static_configs``)."""
 
     @field_validator("targets")
     @classmethod
@@ -323,46 +333,23 @@ class ScrapeConfig(Model):
             )
         return path
 
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
-        return _check_labels(labels)
 
-
-class ProbeConfig(Model):
+class ProbeConfig(JobConfig):
     """HTTP checks of URLs, reported with blackbox_exporter's metric names."""
 
-    job: str = Field(min_length=1)
-    """Value of the ``job`` label of the probe series."""
     targets: list[HttpURL] = Field(min_length=1)
     """URLs to request; each becomes the ``instance`` label."""
-    interval: Interval | None = None
-    """Probe interval; defaults to ``monitor.interval``."""
-    timeout: PositiveDuration | None = None
-    """A probe that takes longer fails (``probe_success`` 0). Default 5s, capped at the
-    interval; a longer explicit value is an error."""
     method: Literal["GET", "HEAD", "POST"] = "GET"
     """HTTP method."""
     valid_status_codes: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
     """Status codes counted as success; empty means any 2xx (blackbox_exporter's default)."""
     headers: dict[HeaderText, HeaderText] = Field(default_factory=dict)
     """Extra request headers."""
-    tls: TLSConfig = Field(default_factory=TLSConfig)
-    """TLS settings for https:// targets."""
-    follow_redirects: StrictBool = True
-    """Follow 3xx redirects (blackbox_exporter's default)."""
-    labels: dict[str, str] = Field(default_factory=dict)
-    """Extra labels attached to the probe series."""
 
     @field_validator("targets")
     @classmethod
     def _distinct(cls, targets: list[str]) -> list[str]:
         return _distinct(targets)
-
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
-        return _check_labels(labels)
 
 
 class MonitorConfig(Model):
@@ -385,7 +372,7 @@ class MonitorConfig(Model):
         """Checks across fields, as ``(location under monitor, message)`` pairs: job names are
         unique per kind, and an explicit timeout is not longer than its interval."""
         found: list[tuple[tuple[str | int, ...], str]] = []
-        named: list[tuple[str, list[ScrapeConfig | ProbeConfig]]] = [
+        named: list[tuple[str, list[JobConfig]]] = [
             ("scrape", list(self.scrape)),
             ("probes", list(self.probes)),
         ]
@@ -406,7 +393,7 @@ class MonitorConfig(Model):
                     )
         return found
 
-    def timeout_of(self, job: ScrapeConfig | ProbeConfig) -> timedelta:
+    def timeout_of(self, job: JobConfig) -> timedelta:
         """The effective timeout of ``job``: its own, else the default (10s for scrapes, 5s for
         probes) capped at the job's interval, as Prometheus caps ``scrape_timeout``."""
         if job.timeout is not None:
@@ -414,7 +401,7 @@ class MonitorConfig(Model):
         default = timedelta(seconds=10 if isinstance(job, ScrapeConfig) else 5)
         return min(default, self.interval_of(job))
 
-    def interval_of(self, job: ScrapeConfig | ProbeConfig | SystemConfig) -> timedelta:
+    def interval_of(self, job: JobConfig | SystemConfig) -> timedelta:
         """The effective interval of ``job``: its own, else ``monitor.interval``."""
         return job.interval or self.interval
 
