@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,3 +382,27 @@ async def test_summary_follows_instant_query_semantics(api: Api) -> None:
 async def test_head_healthz(api: Api) -> None:
     response = await api.client.head("/healthz")
     assert response.status_code == 200
+
+
+async def test_a_slow_query_does_not_block_the_server(api: Api) -> None:
+    # Make the store's selection wait until released: if queries ran on the event loop,
+    # /healthz could not answer until then.
+    entered, release = threading.Event(), threading.Event()
+    original = api.store.select_refs
+
+    def blocked(selector: object) -> object:
+        entered.set()
+        release.wait(timeout=5)
+        return original(selector)  # type: ignore[arg-type]
+
+    api.store.select_refs = blocked  # type: ignore[method-assign]
+    pending = asyncio.create_task(api.client.get("/api/v1/query", params={"query": "up"}))
+    try:
+        while not entered.is_set():  # the query is now inside the store call
+            await asyncio.sleep(0.005)
+        health = await asyncio.wait_for(api.client.get("/healthz"), timeout=10)
+        assert health.status_code == 200
+        assert not pending.done()
+    finally:
+        release.set()
+    assert (await pending).status_code == 200
