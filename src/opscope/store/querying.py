@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from opscope.errors import QueryError
-from opscope.store.database import FloatArray, IntArray, SeriesSamples, Store, is_stale
+from opscope.store.database import FloatArray, IntArray, Store, is_stale
 from opscope.store.labels import Selector
 from opscope.store.series import SeriesRef
 
@@ -122,13 +122,3 @@ def range_query(
         if len(ts):
             result.append(RangeSeries(series.ref, ts, vals))
     return result
-
-
-def raw_series(store: Store, selector: Selector, mint_ms: int, maxt_ms: int) -> list[SeriesSamples]:
-    """Raw samples in ``[mint, maxt]`` without staleness markers (what a range vector holds)."""
-    out = []
-    for series in store.select(selector, mint_ms, maxt_ms):
-        keep = ~is_stale(series.values)
-        if keep.any():
-            out.append(SeriesSamples(series.ref, series.timestamps[keep], series.values[keep]))
-    return out
