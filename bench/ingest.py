@@ -325,7 +325,12 @@ async def measure_scrape(
     )
     async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=100)) as client:
         collector = ScrapeCollector(
-            job=job, target=target, interval=15.0, resolve=store.series_id, client=client
+            job=job,
+            target=target,
+            interval=15.0,
+            timeout=10.0,
+            resolve=store.series_id,
+            client=client,
         )
         last_error = ""
 
