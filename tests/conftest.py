@@ -36,13 +36,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+POLL_INTERVAL = 0.02
+
+
 def wait_until(predicate: Callable[[], bool], *, timeout: float = 15.0, what: str = "") -> None:
-    """Poll ``predicate`` every 20 ms until it is true; fail the test after ``timeout`` s."""
+    """Poll ``predicate`` every ``POLL_INTERVAL`` s until it is true; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.02)
+        time.sleep(POLL_INTERVAL)
     pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
 
 

@@ -61,16 +61,22 @@ async def test_probe_of_a_healthy_and_a_failing_endpoint(
     assert http_server.hits["/health"] == 1
 
 
-async def test_probe_of_a_closed_port_reports_status_0(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}/health"
-    job = ProbeConfig.model_validate({"job": "api", "targets": [url]})
+async def probe_once(
+    tmp_path: Path, url: str, **job: object
+) -> tuple[ProbeCollector, dict[str, float]]:
+    """Probe ``url`` once into a fresh store; the collector and the values it stored."""
+    config = ProbeConfig.model_validate({"job": "api", "targets": [url], **job})
     with Store.open(tmp_path) as store:
         probe = ProbeCollector(
-            job=job, target=url, interval=10.0, timeout=timeout(job), resolve=store.series_id
+            job=config, target=url, interval=10.0, timeout=timeout(config), resolve=store.series_id
         )
         store.append(await probe.collect(100.0))
         await probe.aclose()
-        values = probe_values(store, url, 100.0)
+        return probe, probe_values(store, url, 100.0)
+
+
+async def test_probe_of_a_closed_port_reports_status_0(tmp_path: Path) -> None:
+    probe, values = await probe_once(tmp_path, f"http://127.0.0.1:{free_port()}/health")
     assert values["probe_success"] == 0.0
     assert values["probe_http_status_code"] == 0.0
     assert probe.health.last_error.endswith("connection refused")
@@ -78,14 +84,6 @@ async def test_probe_of_a_closed_port_reports_status_0(tmp_path: Path) -> None:
 
 async def test_slow_endpoint_times_out(http_server: LocalHTTPServer, tmp_path: Path) -> None:
     http_server.routes["/slow"] = Route(body=b"ok", delay=2.0)
-    url = f"{http_server.url}/slow"
-    job = ProbeConfig.model_validate({"job": "api", "targets": [url], "timeout": "300ms"})
-    with Store.open(tmp_path) as store:
-        probe = ProbeCollector(
-            job=job, target=url, interval=10.0, timeout=timeout(job), resolve=store.series_id
-        )
-        store.append(await probe.collect(100.0))
-        await probe.aclose()
-        values = probe_values(store, url, 100.0)
+    _, values = await probe_once(tmp_path, f"{http_server.url}/slow", timeout="300ms")
     assert values["probe_success"] == 0.0
     assert values["probe_duration_seconds"] < 1.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import ssl
 import subprocess
@@ -48,6 +49,28 @@ def collector(
         resolve=store.series_id,
         client=client,
     )
+
+
+@contextlib.asynccontextmanager
+async def own_client_collector(
+    store: Store, target: str, **job: object
+) -> AsyncIterator[ScrapeCollector]:
+    """A collector with the HTTP client its job's settings call for (TLS, redirects)."""
+    config = ScrapeConfig.model_validate({"job": "node", "targets": [target], **job})
+    client = make_client(
+        config.tls, where="test", follow_redirects=config.follow_redirects, keepalive=True
+    )
+    try:
+        yield ScrapeCollector(
+            job=config,
+            target=target,
+            interval=10.0,
+            timeout=5.0,
+            resolve=store.series_id,
+            client=client,
+        )
+    finally:
+        await client.aclose()
 
 
 def value(store: Store, selector: str, t: float) -> dict[tuple[tuple[str, str], ...], float]:
@@ -159,20 +182,10 @@ async def test_redirects_are_followed_like_prometheus(
     http_server.routes["/metrics"] = Route(body=b"a 1\n")
     target = f"127.0.0.1:{http_server.port}"
     for follow, health in ((True, "up"), (False, "down")):
-        config = ScrapeConfig.model_validate(
-            {"job": "r", "targets": [target], "metrics_path": "/old", "follow_redirects": follow}
-        )
-        client = make_client(config.tls, where="t", follow_redirects=follow, keepalive=True)
-        scrape = ScrapeCollector(
-            job=config,
-            target=target,
-            interval=10.0,
-            timeout=5.0,
-            resolve=store.series_id,
-            client=client,
-        )
-        store.append(await scrape.collect(T0))
-        await client.aclose()
+        async with own_client_collector(
+            store, target, metrics_path="/old", follow_redirects=follow
+        ) as scrape:
+            store.append(await scrape.collect(T0))
         assert scrape.health.health == health
     assert scrape.health.last_error == "server returned HTTP status 302 Found"
     assert http_server.hits["/metrics"] == 1
@@ -265,20 +278,8 @@ async def test_https_targets_verify_certificates_unless_told_otherwise(
         ({"tls": {"insecure_skip_verify": True}}, "up"),
     ]
     for extra, expected in cases:
-        config = ScrapeConfig.model_validate(
-            {"job": "tls", "targets": [target], "scheme": "https", **extra}
-        )
-        client = make_client(config.tls, where="test", follow_redirects=True, keepalive=True)
-        scrape = ScrapeCollector(
-            job=config,
-            target=target,
-            interval=10.0,
-            timeout=5.0,
-            resolve=store.series_id,
-            client=client,
-        )
-        await scrape.collect(T0)
-        await client.aclose()
+        async with own_client_collector(store, target, scheme="https", **extra) as scrape:
+            await scrape.collect(T0)
         assert scrape.health.health == expected, (extra, scrape.health.last_error)
         if expected == "down":
             assert scrape.health.last_error == (

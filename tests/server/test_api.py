@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ class Api:
             )
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def running_api(tmp_path: Path, *, max_samples: int = 2_000_000) -> AsyncIterator[Api]:
+    """The app in-process over a real store, with a scrape target that refuses connections."""
     config = parse_config(
         "monitor:\n  system: {enabled: false}\n  scrape: [{job: node, targets: ['127.0.0.1:1']}]\n",
         environ={},
@@ -49,21 +51,26 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     with Store.open(tmp_path) as store:
         monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
         hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
-        app = create_app(
-            ServerState(
-                project="blatam",
-                store=store,
-                monitor=monitor,
-                hub=hub,
-                telemetry=telemetry,
-                now=clock.time,
-                lookback_ms=300_000,
-            )
+        state = ServerState(
+            project="blatam",
+            store=store,
+            monitor=monitor,
+            hub=hub,
+            telemetry=telemetry,
+            now=clock.time,
+            lookback_ms=300_000,
+            max_samples=max_samples,
         )
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=create_app(state))
         async with httpx.AsyncClient(transport=transport, base_url="http://opscope") as client:
             yield Api(client, store, monitor)
         await monitor.aclose()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    async with running_api(tmp_path) as running:
+        yield running
 
 
 async def test_healthz(api: Api) -> None:
@@ -290,41 +297,19 @@ async def test_range_query_step_count_rule_matches_prometheus(api: Api) -> None:
 
 
 async def test_queries_over_the_sample_limit_are_refused_with_422(tmp_path: Path) -> None:
-    config = parse_config("monitor: {system: {enabled: false}}\n", environ={}).config
-    clock = ManualClock(start=NOW)
-    telemetry = Telemetry()
-    with Store.open(tmp_path) as store:
+    async with running_api(tmp_path, max_samples=100) as small:
         for i in range(30):
-            sid = store.series_id("m", label_set({"i": str(i)}))
-            store.append([Batch("g", int(NOW * 1000), np.array([sid]), np.array([1.0]))])
-        monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
-        hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
-        app = create_app(
-            ServerState(
-                project="p",
-                store=store,
-                monitor=monitor,
-                hub=hub,
-                telemetry=telemetry,
-                now=clock.time,
-                lookback_ms=300_000,
-                max_samples=100,
-            )
+            small.put("m", {"i": str(i)}, [(NOW, 1.0)])
+        fine = await small.client.get("/api/v1/query", params={"query": "m"})
+        assert len(fine.json()["data"]["result"]) == 30
+        # 30 series × 4 steps = 120 points > 100
+        big = await small.client.get(
+            "/api/v1/query_range",
+            params={"query": "m", "start": str(NOW - 3), "end": str(NOW), "step": "1"},
         )
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://opscope"
-        ) as client:
-            fine = await client.get("/api/v1/query", params={"query": "m"})
-            assert len(fine.json()["data"]["result"]) == 30
-            # 30 series × 4 steps = 120 points > 100
-            big = await client.get(
-                "/api/v1/query_range",
-                params={"query": "m", "start": str(NOW - 3), "end": str(NOW), "step": "1"},
-            )
-            assert big.status_code == 422
-            assert big.json()["errorType"] == "execution"
-            assert "query processing would load too many samples" in big.json()["error"]
-        await monitor.aclose()
+        assert big.status_code == 422
+        assert big.json()["errorType"] == "execution"
+        assert "query processing would load too many samples" in big.json()["error"]
 
 
 async def test_series_and_labels_honour_time_range_and_match(api: Api) -> None:
