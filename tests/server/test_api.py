@@ -102,6 +102,28 @@ async def test_instant_query_has_prometheus_shape_and_lookback(api: Api) -> None
     assert past.json()["data"]["result"][0]["value"] == [NOW - 300, "99"]
 
 
+async def test_promql_expressions_and_range_selectors(api: Api) -> None:
+    api.put("req_total", {"job": "a"}, [(NOW - 120, 10.0), (NOW - 60, 70.0), (NOW, 130.0)])
+    rate = await api.client.get(
+        "/api/v1/query", params={"query": "sum by (job) (rate(req_total[2m]))"}
+    )
+    # window (NOW-120, NOW]: 70 → 130 in 60 s, extrapolated to the 120 s window (the start is
+    # within 1.1 intervals): 60 × 120/60 / 120 s = 1 per second
+    assert rate.json()["data"]["result"] == [{"metric": {"job": "a"}, "value": [NOW, "1"]}]
+    scalar = await api.client.get("/api/v1/query", params={"query": "1 + 1"})
+    assert scalar.json()["data"] == {"resultType": "scalar", "result": [NOW, "2"]}
+    raw = await api.client.get("/api/v1/query", params={"query": "req_total[1m30s]"})
+    assert raw.json()["data"] == {
+        "resultType": "matrix",
+        "result": [
+            {
+                "metric": {"__name__": "req_total", "job": "a"},
+                "values": [[NOW - 60, "70"], [NOW, "130"]],
+            }
+        ],
+    }
+
+
 async def test_post_form_query_like_grafana_sends(api: Api) -> None:
     api.put("up", {"job": "node"}, [(NOW - 10, 1.0)])
     response = await api.client.post(
@@ -133,9 +155,15 @@ async def test_range_query_steps_and_staleness(api: Api) -> None:
 @pytest.mark.parametrize(
     ("path", "params", "status", "needle"),
     [
-        ("/api/v1/query", {}, 400, "a series selector is required"),
-        ("/api/v1/query", {"query": "up{"}, 400, "cannot parse selector"),
-        ("/api/v1/query", {"query": "rate(up[5m])"}, 400, "expected a series selector"),
+        ("/api/v1/query", {}, 400, "an expression is required"),
+        ("/api/v1/query", {"query": "up{"}, 400, "cannot parse"),
+        ("/api/v1/query", {"query": "topk(3, up)"}, 400, "the aggregation topk() is not supported"),
+        (
+            "/api/v1/query_range",
+            {"query": "up[5m]", "start": "0", "end": "1", "step": "1"},
+            400,
+            'invalid expression type "range vector"',
+        ),
         ("/api/v1/query", {"query": "up", "time": "yesterday"}, 400, 'invalid parameter "time"'),
         (
             "/api/v1/query_range",
@@ -299,7 +327,7 @@ async def test_range_query_step_count_rule_matches_prometheus(api: Api) -> None:
 async def test_queries_over_the_sample_limit_are_refused_with_422(tmp_path: Path) -> None:
     async with running_api(tmp_path, max_samples=100) as small:
         for i in range(30):
-            small.put("m", {"i": str(i)}, [(NOW, 1.0)])
+            small.put("m", {"i": str(i)}, [(NOW - 10, 1.0)])
         fine = await small.client.get("/api/v1/query", params={"query": "m"})
         assert len(fine.json()["data"]["result"]) == 30
         # 30 series × 4 steps = 120 points > 100

@@ -3,8 +3,9 @@
 Paths, parameters and JSON shapes are those of Prometheus's HTTP API (GET, and form-encoded POST
 as Grafana sends them). The work of each request runs in a worker thread and renders its JSON
 there, so a large query never stalls collection, the WebSocket or ``/healthz``. Limits:
-``server.query_max_samples`` points per query (Prometheus's ``--query.max-samples``) — beyond it
-the answer is 422 with Prometheus's message.
+``server.query_max_samples`` samples loaded or returned per query (Prometheus's
+``--query.max-samples``) — beyond it the answer is 422 with Prometheus's message. Queries are
+PromQL (the subset of :mod:`opscope.monitor.promql`).
 """
 
 from __future__ import annotations
@@ -22,21 +23,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from opscope.errors import QueryError, QueryTooLarge
+from opscope.errors import QueryError
 from opscope.monitor import Monitor
+from opscope.monitor.promql import Evaluator, Node, Scalar, compile_expr
+from opscope.monitor.promql.nodes import MatrixNode
 from opscope.monitor.trends import trend
 from opscope.server.params import format_value, parse_step, parse_time
-from opscope.store import (
-    Selector,
-    SeriesRef,
-    Store,
-    instant_query,
-    is_stale,
-    parse_selector,
-    range_query,
-    selector_for,
-    step_times,
-)
+from opscope.store import SeriesRef, Store, is_stale, parse_selector, selector_for
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: Metrics summarised by ``/api/v1/summary`` when no ``match[]`` is given.
@@ -202,60 +195,73 @@ def api_router(ctx: QueryContext) -> APIRouter:
     return router
 
 
-def _selector(params: Params) -> Selector:
+def _expression(params: Params) -> Node:
     text = _one(params, "query")
-    if text:
-        return parse_selector(text)
-    metric = _one(params, "metric")
-    if metric:
-        return selector_for(metric, _one(params, "labels"))
-    raise QueryError(
-        'invalid parameter "query": a series selector is required '
-        '(or "metric", optionally with "labels")'
-    )
+    if not text:
+        metric = _one(params, "metric")
+        if not metric:
+            raise QueryError(
+                'invalid parameter "query": an expression is required '
+                '(or "metric", optionally with "labels")'
+            )
+        text = str(selector_for(metric, _one(params, "labels")))
+    return compile_expr(text)
 
 
-def _limit(ctx: QueryContext, points: int) -> None:
-    if points > ctx.max_samples:
-        raise QueryTooLarge(
-            "query processing would load too many samples into memory in query execution "
-            f"({points} > server.query_max_samples = {ctx.max_samples})"
-        )
+def _evaluator(ctx: QueryContext) -> Evaluator:
+    return Evaluator(ctx.store, lookback_ms=ctx.lookback_ms, max_samples=ctx.max_samples)
 
 
 def _instant(ctx: QueryContext, params: Params) -> JSONBody:
-    selector = _selector(params)
+    node = _expression(params)
     t_ms = _ms(parse_time(_one(params, "time"), name="time", default=ctx.now()))
-    _limit(ctx, len(ctx.store.select_refs(selector)))
+    if isinstance(node, MatrixNode):
+        raw = _evaluator(ctx).samples(node, t_ms)
+        return success(
+            {
+                "resultType": "matrix",
+                "result": [
+                    {
+                        "metric": dict(labels),
+                        "values": [
+                            [t / 1000.0, format_value(v)]
+                            for t, v in zip(ts.tolist(), vals.tolist(), strict=True)
+                        ],
+                    }
+                    for labels, ts, vals in raw
+                ],
+            }
+        )
+    value = _evaluator(ctx).instant(node, t_ms)
+    if isinstance(value, Scalar):
+        return success(
+            {"resultType": "scalar", "result": [t_ms / 1000.0, format_value(value.value)]}
+        )
     result = [
-        {"metric": s.ref.metric(), "value": [t_ms / 1000.0, format_value(s.value)]}
-        for s in instant_query(ctx.store, selector, t_ms, lookback_ms=ctx.lookback_ms)
+        {"metric": s.metric(), "value": [t_ms / 1000.0, format_value(s.value)]} for s in value
     ]
     return success({"resultType": "vector", "result": result})
 
 
 def _range(ctx: QueryContext, params: Params) -> JSONBody:
-    selector = _selector(params)
+    node = _expression(params)
     if _one(params, "start") is None or _one(params, "end") is None:
         raise QueryError('invalid parameter "start"/"end": both are required')
     start = _ms(parse_time(_one(params, "start"), name="start", default=0.0))
     end = _ms(parse_time(_one(params, "end"), name="end", default=0.0))
     step = max(1, _ms(parse_step(_one(params, "step"), name="step")))
-    steps = len(step_times(start, end, step))
-    _limit(ctx, steps * len(ctx.store.select_refs(selector)))
-    result = range_query(ctx.store, selector, start, end, step, lookback_ms=ctx.lookback_ms)
+    series = _evaluator(ctx).range(node, start, end, step)
     return success(
         {
             "resultType": "matrix",
             "result": [
                 {
-                    "metric": s.ref.metric(),
+                    "metric": dict(labels),
                     "values": [
-                        [t / 1000.0, format_value(v)]
-                        for t, v in zip(s.timestamps.tolist(), s.values.tolist(), strict=True)
+                        [t / 1000.0, format_value(v)] for t, v in zip(times, values, strict=True)
                     ],
                 }
-                for s in result
+                for labels, (times, values) in series.items()
             ],
         }
     )
