@@ -7,10 +7,16 @@ from typing import Any
 
 from pydantic.json_schema import GenerateJsonSchema
 
-from opscope.config.loading import LoadedConfig, format_loc, load_config, parse_config
+from opscope.config.loading import (
+    LoadedConfig,
+    LoadedRule,
+    LoadedRuleGroup,
+    load_config,
+    parse_config,
+    read_rule_file,
+)
 from opscope.config.models import (
     RESERVED_SECTIONS,
-    Duration,
     MonitorConfig,
     OpscopeConfig,
     ProbeConfig,
@@ -18,12 +24,16 @@ from opscope.config.models import (
     ServerConfig,
     SystemConfig,
 )
+from opscope.config.types import Duration
+from opscope.config.yamlfile import format_loc
 from opscope.durations import format_duration
 
 __all__ = [
     "RESERVED_SECTIONS",
     "Duration",
     "LoadedConfig",
+    "LoadedRule",
+    "LoadedRuleGroup",
     "MonitorConfig",
     "OpscopeConfig",
     "ProbeConfig",
@@ -33,6 +43,7 @@ __all__ = [
     "format_loc",
     "load_config",
     "parse_config",
+    "read_rule_file",
 ]
 
 

@@ -1,10 +1,11 @@
-"""Reading ``opscope.yaml``: YAML with positions, ``${VAR}`` interpolation, line-numbered errors.
+"""Reading ``opscope.yaml`` and its rule files: ``${VAR}`` interpolation, validation, rule groups.
 
-The file is parsed once into a YAML node tree, which gives every value its line and column; the
-plain values built from it are validated by the pydantic models in :mod:`opscope.config.models`.
-Each validation error is mapped back to the position of the value (or key) it concerns, so the
-user reads ``opscope.yaml:14:5 monitor.scrape[0].interval: expected a duration like 15s, got
-"fast"`` instead of a traceback.
+Files are read with positions (:mod:`opscope.config.yamlfile`) and validated by the pydantic
+models (:mod:`opscope.config.models`); every problem is reported with file, line and column,
+e.g. ``opscope.yaml:14:5 monitor.scrape[0].interval: expected a duration like 15s, got "fast"``.
+Rules come from ``monitor.rules`` and from the Prometheus rule files of ``monitor.rule_files``
+(globs relative to the configuration file) and are returned as :class:`LoadedRuleGroup` with the
+position of every rule, so that later checks (PromQL, templates) can point at it too.
 
 Interpolation (as in Docker Compose): ``${VAR}`` is replaced by the environment variable ``VAR``
 — an unset ``VAR`` is an error naming it —, ``${VAR:-default}`` falls back to ``default`` when
@@ -15,24 +16,68 @@ are remembered as secrets so that later stages can redact them.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from opscope.config.models import RESERVED_SECTIONS, OpscopeConfig
+from opscope.config.rules import DEFAULT_GROUP, RuleConfig, RuleFileConfig, RuleGroupConfig
+from opscope.config.yamlfile import (
+    Loc,
+    Positions,
+    Template,
+    format_loc,
+    problems_from,
+    read_yaml,
+    untemplate,
+)
 from opscope.errors import ConfigFileError, ConfigProblem
 
 log = logging.getLogger(__name__)
 
-Loc = tuple[str | int, ...]
 _VARIABLE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
+_SINGLE_VARIABLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
+_SCALAR_TYPES = (bool, int, float)
+
+
+@dataclass(frozen=True)
+class LoadedRule:
+    """A rule and where it was written (for error messages that name file, line and field)."""
+
+    config: RuleConfig
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+
+    def problem(self, message: str, *, field: str = "expr") -> ConfigProblem:
+        """A problem of this rule's ``field``, positioned at the rule."""
+        return ConfigProblem(
+            self.file,
+            self.line,
+            self.column,
+            f"{self.path}.{field}",
+            f'rule "{self.config.name}": {message}',
+        )
+
+
+@dataclass(frozen=True)
+class LoadedRuleGroup:
+    """A rule group with its effective evaluation interval and the file it came from."""
+
+    name: str
+    file: str
+    interval: timedelta
+    rules: list[LoadedRule]
 
 
 @dataclass
@@ -47,29 +92,7 @@ class LoadedConfig:
     path: Path
     secrets: frozenset[str] = frozenset()
     warnings: list[ConfigProblem] = field(default_factory=list)
-
-
-@dataclass
-class _Positions:
-    """1-based (line, column) of each value and each mapping key, by location path."""
-
-    values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Loc, tuple[int, int]] = field(default_factory=dict)
-
-    def of(self, loc: Loc, *, key: bool = False) -> tuple[int | None, int | None]:
-        table = self.keys if key and loc in self.keys else self.values
-        while loc and loc not in table:
-            loc = loc[:-1]
-            table = self.values
-        return table.get(loc, (None, None))
-
-
-def format_loc(loc: Loc) -> str:
-    """``("monitor", "scrape", 0, "interval")`` → ``"monitor.scrape[0].interval"``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+    rule_groups: list[LoadedRuleGroup] = field(default_factory=list)
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -104,33 +127,11 @@ def parse_config(
     Raises :class:`ConfigFileError` (see :func:`load_config`).
     """
     environ = os.environ if environ is None else environ
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except RecursionError:
-        raise ConfigFileError(
-            [ConfigProblem(filename, None, None, "", "values are nested too deeply")]
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        raise ConfigFileError(
-            [ConfigProblem(filename, line, col, "", f"not valid YAML: {problem}")]
-        ) from exc
-    positions = _Positions()
+    data, positions = read_yaml(text, filename)
+    if data is None:
+        data = {}
     problems: list[ConfigProblem] = []
     secrets: set[str] = set()
-    try:
-        builder = _Builder(filename, positions, problems)
-        data = builder.build(node, ()) if node is not None else {}
-    except _TooBig as exc:
-        raise ConfigFileError(
-            [ConfigProblem(filename, exc.line, exc.column, "", str(exc))]
-        ) from None
-    except RecursionError:
-        raise ConfigFileError(
-            [ConfigProblem(filename, None, None, "", "values are nested too deeply")]
-        ) from None
     if not isinstance(data, dict):
         line, col = positions.of(())
         raise ConfigFileError(
@@ -153,7 +154,7 @@ def parse_config(
         config = OpscopeConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigFileError(
-            _problems_from(exc, OpscopeConfig, positions, filename, data)
+            problems_from(exc, OpscopeConfig, positions, filename, data)
         ) from None
     semantic = [(("monitor", *loc), message) for loc, message in config.monitor.problems()]
     if semantic:
@@ -163,111 +164,133 @@ def parse_config(
                 for loc, message in semantic
             ]
         )
+    config_path = path or Path(filename)
+    groups = _inline_groups(config, positions, filename)
+    groups += _file_groups(config, positions, filename, config_path.parent)
+    _check_unique_groups(groups)
     return LoadedConfig(
         config=config,
-        path=path or Path(filename),
+        path=config_path,
         secrets=frozenset(s for s in secrets if s),
         warnings=warnings,
+        rule_groups=groups,
     )
 
 
-@dataclass(frozen=True)
-class _Template:
-    """A string scalar holding ``${…}``; ``plain`` when it was written without quotes."""
-
-    text: str
-    plain: bool
+def _loaded_rule(rule: RuleConfig, filename: str, positions: Positions, loc: Loc) -> LoadedRule:
+    return LoadedRule(rule, filename, *positions.of(loc), format_loc(loc))
 
 
-_SINGLE_VARIABLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
-_SCALAR_TYPES = (bool, int, float)
+def _inline_groups(
+    config: OpscopeConfig, positions: Positions, filename: str
+) -> list[LoadedRuleGroup]:
+    monitor = config.monitor
+    default_interval = monitor.evaluation_interval or monitor.interval
+    groups: list[LoadedRuleGroup] = []
+    loose: list[LoadedRule] = []
+    for index, item in enumerate(monitor.rules):
+        loc: Loc = ("monitor", "rules", index)
+        if isinstance(item, RuleGroupConfig):
+            groups.append(
+                LoadedRuleGroup(
+                    item.name,
+                    filename,
+                    item.interval or default_interval,
+                    [
+                        _loaded_rule(r, filename, positions, (*loc, "rules", j))
+                        for j, r in enumerate(item.rules)
+                    ],
+                )
+            )
+        else:
+            loose.append(_loaded_rule(item, filename, positions, loc))
+    if loose:
+        groups.insert(0, LoadedRuleGroup(DEFAULT_GROUP, filename, default_interval, loose))
+    return groups
 
 
-_MAX_VALUES = 100_000
-
-
-def _mark(node: yaml.Node) -> tuple[int, int]:
-    """1-based (line, column) where ``node`` starts."""
-    return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-class _TooBig(Exception):
-    def __init__(self, node: yaml.Node) -> None:
-        self.line, self.column = _mark(node)
-        super().__init__(
-            f"the file expands to more than {_MAX_VALUES} values (YAML aliases used recursively?)"
-        )
-
-
-@dataclass
-class _Builder:
-    """Turns a composed YAML node tree into plain values, recording the position of every value
-    and key, duplicate keys and values that are not plain YAML, and counting values built so
-    that aliases of aliases ("billion laughs") stop early."""
-
-    filename: str
-    positions: _Positions
-    problems: list[ConfigProblem]
-    values: int = 0
-
-    def problem(self, node: yaml.Node, loc: Loc, message: str) -> None:
-        self.problems.append(ConfigProblem(self.filename, *_mark(node), format_loc(loc), message))
-
-    def build(self, node: yaml.Node, loc: Loc) -> Any:
-        self.values += 1
-        if self.values > _MAX_VALUES:
-            raise _TooBig(node)
-        self.positions.values[loc] = _mark(node)
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, loc)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*loc, index)) for index, item in enumerate(node.value)]
-        if (
-            isinstance(node, yaml.ScalarNode)
-            and node.tag == "tag:yaml.org,2002:str"
-            and ("${" in node.value)
-        ):
-            return _Template(node.value, plain=node.style is None)
-        loader = yaml.SafeLoader("")
-        try:
-            return loader.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:  # e.g. an unknown tag such as !custom
-            self.problem(node, loc, f"not a plain YAML value: {_reason(exc)}")
-            return None
-        finally:
-            loader.dispose()
-
-    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[Any, Any]:
-        result: dict[Any, Any] = {}
-        loader = yaml.SafeLoader("")
-        try:
-            loader.flatten_mapping(node)  # resolves `<<` merge keys like yaml.safe_load does
-        except yaml.YAMLError as exc:
-            self.problem(node, loc, f"invalid merge key: {_reason(exc)}")
-            return result
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.problem(key_node, loc, "a mapping key must be a plain value")
+def _file_groups(
+    config: OpscopeConfig, positions: Positions, filename: str, base: Path
+) -> list[LoadedRuleGroup]:
+    monitor = config.monitor
+    default_interval = monitor.evaluation_interval or monitor.interval
+    problems: list[ConfigProblem] = []
+    groups: list[LoadedRuleGroup] = []
+    for index, pattern in enumerate(monitor.rule_files):
+        where = positions.of(("monitor", "rule_files", index))
+        full = pattern if Path(pattern).is_absolute() else str(base / pattern)
+        paths = sorted(glob.glob(full)) if glob.has_magic(pattern) else [full]
+        for rule_file in paths:
+            try:
+                text = Path(rule_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not a UTF-8 text file"
+                problems.append(
+                    ConfigProblem(
+                        filename,
+                        *where,
+                        f"monitor.rule_files[{index}]",
+                        f"cannot read rule file {rule_file}: {reason}",
+                    )
+                )
                 continue
-            key = loader.construct_object(key_node, deep=True)
-            child = (*loc, key if isinstance(key, str | int) else str(key))
-            if key in result:
-                self.problem(key_node, child, "key given twice in the same mapping")
-            self.positions.keys[child] = _mark(key_node)
-            result[key] = self.build(value_node, child)
-        loader.dispose()
-        return result
+            try:
+                groups += read_rule_file(text, rule_file, default_interval)
+            except ConfigFileError as exc:
+                problems += exc.problems
+    if problems:
+        raise ConfigFileError(problems)
+    return groups
 
 
-def _reason(exc: yaml.YAMLError) -> str:
-    return str(getattr(exc, "problem", None) or exc)
+def read_rule_file(text: str, filename: str, default_interval: timedelta) -> list[LoadedRuleGroup]:
+    """The groups of one Prometheus rule file (no ``${VAR}`` interpolation, as in Prometheus).
+
+    Raises :class:`ConfigFileError` with the file's line and column for every problem.
+    """
+    data, positions = read_yaml(text, filename)
+    data = untemplate(data) if data is not None else {}
+    try:
+        parsed = RuleFileConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError(
+            problems_from(exc, RuleFileConfig, positions, filename, data)
+        ) from None
+    return [
+        LoadedRuleGroup(
+            group.name,
+            filename,
+            group.interval or default_interval,
+            [
+                _loaded_rule(r, filename, positions, ("groups", g, "rules", j))
+                for j, r in enumerate(group.rules)
+            ],
+        )
+        for g, group in enumerate(parsed.groups)
+    ]
+
+
+def _check_unique_groups(groups: list[LoadedRuleGroup]) -> None:
+    seen: set[tuple[str, str]] = set()
+    problems = []
+    for group in groups:
+        key = (group.file, group.name)
+        if key in seen:
+            problems.append(
+                ConfigProblem(
+                    group.file, None, None, "", f'rule group "{group.name}" is defined twice'
+                )
+            )
+        seen.add(key)
+    if problems:
+        raise ConfigFileError(problems)
 
 
 def _interpolate(
     value: Any,
     loc: Loc,
     environ: Mapping[str, str],
-    positions: _Positions,
+    positions: Positions,
     problems: list[ConfigProblem],
     secrets: set[str],
     filename: str,
@@ -282,7 +305,7 @@ def _interpolate(
             _interpolate(v, (*loc, i), environ, positions, problems, secrets, filename)
             for i, v in enumerate(value)
         ]
-    template = value if isinstance(value, _Template) else None
+    template = value if isinstance(value, Template) else None
     if template is not None:
         value = template.text
     if not isinstance(value, str) or "$" not in value:
@@ -320,97 +343,3 @@ def _interpolate(
         if isinstance(typed, _SCALAR_TYPES):
             return typed
     return result
-
-
-def _problems_from(
-    exc: ValidationError,
-    model: type[BaseModel],
-    positions: _Positions,
-    filename: str,
-    data: dict[str, Any],
-) -> list[ConfigProblem]:
-    problems = []
-    for error in exc.errors(include_url=False):
-        loc: Loc = tuple(error["loc"])
-        kind = error["type"]
-        line, col = positions.of(loc, key=kind == "extra_forbidden")
-        message = _message(error, model, loc, data)
-        problems.append(ConfigProblem(filename, line, col, format_loc(loc), message))
-    return problems
-
-
-def _message(error: Any, model: type[BaseModel], loc: Loc, data: dict[str, Any]) -> str:
-    kind = error["type"]
-    got = error.get("input")
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "extra_forbidden":
-        parent = _model_at(model, loc[:-1])
-        if parent is not None:
-            names = ", ".join(parent.model_fields)
-            return f"unknown field (expected one of: {names})"
-        return "unknown field"
-    message: str = error["msg"]
-    if kind in _OWN_MESSAGES:
-        return message
-    plain = _PLAIN_MESSAGES.get(kind)
-    if plain is not None:
-        message = plain.format(**(error.get("ctx") or {}))
-    else:
-        message = message[0].lower() + message[1:]
-        message = message.replace("input should be", "expected")
-    if isinstance(got, dict | list):
-        return message
-    return f'{message}, got "{got}"' if isinstance(got, str) else f"{message}, got {got!r}"
-
-
-#: Error types whose message opscope writes itself (complete, with what was found).
-_OWN_MESSAGES = frozenset(
-    {"duration", "target", "url", "label_name", "path", "regex", "host", "header", "tls"}
-)
-#: Plain wording for pydantic's common error types (its own wording names Python classes).
-_PLAIN_MESSAGES = {
-    "model_type": "expected a mapping of fields",
-    "model_attributes_type": "expected a mapping of fields",
-    "dict_type": "expected a mapping",
-    "list_type": "expected a list",
-    "string_type": "expected a string (quote it)",
-    "int_type": "expected a whole number",
-    "int_parsing": "expected a whole number",
-    "int_from_float": "expected a whole number",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-    "path_type": "expected a file or directory path",
-    "too_short": "expected at least {min_length} item(s)",
-    "string_too_short": "expected at least {min_length} character(s)",
-    "greater_than_equal": "expected a number ≥ {ge}",
-    "less_than_equal": "expected a number ≤ {le}",
-    "greater_than": "expected a number > {gt}",
-    "less_than": "expected a number < {lt}",
-    "literal_error": "expected {expected}",
-}
-
-
-def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
-    """The pydantic model class that validates the value at ``loc``, if it is a model."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        info = current.model_fields.get(part)
-        if info is None:
-            return None
-        current = _model_in(info.annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None

@@ -21,6 +21,7 @@ from opscope.config.models import (
     SystemConfig,
     TLSConfig,
 )
+from opscope.config.rules import RuleConfig, RuleGroupConfig
 from opscope.durations import format_duration
 
 _REQUIRED = object()
@@ -32,6 +33,8 @@ _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("monitor.scrape[]", ScrapeConfig, "monitor.scrape[] (one entry per job)"),
     ("monitor.probes[]", ProbeConfig, "monitor.probes[] (one entry per job)"),
     ("….tls", TLSConfig, "monitor.scrape[].tls and monitor.probes[].tls"),
+    ("monitor.rules[]", RuleGroupConfig, "rule groups (monitor.rules or a rule file's groups)"),
+    ("….rules[]", RuleConfig, "rules (alerting or recording)"),
 ]
 
 
@@ -56,7 +59,8 @@ def _type(spec: dict[str, Any]) -> str:
 
 
 def _default_value(model: type[BaseModel], field: str) -> Any:
-    info = model.model_fields[field]
+    by_alias = {(info.alias or name): info for name, info in model.model_fields.items()}
+    info = by_alias[field]
     if info.is_required():
         return _REQUIRED
     return info.get_default(call_default_factory=True)
