@@ -226,6 +226,7 @@ def test_cli_validate_json_and_success(tmp_path: Path) -> None:
         "file": str(EXAMPLE),
         "scrape_targets": 2,
         "probe_targets": 1,
+        "rules": 6,
         "warnings": [],
     }
     config = tmp_path / "bad.yaml"
@@ -408,3 +409,13 @@ def test_cli_runtime_errors_exit_1_with_one_line(tmp_path: Path) -> None:
     result = run_cli("schema", "-o", str(tmp_path / "missing" / "schema.json"))
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot write")
+
+
+def test_cli_validate_reports_rule_errors_with_positions(tmp_path: Path) -> None:
+    config = tmp_path / "opscope.yaml"
+    config.write_text("monitor:\n  rules:\n    - {alert: X, expr: 'rate(up[5m:1m]) > 1'}\n")
+    result = run_cli("validate", "-c", str(config))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f'error: {config}:3:7 monitor.rules[0].expr: rule "X": subqueries are not supported\n'
+    )

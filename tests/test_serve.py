@@ -151,3 +151,49 @@ def test_sigint_stops_too(serve_process: Callable[..., ServeProcess]) -> None:
     assert serve.process.wait(timeout=15) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{serve.url}/healthz", timeout=2)
+
+
+def test_alert_rules_fire_and_are_pushed_live(serve_process: Callable[..., ServeProcess]) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    serve = serve_process(
+        "server: {port: {port}}\n"
+        "monitor:\n"
+        "  interval: 1s\n"
+        "  system: {enabled: false}\n"
+        f"  scrape: [{{job: gone, targets: ['{closed}'], timeout: 500ms}}]\n"
+        "  rules:\n"
+        "    - alert: TargetDown\n"
+        "      expr: up == 0\n"
+        "      severity: critical\n"
+        "      annotations: {summary: '{{ $labels.job }} on {{ $labels.instance }} is down'}\n"
+    )
+
+    async def first_alert_event() -> dict[str, Any]:
+        url = serve.url.replace("http://", "ws://") + "/ws"
+        async with connect(url, proxy=None) as ws:
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                if message["type"] == "alert" and message["event"] == "firing":
+                    return message
+
+    event = asyncio.run(first_alert_event())
+    assert event["alert"]["labels"] == {
+        "alertname": "TargetDown",
+        "instance": closed,
+        "job": "gone",
+        "severity": "critical",
+    }
+    assert event["alert"]["annotations"] == {"summary": f"gone on {closed} is down"}
+    alerts = httpx.get(f"{serve.url}/api/v1/alerts", timeout=5).json()["data"]
+    assert alerts["firing_alerts"] == 1 and alerts["alert_rules"] == 1
+    assert alerts["alerts"][0]["state"] == "firing"
+    rules = httpx.get(f"{serve.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    (rule,) = rules[0]["rules"]
+    assert (rule["name"], rule["health"], rule["state"], rule["query"]) == (
+        "TargetDown",
+        "ok",
+        "firing",
+        "up == 0",
+    )
+    firing = query(serve, 'ALERTS{alertname="TargetDown"}')
+    assert firing[0]["metric"]["alertstate"] == "firing"

@@ -143,9 +143,12 @@ def serve(
 
 @app.command()
 def validate(config: ConfigOption = Path("opscope.yaml"), as_json: JsonOption = False) -> None:
-    """Check a configuration file; print each problem with file, line and column."""
+    """Check a configuration file and its rules; print each problem with file, line and column."""
+    from opscope.monitor.rules import compile_groups
+
     try:
         loaded = load_config(config)
+        compile_groups(loaded.rule_groups)
     except ConfigError as exc:
         problems = getattr(exc, "problems", [])
         if as_json:
@@ -173,6 +176,7 @@ def validate(config: ConfigOption = Path("opscope.yaml"), as_json: JsonOption = 
     monitor = loaded.config.monitor
     targets = sum(len(j.targets) for j in monitor.scrape)
     probes = sum(len(p.targets) for p in monitor.probes)
+    rules = sum(len(g.rules) for g in loaded.rule_groups)
     if as_json:
         out.print_json(
             json.dumps(
@@ -181,6 +185,7 @@ def validate(config: ConfigOption = Path("opscope.yaml"), as_json: JsonOption = 
                     "file": str(config),
                     "scrape_targets": targets,
                     "probe_targets": probes,
+                    "rules": rules,
                     "warnings": [str(w) for w in loaded.warnings],
                 }
             )
@@ -189,7 +194,7 @@ def validate(config: ConfigOption = Path("opscope.yaml"), as_json: JsonOption = 
     for warning in loaded.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     out.print(
-        f"{config}: valid ({targets} scrape target(s), {probes} probe target(s), "
+        f"{config}: valid ({targets} scrape target(s), {probes} probe target(s), {rules} rule(s), "
         f"system metrics {'on' if monitor.system.enabled else 'off'})",
         highlight=False,
     )
@@ -270,6 +275,30 @@ def query(
     out.print(table)
     if not samples:
         err.print("no series matched", highlight=False)
+
+
+rules_app = typer.Typer(help="Alerting and recording rules.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("test")
+def rules_test(
+    files: Annotated[list[Path], typer.Argument(help="promtool test files.")],
+) -> None:
+    """Run rule unit tests in Prometheus's promtool format; exit code 1 on any failure."""
+    from opscope.monitor.ruletest import run_test_file
+
+    failed = False
+    for path in files:
+        try:
+            outcome = run_test_file(path)
+        except ConfigError as exc:
+            for line in str(exc).splitlines():
+                err.print(f"[bold red]error:[/] {line}", highlight=False)
+            raise typer.Exit(2) from None
+        out.print(outcome.report(), highlight=False, markup=False, end="")
+        failed = failed or not outcome.passed
+    raise typer.Exit(1 if failed else 0)
 
 
 def main() -> None:

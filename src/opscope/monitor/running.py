@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import zlib
+from collections.abc import Callable
 
 import httpx
 
@@ -28,6 +29,7 @@ from opscope.monitor.collectors import (
     TargetHealth,
 )
 from opscope.monitor.collectors.http import make_client
+from opscope.monitor.rules import GroupResult, RuleEngine, RuleGroup, next_evaluation
 from opscope.store import Store
 from opscope.telemetry import Telemetry
 
@@ -52,9 +54,14 @@ class Monitor:
         telemetry: Telemetry | None = None,
         clock: Clock | None = None,
         hostname: str | None = None,
+        rule_groups: list[RuleGroup] | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        lookback_ms = int(config.lookback_delta.total_seconds() * 1000)
+        self.rules = RuleEngine(store, rule_groups or [], lookback_ms=lookback_ms)
+        #: Called (in the event loop) with each group evaluation's alert transitions.
+        self.alert_listeners: list[Callable[[GroupResult], None]] = []
         self.telemetry = telemetry or Telemetry()
         self.clock = clock or SystemClock()
         self._clients: list[httpx.AsyncClient] = []
@@ -113,11 +120,44 @@ class Monitor:
             await client.aclose()
 
     async def run(self) -> None:
-        """Run every collector and the retention task until cancelled."""
+        """Run every collector, every rule group and retention until cancelled."""
+        restored = self.rules.restore(self.clock.time())
+        if restored:
+            log.info("restored %d alert(s) from the store", restored)
         async with asyncio.TaskGroup() as group:
             for collector in self.collectors:
                 group.create_task(self._loop(collector), name=f"collect:{_name(collector)}")
+            for rule_group in self.rules.groups:
+                group.create_task(self._rule_loop(rule_group), name=f"rules:{rule_group.name}")
             group.create_task(self._retention_loop(), name="retention")
+
+    async def evaluate_rules(self, group: RuleGroup, t: float) -> GroupResult:
+        """Evaluate one rule group at ``t`` (in a worker thread) and notify alert listeners."""
+        result = await asyncio.to_thread(self.rules.evaluate, group, t)
+        for listener in list(self.alert_listeners):
+            listener(result)
+        return result
+
+    async def _rule_loop(self, group: RuleGroup) -> None:
+        next_at = next_evaluation(group, self.clock.time())
+        while True:
+            await self.clock.sleep(next_at - self.clock.time())
+            try:
+                await self.evaluate_rules(group, next_at)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failing group must not stop the others
+                log.exception("rule group %s: evaluation failed", group.name)
+            next_at += group.interval
+            behind = self.clock.time() - next_at
+            if behind > 0:
+                missed = math.ceil(behind / group.interval)
+                log.warning(
+                    "rule group %s: evaluation overran its interval, skipping %d",
+                    group.name,
+                    missed,
+                )
+                next_at += missed * group.interval
 
     async def collect_all(self) -> None:
         """Run one cycle of every collector now (concurrently) and store the results."""

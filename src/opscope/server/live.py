@@ -9,6 +9,8 @@ client → server                          server → client
 "start":…,"end":…,"step":…}``            "end":…,"step":…,"series":[{"metric":{…},
                                          "values":[[t, v], …]}]}``
 ``{"type":"ping"}``                      ``{"type":"pong"}``
+(server-initiated)                       ``{"type":"alert","event":"pending|firing|resolved|
+                                         dropped","group":…,"alert":{…}}`` on every transition
 anything else                            ``{"type":"error","error":…}`` (connection stays)
 
 After every collection cycle that stored a subscribed series, the server sends
@@ -37,6 +39,8 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from opscope.errors import QueryError
+from opscope.monitor.alerts import alert_json
+from opscope.monitor.rules import GroupResult
 from opscope.server.params import check_time, parse_step, parse_time
 from opscope.store import Batch, Selector, Store, is_stale, parse_selector, range_query
 from opscope.store.database import IntArray
@@ -156,6 +160,22 @@ class LiveHub:
             text = messages[key]
             if text is not None and not client.offer(text):
                 self._drop(client, "slow")
+
+    def publish_alerts(self, result: GroupResult) -> None:
+        """Send ``{"type":"alert",…}`` to every client for each alert transition."""
+        for change in result.changes:
+            text = json.dumps(
+                {
+                    "type": "alert",
+                    "event": change.kind,
+                    "group": result.group.name,
+                    "alert": alert_json(change.alert),
+                },
+                allow_nan=False,
+            )
+            for client in list(self._clients):
+                if client.state == "open" and not client.offer(text):
+                    self._drop(client, "slow")
 
     def _ids_for(self, text: str, selector: Selector) -> IntArray:
         version = self.store.index.version

@@ -26,6 +26,7 @@ from opscope.clock import Clock, SystemClock
 from opscope.config import LoadedConfig
 from opscope.errors import StoreError
 from opscope.monitor import Monitor
+from opscope.monitor.rules import compile_groups
 from opscope.server.app import ServerState, create_app
 from opscope.server.live import LiveHub
 from opscope.store import Store
@@ -119,9 +120,11 @@ class OpscopeServer:
     async def start(self) -> None:
         """Lock the data dir, open the store, bind, and start serving and collecting.
 
-        Raises :class:`StoreError` when the data directory is in use or the port is taken.
+        Raises :class:`ConfigError` when a rule does not compile and :class:`StoreError` when the
+        data directory is in use or the port is taken.
         """
         config = self.loaded.config
+        rule_groups = compile_groups(self.loaded.rule_groups)
         self._lock_data_dir()
         try:
             self._socket = self._bind()
@@ -135,6 +138,7 @@ class OpscopeServer:
             telemetry=self.telemetry,
             clock=self.clock,
             hostname=self._hostname,
+            rule_groups=rule_groups,
         )
         lookback_ms = int(config.monitor.lookback_delta.total_seconds() * 1000)
         self.hub = LiveHub(
@@ -145,6 +149,7 @@ class OpscopeServer:
             lookback_ms=lookback_ms,
             now=self.clock.time,
         )
+        self.monitor.alert_listeners.append(self.hub.publish_alerts)
         app = create_app(
             ServerState(
                 project=config.project,

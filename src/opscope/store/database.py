@@ -17,6 +17,7 @@ Tables::
     layouts(id, group_id, series)       series = int64[] of series ids, in value order
     series_groups(series_id, group_id)  which groups hold samples of a series
     samples(id, group_id, ts, layout_id, vals)   ts = milliseconds since the epoch
+    state(key, value, updated)          small JSON documents (alert state), updated in Unix s
 
 Every :meth:`Store.append` is one transaction. Recently read or written value arrays are kept
 decoded in a bounded in-memory cache, so queries over the last minutes (rule evaluation, the
@@ -54,7 +55,7 @@ STALE_NAN: float = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.flo
 _MATRIX_CELLS = 4_000_000
 #: Python-object bytes of one cache entry beyond its values (array header, dict slot, key).
 _CACHE_ENTRY_OVERHEAD = 400
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
@@ -85,6 +86,11 @@ CREATE TABLE IF NOT EXISTS samples (
 );
 CREATE INDEX IF NOT EXISTS samples_by_group_time ON samples (group_id, ts, layout_id);
 CREATE INDEX IF NOT EXISTS samples_by_time ON samples (ts);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated REAL NOT NULL
+);
 """
 
 
@@ -302,12 +308,20 @@ class Store:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def append(self, batches: Sequence[Batch]) -> None:
+    def append(
+        self,
+        batches: Sequence[Batch],
+        *,
+        state: dict[str, str] | None = None,
+        state_time: float | None = None,
+    ) -> None:
         """Write ``batches`` (and any new series they use) in one transaction, then notify.
 
-        Raises :class:`StoreError` when the database write fails; nothing is written then.
+        ``state`` documents (key → JSON text) are written in the same transaction, stamped
+        ``state_time`` (Unix seconds). Raises :class:`StoreError` when the write fails; nothing
+        is written then.
         """
-        if not batches:
+        if not batches and not state:
             return
         with self._lock:
             self._undo = []
@@ -315,6 +329,11 @@ class Store:
                 self._db.execute("BEGIN")
                 self._flush_series()
                 rows = [self._insert(batch) for batch in batches]
+                if state:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO state (key, value, updated) VALUES (?, ?, ?)",
+                        [(k, v, state_time or 0.0) for k, v in state.items()],
+                    )
                 self._db.execute("COMMIT")
             except BaseException as exc:
                 self._db.execute("ROLLBACK")
@@ -328,8 +347,9 @@ class Store:
             self._pending_series.clear()
             for row_id, batch in zip(rows, batches, strict=True):
                 self._cache_put(row_id, batch.values)
-        for listener in list(self._listeners):
-            listener(batches)
+        if batches:
+            for listener in list(self._listeners):
+                listener(batches)
 
     def _flush_series(self) -> None:
         if not self._pending_series:
@@ -619,6 +639,15 @@ class Store:
                 self._series_groups.pop(sid, None)
             # Cached arrays of deleted rows are never asked for again; the LRU ages them out.
             return RetentionResult(rows=deleted_rows, series=len(gone))
+
+    def load_state(self, prefix: str) -> dict[str, tuple[str, float]]:
+        """Saved state documents whose key starts with ``prefix``: key → (JSON text, updated)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, value, updated FROM state WHERE substr(key, 1, ?) = ?",
+                (len(prefix), prefix),
+            ).fetchall()
+        return {key: (value, updated) for key, value, updated in rows}
 
     @property
     def cache_bytes(self) -> int:
