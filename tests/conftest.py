@@ -67,12 +67,14 @@ def serve_process(tmp_path: Path) -> Iterator[Callable[[str], ServeProcess]]:
     """Start `python -m opscope serve` with a config text; ``{port}`` in it is the server port."""
     started: list[ServeProcess] = []
 
-    def start(config_text: str, *, port: int | None = None) -> ServeProcess:
+    def start(
+        config_text: str, *, port: int | None = None, data_dir: Path | None = None
+    ) -> ServeProcess:
         port = port or free_port()
         index = len(started)
         config = tmp_path / f"opscope-{index}.yaml"
         config.write_text(config_text.replace("{port}", str(port)))
-        data_dir = tmp_path / f"data-{index}"
+        data_dir = data_dir or tmp_path / f"data-{index}"
         log = tmp_path / f"serve-{index}.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(
@@ -125,6 +127,8 @@ class Route:
     delay: float = 0.0
     content_type: str = "text/plain; version=0.0.4"
     headers: dict[str, str] | None = None
+    #: Statuses answered to successive requests (the last one repeats); overrides ``status``.
+    statuses: list[int] | None = None
 
 
 class LocalHTTPServer:
@@ -138,14 +142,23 @@ class LocalHTTPServer:
         self.routes = routes
         self.hits: dict[str, int] = {}
         hits = self.hits
+        #: Every request received: (method, path, headers, body).
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        requests = self.requests
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
                 hits[self.path] = hits.get(self.path, 0) + 1
+                requests.append((self.command, self.path, dict(self.headers), body))
                 route = routes.get(self.path, Route(404, b"not found\n"))
                 if route.delay:
                     time.sleep(route.delay)  # the server under test is slow on purpose
-                self.send_response(route.status)
+                status = route.status
+                if route.statuses:
+                    status = route.statuses[min(hits[self.path], len(route.statuses)) - 1]
+                self.send_response(status)
                 self.send_header("Content-Type", route.content_type)
                 self.send_header("Content-Length", str(len(route.body)))
                 for name, value in (route.headers or {}).items():
@@ -154,6 +167,7 @@ class LocalHTTPServer:
                 self.wfile.write(route.body)
 
             do_HEAD = do_GET
+            do_POST = do_GET
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -204,3 +218,48 @@ def node_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield address
     process.terminate()
     process.wait(timeout=10)
+
+
+class SMTPServer:
+    """A real SMTP server (aiosmtpd) on a free loopback port that can go down and come back."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.messages: list[bytes] = []
+        self._controller: object | None = None
+        self.start()
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        messages = self.messages
+
+        class Handler:
+            async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+                messages.append(envelope.content)  # type: ignore[attr-defined]
+                return "250 Message accepted for delivery"
+
+        controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        controller.start()
+        self._controller = controller
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()  # type: ignore[attr-defined]
+            self._controller = None
+
+    @property
+    def url(self) -> str:
+        """An apprise URL delivering to this server."""
+        return (
+            f"mailto://127.0.0.1:{self.port}?from=opscope@example.com"
+            "&to=ops@example.com&mode=insecure"
+        )
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPServer]:
+    """A real SMTP server on loopback; ``.messages`` holds what it received."""
+    server = SMTPServer()
+    yield server
+    server.stop()

@@ -15,7 +15,14 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import LocalHTTPServer, Route, ServeProcess, free_port, wait_until
+from tests.conftest import (
+    LocalHTTPServer,
+    Route,
+    ServeProcess,
+    SMTPServer,
+    free_port,
+    wait_until,
+)
 
 
 def targets(serve: ServeProcess) -> dict[str, dict[str, Any]]:
@@ -197,3 +204,147 @@ def test_alert_rules_fire_and_are_pushed_live(serve_process: Callable[..., Serve
     )
     firing = query(serve, 'ALERTS{alertname="TargetDown"}')
     assert firing[0]["metric"]["alertstate"] == "firing"
+
+
+NOTIFYING = (
+    "server: {port: {port}}\n"
+    "monitor:\n"
+    "  interval: 1s\n"
+    "  system: {enabled: false}\n"
+    "  scrape: [{job: gone, targets: ['%(closed)s'], timeout: 500ms}]\n"
+    "  rules:\n"
+    "    - {alert: TargetDown, expr: 'up == 0', severity: critical,\n"
+    "       annotations: {summary: '{{ $labels.instance }} is down'}}\n"
+    "notify:\n"
+    "  group_wait: 0s\n"
+    "  group_interval: 1s\n"
+    "  channels:\n"
+    "    email: '%(smtp)s'\n"
+    "    hook: {webhook: '%(hook)s', secret: s3cret}\n"
+    "  channels_default: [email, hook]\n"
+)
+
+
+def test_alerts_are_emailed_and_posted_and_can_be_silenced(
+    serve_process: Callable[..., ServeProcess],
+    http_server: LocalHTTPServer,
+    smtp_server: SMTPServer,
+) -> None:
+    http_server.routes["/hook"] = Route(status=200)
+    closed = f"127.0.0.1:{free_port()}"
+    serve = serve_process(
+        NOTIFYING % {"closed": closed, "smtp": smtp_server.url, "hook": f"{http_server.url}/hook"}
+    )
+    wait_until(
+        lambda: len(smtp_server.messages) == 1 and http_server.hits.get("/hook") == 1,
+        timeout=20,
+        what="the email and the webhook",
+    )
+    email = smtp_server.messages[0].decode(errors="replace")
+    # Alertmanager's subject: group labels, then the other common labels by label name
+    assert f"Subject: [FIRING:1] TargetDown ({closed} gone critical)" in email
+    assert f"{closed} is down" in email
+    _, _, headers, body = next(r for r in http_server.requests if r[1] == "/hook")
+    payload = json.loads(body)
+    assert payload["version"] == "4" and payload["status"] == "firing"
+    assert payload["alerts"][0]["labels"]["instance"] == closed
+    assert headers["Idempotency-Key"] == payload["idempotencyKey"]
+    log = httpx.get(f"{serve.url}/api/v1/notifications", timeout=5).json()["data"]
+    assert sorted((n["channel"], n["state"]) for n in log) == [
+        ("email", "delivered"),
+        ("hook", "delivered"),
+    ]
+    # silence it through the CLI; the API lists it as active
+    added = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opscope",
+            "silence",
+            "add",
+            'alertname="TargetDown"',
+            "--duration",
+            "1h",
+            "--author",
+            "tester",
+            "--comment",
+            "maintenance",
+            "--url",
+            serve.url,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+    silence_id = json.loads(added.stdout)["silenceID"]
+    listed = httpx.get(f"{serve.url}/api/v1/silences", timeout=5).json()["data"]
+    assert [(s["id"], s["status"]["state"], s["createdBy"]) for s in listed] == [
+        (silence_id, "active", "tester")
+    ]
+    bad = httpx.post(
+        f"{serve.url}/api/v1/silences",
+        timeout=5,
+        json={"matchers": ['x=~".*"'], "endsAt": "2099-01-01T00:00:00Z", "createdBy": "t"},
+    )
+    assert bad.status_code == 400 and "must not match the empty string" in bad.json()["error"]
+    missing = httpx.delete(f"{serve.url}/api/v1/silences/nope", timeout=5)
+    assert missing.status_code == 404
+
+
+def test_a_delivery_interrupted_by_kill_9_is_delivered_after_restart(
+    serve_process: Callable[..., ServeProcess],
+    http_server: LocalHTTPServer,
+    smtp_server: SMTPServer,
+) -> None:
+    # the webhook answers its first request only after 5 s: the server is killed meanwhile
+    http_server.routes["/hook"] = Route(status=200, delay=5.0)
+    closed = f"127.0.0.1:{free_port()}"
+    config = NOTIFYING % {
+        "closed": closed,
+        "smtp": smtp_server.url,
+        "hook": f"{http_server.url}/hook",
+    }
+    first = serve_process(config)
+    wait_until(
+        lambda: http_server.hits.get("/hook", 0) >= 1,
+        timeout=20,
+        what="the webhook request to start",
+    )
+    first.process.kill()
+    first.process.wait(timeout=10)
+    http_server.routes["/hook"] = Route(status=200)
+    second = serve_process(config, port=int(first.url.rsplit(":", 1)[1]), data_dir=first.data_dir)
+    wait_until(
+        lambda: any(
+            n["channel"] == "hook" and n["state"] == "delivered"
+            for n in httpx.get(f"{second.url}/api/v1/notifications", timeout=5).json()["data"]
+        ),
+        timeout=30,
+        what="the interrupted delivery",
+    )
+    keys = [
+        headers["Idempotency-Key"]
+        for _, path, headers, _ in http_server.requests
+        if path == "/hook"
+    ]
+    assert len(keys) == 2 and keys[0] == keys[1]  # a recognisable duplicate, not a new alert
+    assert len(smtp_server.messages) == 1  # the email had been delivered before the kill
+
+
+def test_the_query_sample_limit_is_configurable(serve_process: Callable[..., ServeProcess]) -> None:
+    serve = serve_process("server: {port: {port}, query_max_samples: 2}\nmonitor: {interval: 1s}\n")
+    wait_until(
+        lambda: (
+            httpx.get(f"{serve.url}/api/v1/series", params={"match[]": "load1"}, timeout=5).json()[
+                "data"
+            ]
+            != []
+        ),
+        what="a system cycle",
+    )
+    response = httpx.get(f"{serve.url}/api/v1/query", params={"query": '{job="system"}'}, timeout=5)
+    assert response.status_code == 422
+    assert "query processing would load too many samples" in response.json()["error"]

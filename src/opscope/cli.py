@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -299,6 +299,115 @@ def rules_test(
         out.print(outcome.report(), highlight=False, markup=False, end="")
         failed = failed or not outcome.passed
     raise typer.Exit(1 if failed else 0)
+
+
+silence_app = typer.Typer(help="Silences of alert notifications.", no_args_is_help=True)
+app.add_typer(silence_app, name="silence")
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="OPSCOPE_URL",
+        help="The running server (default: server.host/port of the config).",
+    ),
+]
+
+
+def _server_url(config: Path, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    loaded = _load(config)
+    host, port = loaded.config.server.host, loaded.config.server.port
+    return f"http://{host}:{port}"
+
+
+def _api(method: str, url: str, **kwargs: Any) -> Any:
+    import httpx
+
+    try:
+        response = httpx.request(method, url, timeout=10, **kwargs)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach opscope at {url}: {exc}", 1) from None
+    body = (
+        response.json()
+        if response.headers.get("content-type", "").startswith("application/json")
+        else {}
+    )
+    if response.status_code >= 400:
+        raise _fail(
+            body.get("error", f"HTTP {response.status_code}"),
+            2 if response.status_code < 500 else 1,
+        )
+    return body.get("data")
+
+
+@silence_app.command("add")
+def silence_add(
+    matchers: Annotated[list[str], typer.Argument(help='Matchers, e.g. alertname="HighCPU"')],
+    duration: Annotated[str, typer.Option(help="How long, e.g. 2h.")] = "1h",
+    author: Annotated[str, typer.Option(help="Who silences.", envvar="USER")] = "opscope",
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    config: ConfigOption = Path("opscope.yaml"),
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Silence the alerts matching every matcher for a while."""
+    from opscope.durations import parse_duration
+
+    try:
+        seconds = parse_duration(duration).total_seconds()
+    except ValueError as exc:
+        raise _fail(f"--duration: {exc}", 2) from None
+    base = _server_url(config, url)
+    data = _api(
+        "POST",
+        f"{base}/api/v1/silences",
+        json={
+            "matchers": matchers,
+            "endsAt": str(time.time() + seconds),
+            "createdBy": author,
+            "comment": comment,
+        },
+    )
+    if as_json:
+        out.print_json(json.dumps(data))
+    else:
+        out.print(f"silence {data['silenceID']} until {data['endsAt']}", highlight=False)
+
+
+@silence_app.command("list")
+def silence_list(
+    config: ConfigOption = Path("opscope.yaml"),
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List silences (active, pending and expired)."""
+    data = _api("GET", f"{_server_url(config, url)}/api/v1/silences")
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    table = Table("id", "state", "matchers", "ends", "by", "comment")
+    for s in data:
+        table.add_row(
+            s["id"],
+            s["status"]["state"],
+            ", ".join(s["matchers"]),
+            s["endsAt"],
+            s["createdBy"],
+            s["comment"],
+        )
+    out.print(table)
+
+
+@silence_app.command("expire")
+def silence_expire(
+    silence_id: Annotated[str, typer.Argument(help="The silence id.")],
+    config: ConfigOption = Path("opscope.yaml"),
+    url: UrlOption = None,
+) -> None:
+    """End a silence now."""
+    data = _api("DELETE", f"{_server_url(config, url)}/api/v1/silences/{silence_id}")
+    out.print(f"silence {data['id']} expired", highlight=False)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Durations are Prometheus duration strings (``15s``, ``5m``, ``1h30m``) parsed on
 
 Top-level sections: ``project``, ``data_dir``, ``server`` and ``monitor`` are modelled here.
 The names of the sections the deployment, alerting and reporting parts of opscope define
-(``environments``, ``services``, ``notify``, ``reports``, ``sources``) are *reserved*: a file may
+(``environments``, ``services``, ``reports``, ``sources``) are *reserved*: a file may
 already carry them, they are ignored with a warning until the part that reads them exists. Any
 other top-level name is an error (it is almost always a typo such as ``monitr``).
 """
@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from opscope.config.notify import NotifyConfig
 from opscope.config.rules import InlineRule
 from opscope.config.types import (
     LABEL_NAME,
@@ -36,7 +37,7 @@ from opscope.config.types import (
 from opscope.durations import format_duration
 
 #: Top-level sections that other parts of opscope define; accepted and ignored with a warning.
-RESERVED_SECTIONS = ("environments", "services", "notify", "reports", "sources")
+RESERVED_SECTIONS = ("environments", "services", "reports", "sources")
 
 
 class TLSConfig(Model):
@@ -286,8 +287,8 @@ class OpscopeConfig(Model):
     """Reserved for deployment environments; ignored with a warning by this version."""
     services: Any = None
     """Reserved for deployable services; ignored with a warning by this version."""
-    notify: Any = None
-    """Reserved for notification channels and routes; ignored with a warning by this version."""
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    """Alert notifications: channels, routes, grouping, inhibition, retries."""
     reports: Any = None
     """Reserved for scheduled reports; ignored with a warning by this version."""
     sources: Any = None

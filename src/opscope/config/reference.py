@@ -21,6 +21,13 @@ from opscope.config.models import (
     SystemConfig,
     TLSConfig,
 )
+from opscope.config.notify import (
+    ChannelConfig,
+    InhibitRule,
+    NotifyConfig,
+    RetryConfig,
+    RouteConfig,
+)
 from opscope.config.rules import RuleConfig, RuleGroupConfig
 from opscope.durations import format_duration
 
@@ -35,6 +42,11 @@ _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("….tls", TLSConfig, "monitor.scrape[].tls and monitor.probes[].tls"),
     ("monitor.rules[]", RuleGroupConfig, "rule groups (monitor.rules or a rule file's groups)"),
     ("….rules[]", RuleConfig, "rules (alerting or recording)"),
+    ("notify", NotifyConfig, "notify"),
+    ("notify.channels.NAME", ChannelConfig, "notify.channels (a string is the apprise url)"),
+    ("notify.routes[]", RouteConfig, "notify.routes[]"),
+    ("notify.inhibit[]", InhibitRule, "notify.inhibit[]"),
+    ("notify.retry", RetryConfig, "notify.retry"),
 ]
 
 

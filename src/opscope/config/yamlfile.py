@@ -231,7 +231,8 @@ def _message(error: Any, model: type[BaseModel], loc: Loc, data: dict[str, Any])
 
 #: Error types whose message opscope writes itself (complete, with what was found).
 _OWN_MESSAGES = frozenset(
-    {"duration", "target", "url", "label_name", "path", "regex", "host", "header", "tls"}
+    {"channel", "matcher", "rule"}
+    | {"duration", "target", "url", "label_name", "path", "regex", "host", "header", "tls"}
 )
 #: Plain wording for pydantic's common error types (its own wording names Python classes).
 _PLAIN_MESSAGES = {

@@ -25,10 +25,8 @@ from starlette.concurrency import run_in_threadpool
 
 from opscope.errors import QueryError
 from opscope.monitor import Monitor
-from opscope.monitor.alerts import alert_json
 from opscope.monitor.promql import Evaluator, Node, Scalar, compile_expr
 from opscope.monitor.promql.nodes import MatrixNode
-from opscope.monitor.rules import Rule
 from opscope.monitor.trends import trend
 from opscope.server.params import format_value, parse_step, parse_time
 from opscope.store import SeriesRef, Store, is_stale, parse_selector, selector_for
@@ -185,18 +183,6 @@ def api_router(ctx: QueryContext) -> APIRouter:
     async def targets() -> JSONBody:
         return success({"activeTargets": _targets(ctx), "droppedTargets": []})
 
-    @router.get("/rules", summary="Rule groups, their rules, health and alerts")
-    async def rules(
-        type: Annotated[str | None, Query(description="alert or record")] = None,
-    ) -> JSONBody:
-        if type not in (None, "", "alert", "record"):
-            raise QueryError('invalid parameter "type": expected "alert" or "record"')
-        return success({"groups": _rule_groups(ctx, type or None)})
-
-    @router.get("/alerts", summary="Pending and firing alerts")
-    async def alerts() -> JSONBody:
-        return success(_alerts(ctx))
-
     @router.get("/summary", summary="Current value and trend of each series")
     async def summary(
         request: Request,
@@ -307,7 +293,7 @@ def _series(ctx: QueryContext, params: Params, *, required: bool) -> list[Series
     return [found[i] for i in sorted(found)]
 
 
-def _iso(seconds: float | None) -> str | None:
+def iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
@@ -322,84 +308,13 @@ def _targets(ctx: QueryContext) -> list[dict[str, Any]]:
             "labels": t.labels,
             "health": t.health,
             "lastError": t.last_error,
-            "lastScrape": _iso(t.last_collection),
+            "lastScrape": iso(t.last_collection),
             "lastScrapeDuration": t.last_duration,
             "lastSamples": t.last_samples,
             "scrapeInterval": f"{t.interval:g}s",
         }
         for t in ctx.monitor.targets
     ]
-
-
-def _rule_groups(ctx: QueryContext, kind: str | None) -> list[dict[str, Any]]:
-    out = []
-    for group in ctx.monitor.rules.groups:
-        rules = []
-        for rule in group.rules:
-            if (kind == "alert" and not rule.is_alerting) or (
-                kind == "record" and rule.is_alerting
-            ):
-                continue
-            config = rule.loaded.config
-            entry: dict[str, Any] = {
-                "name": rule.name,
-                "query": config.expression(),
-                "labels": config.all_labels(),
-                "health": rule.health,
-                "lastError": rule.last_error,
-                "lastEvaluation": _iso(rule.last_evaluation),
-                "evaluationTime": rule.evaluation_duration,
-                "type": "alerting" if rule.is_alerting else "recording",
-            }
-            if rule.is_alerting:
-                entry.update(
-                    {
-                        "duration": config.for_.total_seconds(),
-                        "keepFiringFor": config.keep_firing_for.total_seconds(),
-                        "annotations": config.annotations,
-                        "state": _rule_state(rule),
-                        "alerts": [
-                            alert_json(a) for a in rule.alerts.values() if a.state != "inactive"
-                        ],
-                    }
-                )
-            rules.append(entry)
-        out.append(
-            {
-                "name": group.name,
-                "file": group.file,
-                "interval": group.interval,
-                "rules": rules,
-                "lastEvaluation": _iso(group.last_evaluation),
-                "evaluationTime": group.evaluation_duration,
-            }
-        )
-    return out
-
-
-def _rule_state(rule: Rule) -> str:
-    states = {a.state for a in rule.alerts.values()}
-    return "firing" if "firing" in states else "pending" if "pending" in states else "inactive"
-
-
-def _alerts(ctx: QueryContext) -> dict[str, Any]:
-    active = [
-        a
-        for rule in ctx.monitor.rules.rules
-        if rule.is_alerting
-        for a in rule.alerts.values()
-        if a.state != "inactive"
-    ]
-    active.sort(key=lambda a: (a.state != "firing", -a.active_at))
-    last = max(active, key=lambda a: a.active_at, default=None)
-    return {
-        "alerts": [alert_json(a) for a in active],
-        # the seed's status fields
-        "active_alerts": len(active),
-        "firing_alerts": sum(1 for a in active if a.state == "firing"),
-        "alert_rules": sum(1 for r in ctx.monitor.rules.rules if r.is_alerting),
-        "last_alert": alert_json(last) if last is not None else None,
-    }
 
 
 def _summary(ctx: QueryContext, params: Params) -> JSONBody:

@@ -32,6 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from opscope import __version__
 from opscope.errors import OpscopeError, QueryError, QueryTooLarge
 from opscope.monitor import Monitor
+from opscope.notify import Notifier
+from opscope.server.alerting_api import NotFound, alerting_router
 from opscope.server.api import QueryContext, api_router
 from opscope.server.live import LiveHub
 from opscope.store import Store
@@ -62,6 +64,7 @@ class ServerState:
     now: Callable[[], float]
     lookback_ms: int
     max_samples: int = 2_000_000
+    notifier: Notifier | None = None
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -107,17 +110,15 @@ def create_app(state: ServerState) -> FastAPI:
         state.telemetry.store_cache_bytes.set(state.store.cache_bytes)
         return Response(generate_latest(state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(
-        api_router(
-            QueryContext(
-                store=state.store,
-                monitor=state.monitor,
-                now=state.now,
-                lookback_ms=state.lookback_ms,
-                max_samples=state.max_samples,
-            )
-        )
+    context = QueryContext(
+        store=state.store,
+        monitor=state.monitor,
+        now=state.now,
+        lookback_ms=state.lookback_ms,
+        max_samples=state.max_samples,
     )
+    app.include_router(api_router(context))
+    app.include_router(alerting_router(context, state.notifier))
 
     @app.websocket("/ws")
     async def live(websocket: WebSocket) -> None:
@@ -129,7 +130,10 @@ def create_app(state: ServerState) -> FastAPI:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueryError)
     async def bad_query(_: Request, exc: QueryError) -> JSONResponse:
-        return error_response(422 if isinstance(exc, QueryTooLarge) else 400, str(exc))
+        status = (
+            422 if isinstance(exc, QueryTooLarge) else 404 if isinstance(exc, NotFound) else 400
+        )
+        return error_response(status, str(exc))
 
     @app.exception_handler(OpscopeError)
     async def opscope_error(_: Request, exc: OpscopeError) -> JSONResponse:

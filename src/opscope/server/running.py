@@ -26,7 +26,8 @@ from opscope.clock import Clock, SystemClock
 from opscope.config import LoadedConfig
 from opscope.errors import StoreError
 from opscope.monitor import Monitor
-from opscope.monitor.rules import compile_groups
+from opscope.monitor.rules import GroupResult, compile_groups
+from opscope.notify import Notifier, NotifyAlert
 from opscope.server.app import ServerState, create_app
 from opscope.server.live import LiveHub
 from opscope.store import Store
@@ -73,6 +74,7 @@ class OpscopeServer:
         self.store: Store | None = None
         self.monitor: Monitor | None = None
         self.hub: LiveHub | None = None
+        self.notifier: Notifier | None = None
         self.telemetry = Telemetry()
         self._stopped = asyncio.Event()
 
@@ -150,6 +152,9 @@ class OpscopeServer:
             now=self.clock.time,
         )
         self.monitor.alert_listeners.append(self.hub.publish_alerts)
+        if config.notify.channels:
+            self.notifier = Notifier(config.notify, self.store, clock=self.clock)
+            self.monitor.alert_listeners.append(self._notify)
         app = create_app(
             ServerState(
                 project=config.project,
@@ -159,6 +164,8 @@ class OpscopeServer:
                 telemetry=self.telemetry,
                 now=self.clock.time,
                 lookback_ms=lookback_ms,
+                max_samples=config.server.query_max_samples,
+                notifier=self.notifier,
             )
         )
         uv_config = uvicorn.Config(
@@ -178,6 +185,8 @@ class OpscopeServer:
             asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]), name="http")
         )
         self._tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
+        if self.notifier is not None:
+            self._tasks.append(asyncio.create_task(self.notifier.run(), name="notify"))
         while not self._uvicorn.started:
             if self._tasks[0].done():
                 self._tasks[0].result()
@@ -189,6 +198,23 @@ class OpscopeServer:
             self.url,
             self.data_dir / Store.FILENAME,
         )
+
+    def _notify(self, result: GroupResult) -> None:
+        """Hand a rule group's firing and resolved alerts to the notifier (pending ones are not
+        notified, as Prometheus does not send them to Alertmanager)."""
+        assert self.notifier is not None
+        alerts = []
+        for rule in result.group.rules:
+            for alert in rule.alerts.values():
+                if alert.state == "pending":
+                    continue
+                ends = alert.resolved_at if alert.state == "inactive" else None
+                alerts.append(
+                    NotifyAlert(
+                        alert.labels, alert.annotations, alert.fired_at or alert.active_at, ends
+                    )
+                )
+        self.notifier.receive(f"{result.group.file}:{result.group.name}", alerts)
 
     async def stop(self) -> None:
         """Stop serving and collecting, then close the store; safe to call twice."""

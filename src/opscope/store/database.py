@@ -640,6 +640,15 @@ class Store:
             # Cached arrays of deleted rows are never asked for again; the LRU ages them out.
             return RetentionResult(rows=deleted_rows, series=len(gone))
 
+    def put_state(self, documents: dict[str, str], *, at: float) -> None:
+        """Write state documents (key → JSON text) in one transaction, stamped ``at``."""
+        self.append([], state=documents, state_time=at)
+
+    def delete_state(self, keys: Sequence[str]) -> None:
+        """Delete state documents."""
+        with self._lock:
+            self._db.executemany("DELETE FROM state WHERE key = ?", [(k,) for k in keys])
+
     def load_state(self, prefix: str) -> dict[str, tuple[str, float]]:
         """Saved state documents whose key starts with ``prefix``: key → (JSON text, updated)."""
         with self._lock:

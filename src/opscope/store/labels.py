@@ -147,6 +147,33 @@ def parse_selector(text: str) -> Selector:
     return selector_from_ast(node)
 
 
+def parse_matchers(text: str) -> tuple[Matcher, ...]:
+    """Parse Alertmanager-style matchers: ``severity="critical"``, ``job=~"api|web"``, or several
+    separated by commas (braces optional). Unlike a selector, they may all match the empty
+    string. Raises :class:`QueryError` naming the text when it does not parse."""
+    inner = text.strip()
+    if inner.startswith("{") and inner.endswith("}"):
+        inner = inner[1:-1]
+    # PromQL refuses selectors whose matchers all match "": a placeholder keeps the parser happy.
+    placeholder = "__opscope_matchers__"
+    try:
+        node = promql_parser.parse(f'{{{placeholder}="x", {inner}}}')
+    except ValueError as exc:
+        raise QueryError(f"cannot parse matchers {text!r}: {exc}") from exc
+    if not isinstance(node, promql_parser.VectorSelector) or not inner.strip():
+        raise QueryError(f'cannot parse matchers {text!r}: expected name="value"')
+    return tuple(
+        Matcher.of(m.name, _OPS[str(m.op)], m.value)
+        for m in node.matchers.matchers
+        if m.name != placeholder
+    )
+
+
+def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
+    """Whether ``labels`` satisfy every matcher (a missing label is ``""``)."""
+    return all(m.matches(labels.get(m.name, "")) for m in matchers)
+
+
 def selector_for(metric: str, labels: str | None = None) -> Selector:
     """Build a selector from a metric name and an optional matcher list ``job="node",x=~"a.*"``.
 

@@ -1,0 +1,138 @@
+"""Silences: matchers that mute notifications between two times (Alertmanager's model).
+
+A silence mutes every alert whose labels satisfy all its matchers while it is active
+(``starts_at <= now < ends_at``). Expiring a silence sets its end to now. Silences are stored as
+documents in the store, so they survive restarts and are shared with ``opscope silence``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from opscope.errors import QueryError
+from opscope.store import Store
+from opscope.store.labels import Matcher, matches_all, parse_matchers
+
+SilenceState = Literal["pending", "active", "expired"]
+_PREFIX = "silences/"
+
+
+class SilenceError(QueryError):
+    """A silence request is invalid (HTTP 400)."""
+
+
+@dataclass
+class Silence:
+    """A silence; times are Unix seconds."""
+
+    id: str
+    matchers: list[str]
+    starts_at: float
+    ends_at: float
+    created_by: str
+    comment: str
+    created_at: float
+    updated_at: float
+    _compiled: tuple[Matcher, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        compiled: list[Matcher] = []
+        for text in self.matchers:
+            compiled.extend(parse_matchers(text))
+        self._compiled = tuple(compiled)
+
+    def state(self, now: float) -> SilenceState:
+        """``pending`` before it starts, ``active`` while it runs, then ``expired``."""
+        if now < self.starts_at:
+            return "pending"
+        return "active" if now < self.ends_at else "expired"
+
+    def mutes(self, labels: Mapping[str, str], now: float) -> bool:
+        """Whether this silence mutes an alert with ``labels`` at ``now``."""
+        return self.state(now) == "active" and matches_all(self._compiled, labels)
+
+    def to_dict(self) -> dict[str, object]:
+        """The stored and API form."""
+        data = asdict(self)
+        data.pop("_compiled")
+        return data
+
+
+class Silences:
+    """The silences of a store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, Silence] | None = None
+
+    def all(self) -> list[Silence]:
+        """Every silence, newest first."""
+        if self._cache is None:
+            self._cache = {}
+            for text, _ in self.store.load_state(_PREFIX).values():
+                data = json.loads(text)
+                self._cache[data["id"]] = Silence(**data)
+        return sorted(self._cache.values(), key=lambda s: s.created_at, reverse=True)
+
+    def get(self, silence_id: str) -> Silence | None:
+        """The silence with that id."""
+        self.all()
+        assert self._cache is not None
+        return self._cache.get(silence_id)
+
+    def add(
+        self,
+        *,
+        matchers: list[str],
+        starts_at: float,
+        ends_at: float,
+        created_by: str,
+        comment: str,
+        now: float,
+    ) -> Silence:
+        """Create a silence. Raises :class:`SilenceError` for bad matchers, an end not after
+        the start or in the past, or matchers that would all match an empty label (they would
+        silence everything, as Alertmanager also refuses)."""
+        if not matchers:
+            raise SilenceError("a silence needs at least one matcher")
+        try:
+            silence = Silence(
+                uuid.uuid4().hex, list(matchers), starts_at, ends_at, created_by, comment, now, now
+            )
+        except QueryError as exc:
+            raise SilenceError(str(exc)) from exc
+        if all(m.matches("") for m in silence._compiled):
+            raise SilenceError("at least one matcher must not match the empty string")
+        if ends_at <= starts_at:
+            raise SilenceError("the end of a silence must be after its start")
+        if ends_at <= now:
+            raise SilenceError("the end of a silence must be in the future")
+        if not created_by.strip():
+            raise SilenceError("created_by (the author) is required")
+        self._save(silence, now)
+        return silence
+
+    def expire(self, silence_id: str, now: float) -> Silence:
+        """End a silence now; raises :class:`KeyError` when it does not exist."""
+        silence = self.get(silence_id)
+        if silence is None:
+            raise KeyError(silence_id)
+        if silence.state(now) != "expired":
+            silence.ends_at = max(now, silence.starts_at)
+            silence.updated_at = now
+            self._save(silence, now)
+        return silence
+
+    def mutes(self, labels: Mapping[str, str], now: float) -> bool:
+        """Whether any active silence mutes an alert with ``labels``."""
+        return any(s.mutes(labels, now) for s in self.all())
+
+    def _save(self, silence: Silence, now: float) -> None:
+        self.store.put_state({_PREFIX + silence.id: json.dumps(silence.to_dict())}, at=now)
+        self.all()
+        assert self._cache is not None
+        self._cache[silence.id] = silence

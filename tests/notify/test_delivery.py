@@ -1,0 +1,142 @@
+"""Durable delivery to real servers on loopback: retries, permanent failures, outages."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opscope.config import parse_config
+from opscope.notify.channels import AppriseChannel, WebhookChannel
+from opscope.notify.outbox import Delivery, Outbox
+from opscope.store import Store
+from tests.conftest import LocalHTTPServer, Route, SMTPServer
+
+
+def channels_config(text: str):  # type: ignore[no-untyped-def]
+    return parse_config(f"notify:\n  channels:\n{text}", environ={}).config.notify
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path) as s:
+        yield s
+
+
+def queue(outbox: Outbox, channel: str, now: float, n: int = 1) -> Delivery:
+    payload = {"version": "4", "status": "firing", "alerts": [{"labels": {"n": str(n)}}]}
+    delivery = outbox.new(
+        key=f"key-{channel}-{n}",
+        channel=channel,
+        group_key="g",
+        status="firing",
+        title=f"[FIRING:1] test {n}",
+        body=f"body {n}",
+        payload=payload,
+        now=now,
+    )
+    outbox.store.put_state(Outbox.documents([delivery]), at=now)
+    return delivery
+
+
+async def test_webhook_500_is_retried_with_growing_delays(
+    http_server: LocalHTTPServer, store: Store
+) -> None:
+    http_server.routes["/hook"] = Route(statuses=[500, 500, 503, 200])
+    config = channels_config(f"    hook: {{webhook: '{http_server.url}/hook', secret: 's3cret'}}\n")
+    retry = config.retry.model_copy(update={})
+    outbox = Outbox(store, retry, rng=random.Random(7))
+    channel = WebhookChannel("hook", config.channels["hook"])
+    queue(outbox, "hook", now=0)
+    now, waits = 0.0, []
+    while outbox.next_due("hook") is not None:
+        now = outbox.next_due("hook") or now
+        await outbox.deliver_due(channel, now)
+        after = outbox.next_due("hook")
+        if after is not None:
+            waits.append(after - now)
+    (delivery,) = outbox.all()
+    assert delivery.state == "delivered" and delivery.attempts == 4
+    # initial 5 s, doubling, ±20 % jitter
+    assert [round(w / base, 1) for w, base in zip(waits, (5, 10, 20), strict=True)] == [
+        pytest.approx(x, abs=0.21) for x in (1, 1, 1)
+    ]
+    assert waits[0] < waits[1] < waits[2]
+    requests = [r for r in http_server.requests if r[1] == "/hook"]
+    assert len(requests) == 4
+    keys = {headers["Idempotency-Key"] for _, _, headers, _ in requests}
+    assert keys == {"key-hook-1"}  # one notification, recognisable as such
+    _, _, headers, body = requests[-1]
+    expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert headers["X-Opscope-Signature"] == expected
+    assert json.loads(body)["version"] == "4"
+
+
+async def test_webhook_400_is_not_retried(http_server: LocalHTTPServer, store: Store) -> None:
+    http_server.routes["/hook"] = Route(status=400, body=b'{"error": "bad payload"}')
+    config = channels_config(f"    hook: {{webhook: '{http_server.url}/hook'}}\n")
+    outbox = Outbox(store, config.retry)
+    channel = WebhookChannel("hook", config.channels["hook"])
+    queue(outbox, "hook", now=0)
+    await outbox.deliver_due(channel, now=0)
+    for t in (10, 100, 1000, 10_000):
+        assert await outbox.deliver_due(channel, now=t) == 0
+    (delivery,) = outbox.all()
+    assert (delivery.state, delivery.attempts) == ("failed", 1)
+    assert "HTTP 400" in delivery.last_error and "bad payload" in delivery.last_error
+    assert http_server.hits["/hook"] == 1
+
+
+async def test_smtp_down_three_minutes_email_arrives_once_others_keep_going(
+    http_server: LocalHTTPServer, smtp_server: SMTPServer, store: Store
+) -> None:
+    http_server.routes["/hook"] = Route(status=200)
+    config = channels_config(
+        f"    email: '{smtp_server.url}'\n    hook: {{webhook: '{http_server.url}/hook'}}\n"
+    )
+    outbox = Outbox(store, config.retry, rng=random.Random(1))
+    email = AppriseChannel("email", config.channels["email"])
+    hook = WebhookChannel("hook", config.channels["hook"])
+    smtp_server.stop()
+    queue(outbox, "email", now=0)
+    queue(outbox, "hook", now=0)
+    await outbox.deliver_due(email, now=0)
+    await outbox.deliver_due(hook, now=0)
+    now = 0.0
+    while now < 180:  # three minutes of outage, retried as scheduled
+        now = min(outbox.next_due("email") or 180, 180)
+        if now == 60:
+            queue(outbox, "hook", now=60, n=2)  # another alert meanwhile
+        await outbox.deliver_due(email, now)
+        await outbox.deliver_due(hook, now)
+    assert smtp_server.messages == []
+    assert http_server.hits["/hook"] >= 1
+    smtp_server.start()
+    await outbox.deliver_due(email, now=max(now, outbox.next_due("email") or now))
+    assert len(smtp_server.messages) == 1
+    assert b"Subject: [FIRING:1] test 1" in smtp_server.messages[0]
+    by_channel = {(d.channel, d.state) for d in outbox.all()}
+    assert by_channel == {("email", "delivered"), ("hook", "delivered")}
+    email_delivery = next(d for d in outbox.all() if d.channel == "email")
+    assert email_delivery.attempts > 2
+
+
+async def test_undeliverable_notifications_expire(store: Store) -> None:
+    config = parse_config(
+        "notify:\n  retry: {initial: 1s, max: 2s, give_up_after: 10s}\n"
+        "  channels:\n    hook: {webhook: 'http://127.0.0.1:9/hook', timeout: 1s}\n",
+        environ={},
+    ).config.notify
+    outbox = Outbox(store, config.retry)
+    channel = WebhookChannel("hook", config.channels["hook"])
+    queue(outbox, "hook", now=0)
+    for t in range(0, 12):
+        await outbox.deliver_due(channel, now=float(t))
+    (delivery,) = outbox.all()
+    assert delivery.state == "expired"
+    assert "connect" in delivery.last_error.lower() or "refused" in delivery.last_error.lower()

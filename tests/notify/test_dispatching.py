@@ -1,0 +1,219 @@
+"""Routing, grouping, deduplication, silences and inhibition (Alertmanager's rules), with
+injected times and channels that record what they would send (opscope's own seam)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opscope.config import parse_config
+from opscope.notify.dispatching import Dispatcher, LogEntry, needs_update
+from opscope.notify.messages import NotifyAlert
+from opscope.store import Store
+
+
+class Recorder:
+    """A channel that records notifications instead of sending them."""
+
+    def __init__(self, name: str, send_resolved: bool = True) -> None:
+        self.name = name
+        self.send_resolved = send_resolved
+
+    async def send(self, *, title: str, body: str, payload: dict[str, Any], key: str) -> None:
+        raise AssertionError("dispatching never sends; the outbox does")
+
+
+NOTIFY = """
+notify:
+  channels:
+    email: {url: "mailto://127.0.0.1:1?from=a@example.com&to=b@example.com"}
+    hook: {webhook: "http://127.0.0.1:1/hook", send_resolved: false}
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 4h
+  routes:
+    - matchers: ['severity="critical"']
+      channels: [email, hook]
+      group_by: [alertname, service]
+    - match: {team: data}
+      channels: [email]
+      continue: true
+    - match: {team: data}
+      channels: [hook]
+  channels_default: [email]
+  inhibit:
+    - source_matchers: ['severity="critical"']
+      target_matchers: ['severity="warning"']
+      equal: [service]
+"""
+
+
+@pytest.fixture
+def dispatcher(tmp_path: Path) -> Iterator[Dispatcher]:
+    config = parse_config(NOTIFY, environ={}).config.notify
+    with Store.open(tmp_path) as store:
+        yield Dispatcher(
+            config, store, channels={"email": Recorder("email"), "hook": Recorder("hook", False)}
+        )
+
+
+def alert(
+    name: str, *, starts: float = 0.0, ends: float | None = None, **labels: str
+) -> NotifyAlert:
+    return NotifyAlert(
+        tuple(sorted({"alertname": name, **labels}.items())),
+        (("summary", f"{name} summary"),),
+        starts,
+        ends,
+    )
+
+
+def sent(queued: list[Any]) -> list[tuple[str, str, list[str]]]:
+    return sorted(
+        (
+            d.channel,
+            d.status,
+            sorted(a["labels"]["alertname"] + ":" + a["status"] for a in d.payload["alerts"]),
+        )
+        for d in queued
+    )
+
+
+def test_needs_update_is_alertmanagers_rule() -> None:
+    a, b = frozenset({"a"}), frozenset({"b"})
+    none: frozenset[str] = frozenset()
+    assert needs_update(None, a, none, send_resolved=True, repeat_interval=60, now=0)
+    assert not needs_update(None, none, b, send_resolved=True, repeat_interval=60, now=0)
+    entry = LogEntry(a, none, at=0)
+    assert needs_update(entry, a | b, none, send_resolved=True, repeat_interval=60, now=1)
+    assert not needs_update(entry, a, none, send_resolved=True, repeat_interval=60, now=59)
+    assert needs_update(entry, a, none, send_resolved=True, repeat_interval=60, now=60)
+    assert needs_update(entry, none, a, send_resolved=False, repeat_interval=60, now=1)
+    assert needs_update(entry, b - b, a, send_resolved=True, repeat_interval=60, now=1)
+
+
+def test_routes_group_wait_and_continue(dispatcher: Dispatcher) -> None:
+    dispatcher.receive(
+        "r", [alert("DiskFull", starts=100, severity="critical", service="db")], now=100
+    )
+    assert dispatcher.flush_due(now=129) == []  # group_wait 30 s
+    queued = dispatcher.flush_due(now=130)
+    assert sent(queued) == [
+        ("email", "firing", ["DiskFull:firing"]),
+        ("hook", "firing", ["DiskFull:firing"]),
+    ]
+    assert queued[0].payload["groupLabels"] == {"alertname": "DiskFull", "service": "db"}
+    assert queued[0].title == "[FIRING:1] DiskFull db (critical)"
+    # continue: true sends to both data routes; no route matched → channels_default
+    dispatcher.receive(
+        "r", [alert("Lag", starts=200, team="data"), alert("Other", starts=200)], now=200
+    )
+    assert sent(dispatcher.flush_due(now=230)) == [
+        ("email", "firing", ["Lag:firing"]),
+        ("email", "firing", ["Other:firing"]),
+        ("hook", "firing", ["Lag:firing"]),
+    ]
+
+
+def test_an_alert_that_resolves_within_group_wait_notifies_nothing(dispatcher: Dispatcher) -> None:
+    firing = alert("Blip", starts=0, severity="critical", service="x")
+    dispatcher.receive("r", [firing], now=0)
+    resolved = alert("Blip", starts=0, ends=10, severity="critical", service="x")
+    dispatcher.receive("r", [resolved], now=10)
+    assert dispatcher.flush_due(now=30) == []
+    assert dispatcher.groups == {}
+
+
+def test_firing_then_resolved_once_and_send_resolved(dispatcher: Dispatcher) -> None:
+    dispatcher.receive("r", [alert("Down", severity="critical", service="api")], now=0)
+    assert len(dispatcher.flush_due(now=30)) == 2
+    dispatcher.receive("r", [alert("Down", ends=100, severity="critical", service="api")], now=100)
+    assert dispatcher.flush_due(now=200) == []  # group_interval 5 m from 30 s
+    queued = dispatcher.flush_due(now=330)
+    # the hook has send_resolved: false — it hears nothing of the resolution
+    assert sent(queued) == [("email", "resolved", ["Down:resolved"])]
+    assert dispatcher.flush_due(now=630) == []  # nothing left to say, and the group is gone
+
+
+def test_repeat_interval(dispatcher: Dispatcher) -> None:
+    dispatcher.receive("r", [alert("Down", severity="critical", service="api")], now=0)
+    dispatcher.flush_due(now=30)
+    for t in range(330, 4 * 3600, 300):
+        assert dispatcher.flush_due(now=t) == []
+    assert len(dispatcher.flush_due(now=30 + 4 * 3600)) == 2
+
+
+def test_never_a_resolved_for_a_firing_never_sent(dispatcher: Dispatcher) -> None:
+    dispatcher.receive("r", [alert("A", severity="critical", service="s")], now=0)
+    dispatcher.flush_due(now=30)
+    # B fires and resolves between two flushes of the same group
+    dispatcher.receive(
+        "r",
+        [
+            alert("A", severity="critical", service="s"),
+            alert("B", severity="critical", service="s"),
+        ],
+        now=40,
+    )
+    dispatcher.receive(
+        "r",
+        [
+            alert("A", severity="critical", service="s"),
+            alert("B", ends=50, severity="critical", service="s"),
+        ],
+        now=50,
+    )
+    assert dispatcher.flush_due(now=330) == []  # only B changed, and nobody heard of it
+
+
+def test_silences_mute_and_resume_at_the_next_group_interval(dispatcher: Dispatcher) -> None:
+    a = alert("Down", severity="critical", service="api")
+    dispatcher.receive("r", [a], now=0)
+    dispatcher.flush_due(now=30)
+    silence = dispatcher.silences.add(
+        matchers=['alertname="Down"'],
+        starts_at=60,
+        ends_at=60 + 5 * 3600,
+        created_by="ops",
+        comment="maintenance",
+        now=60,
+    )
+    # the repeat would be due at 30 s + 4 h; silenced, nothing goes out
+    assert all(dispatcher.flush_due(now=t) == [] for t in range(330, 5 * 3600, 300))
+    dispatcher.silences.expire(silence.id, now=5 * 3600)
+    assert silence.state(5 * 3600) == "expired"
+    # notifications resume at the group's next interval tick
+    assert len(dispatcher.flush_due(now=5 * 3600 + 30)) == 2
+
+
+def test_inhibition_mutes_warnings_of_the_same_service(dispatcher: Dispatcher) -> None:
+    dispatcher.receive(
+        "r",
+        [
+            alert("Slow", severity="warning", service="api"),
+            alert("Slow", severity="warning", service="web"),
+            alert("Down", severity="critical", service="api"),
+        ],
+        now=0,
+    )
+    queued = dispatcher.flush_due(now=30)
+    warnings = [d for d in queued if d.payload["alerts"][0]["labels"]["alertname"] == "Slow"]
+    assert [d.payload["alerts"][0]["labels"]["service"] for d in warnings] == ["web"]
+
+
+def test_notification_log_survives_a_restart(tmp_path: Path) -> None:
+    config = parse_config(NOTIFY, environ={}).config.notify
+    channels = {"email": Recorder("email"), "hook": Recorder("hook", False)}
+    firing = alert("Down", severity="critical", service="api")
+    with Store.open(tmp_path) as store:
+        first = Dispatcher(config, store, channels=channels)
+        first.receive("r", [firing], now=0)
+        assert len(first.flush_due(now=30)) == 2
+    with Store.open(tmp_path) as store:  # after a restart the rule engine re-sends the alert
+        second = Dispatcher(config, store, channels=channels)
+        second.receive("r", [firing], now=100)
+        assert second.flush_due(now=100) == []  # already told: no duplicate
+        assert len(second.outbox.all()) == 2
