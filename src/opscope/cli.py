@@ -301,6 +301,62 @@ def rules_test(
     raise typer.Exit(1 if failed else 0)
 
 
+export_app = typer.Typer(help="Export for Prometheus and Alertmanager.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("prometheus-rules")
+def export_prometheus_rules(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to write.")] = Path("."),
+    config: ConfigOption = Path("opscope.yaml"),
+) -> None:
+    """Write every rule group as Prometheus rule files (promtool check rules accepts them)."""
+    from opscope.monitor.export import prometheus_rules
+    from opscope.monitor.rules import compile_groups
+
+    loaded = _load(config)
+    try:
+        compile_groups(loaded.rule_groups)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in prometheus_rules(loaded.rule_groups).items():
+            (out_dir / name).write_text(text, encoding="utf-8")
+            out.print(f"wrote {out_dir / name}", highlight=False)
+    except OSError as exc:
+        raise _fail(f"cannot write {out_dir}: {exc.strerror}", 1) from None
+
+
+@export_app.command("alertmanager")
+def export_alertmanager(
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")
+    ] = None,
+    config: ConfigOption = Path("opscope.yaml"),
+) -> None:
+    """Write notify as an Alertmanager configuration (amtool check-config accepts it)."""
+    from opscope.monitor.export import alertmanager_config
+
+    loaded = _load(config)
+    text, notes = alertmanager_config(loaded.config.notify)
+    for note in notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    if loaded.secrets:
+        err.print(
+            "[yellow]note:[/] the output contains values from environment variables "
+            "(secrets): keep it private",
+            highlight=False,
+        )
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {output}: {exc.strerror}", 1) from None
+
+
 silence_app = typer.Typer(help="Silences of alert notifications.", no_args_is_help=True)
 app.add_typer(silence_app, name="silence")
 UrlOption = Annotated[
