@@ -22,6 +22,7 @@ new state and the transitions it made.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -53,6 +54,22 @@ class Alert:
     def name(self) -> str:
         """The ``alertname`` label."""
         return dict(self.labels).get("alertname", "")
+
+    def updated(self, value: float, annotations: tuple[tuple[str, str], ...]) -> Alert:
+        """This alert with a new value and annotations (a fast ``dataclasses.replace``)."""
+        if value == self.value and annotations == self.annotations:
+            return self
+        return Alert(
+            self.labels,
+            annotations,
+            self.state,
+            self.active_at,
+            value,
+            self.fired_at,
+            self.resolved_at,
+            self.keep_firing_since,
+            self.last_notified,
+        )
 
 
 @dataclass(frozen=True)
@@ -97,9 +114,7 @@ def step(
         seen.add(candidate.labels)
         current = updated.get(candidate.labels)
         if current is not None and current.state != "inactive":
-            updated[candidate.labels] = replace(
-                current, value=candidate.value, annotations=candidate.annotations
-            )
+            updated[candidate.labels] = current.updated(candidate.value, candidate.annotations)
             continue
         fresh = Alert(candidate.labels, candidate.annotations, "pending", now, candidate.value)
         updated[candidate.labels] = fresh
@@ -160,6 +175,11 @@ def _iso(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
+@functools.lru_cache(maxsize=65_536)
+def _with_state(labels: Labels, state: str) -> Labels:
+    return tuple(sorted((*labels, ("alertstate", state))))
+
+
 def active_series(alerts: dict[Labels, Alert]) -> list[tuple[str, Labels, float]]:
     """The ``ALERTS`` and ``ALERTS_FOR_STATE`` samples Prometheus writes for these alerts:
     ``ALERTS{…, alertstate="pending|firing"} 1`` and ``ALERTS_FOR_STATE{…} <active_at>``, for
@@ -168,7 +188,6 @@ def active_series(alerts: dict[Labels, Alert]) -> list[tuple[str, Labels, float]
     for alert in alerts.values():
         if alert.state == "inactive":
             continue
-        with_state = tuple(sorted((*alert.labels, ("alertstate", alert.state))))
-        out.append(("ALERTS", with_state, 1.0))
+        out.append(("ALERTS", _with_state(alert.labels, alert.state), 1.0))
         out.append(("ALERTS_FOR_STATE", alert.labels, float(int(alert.active_at))))
     return out

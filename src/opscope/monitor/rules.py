@@ -22,7 +22,7 @@ import math
 import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -56,6 +56,14 @@ class Rule:
     last_error: str = ""
     last_evaluation: float | None = None
     evaluation_duration: float = 0.0
+    saved_signature: tuple[tuple[object, ...], ...] = ()
+    #: Result labels → (labels without the name, alert labels), when no label uses $value.
+    label_cache: dict[Labels, tuple[dict[str, str], Labels]] = field(default_factory=dict)
+
+    @property
+    def labels_use_value(self) -> bool:
+        """Whether a label template depends on the alert's value."""
+        return any(t.uses_value for t in self.labels.values())
 
     @property
     def name(self) -> str:
@@ -121,10 +129,27 @@ def compile_groups(groups: Iterable[LoadedRuleGroup]) -> list[RuleGroup]:
 
 
 def _alert_to_json(alert: Alert) -> dict[str, object]:
-    data = asdict(alert)
-    data["labels"] = dict(alert.labels)
-    data["annotations"] = dict(alert.annotations)
-    return data
+    return {
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "state": alert.state,
+        "active_at": alert.active_at,
+        "value": alert.value,
+        "fired_at": alert.fired_at,
+        "resolved_at": alert.resolved_at,
+        "keep_firing_since": alert.keep_firing_since,
+        "last_notified": alert.last_notified,
+    }
+
+
+def _signature(alerts: dict[Labels, Alert]) -> tuple[tuple[object, ...], ...]:
+    """What restoring needs of a rule's alerts (values and annotations may lag behind)."""
+    return tuple(
+        sorted(
+            (a.labels, a.state, a.active_at, a.fired_at, a.resolved_at, a.keep_firing_since)
+            for a in alerts.values()
+        )
+    )
 
 
 def _alert_from_json(data: dict[str, Any]) -> Alert:
@@ -167,6 +192,8 @@ class RuleEngine:
         self.groups = groups
         self.evaluator = Evaluator(store, lookback_ms=lookback_ms)
         self.external_labels = external_labels or {}
+        self._ids: dict[tuple[str, Labels], int] = {}
+        self._ids_version = -1
 
     @property
     def rules(self) -> list[Rule]:
@@ -179,17 +206,20 @@ class RuleEngine:
         Nothing is restored when the state was saved more than :data:`OUTAGE_TOLERANCE` ago.
         """
         saved = self.store.load_state("alerts/")
+        heartbeats = self.store.load_state("alerts-group/")
         restored = 0
-        for rule in self.rules:
-            entry = saved.get(f"alerts/{rule.key}")
-            if entry is None:
+        for group in self.groups:
+            beat = heartbeats.get(f"alerts-group/{group.store_group}")
+            if beat is None or now - json.loads(beat[0])["at"] > OUTAGE_TOLERANCE:
                 continue
-            text, saved_at = entry
-            if now - saved_at > OUTAGE_TOLERANCE:
-                continue
-            alerts = [_alert_from_json(a) for a in json.loads(text)]
-            rule.alerts = {a.labels: a for a in alerts}
-            restored += len(alerts)
+            for rule in group.rules:
+                entry = saved.get(f"alerts/{rule.key}")
+                if entry is None:
+                    continue
+                alerts = [_alert_from_json(a) for a in json.loads(entry[0])]
+                rule.alerts = {a.labels: a for a in alerts}
+                rule.saved_signature = _signature(rule.alerts)
+                restored += len(alerts)
         return restored
 
     def evaluate(self, group: RuleGroup, t: float) -> GroupResult:
@@ -240,11 +270,17 @@ class RuleEngine:
             return out, []
         candidates = []
         for labels, v in vector:
-            plain = dict(drop_name(labels))
-            expanded = {
-                k: tmpl.expand(plain, v, self.external_labels) for k, tmpl in rule.labels.items()
-            }
-            alert_labels = label_set({**plain, **expanded, "alertname": rule.name})
+            cached = rule.label_cache.get(labels)
+            if cached is None:  # alert labels depend on $value only if a label template uses it
+                plain = dict(drop_name(labels))
+                expanded = {
+                    k: tmpl.expand(plain, v, self.external_labels)
+                    for k, tmpl in rule.labels.items()
+                }
+                cached = (plain, label_set({**plain, **expanded, "alertname": rule.name}))
+                if not rule.labels_use_value and len(rule.label_cache) < 100_000:
+                    rule.label_cache[labels] = cached
+            plain, alert_labels = cached
             annotations = tuple(
                 sorted(
                     (k, tmpl.expand(plain, v, self.external_labels))
@@ -265,17 +301,31 @@ class RuleEngine:
     def _write(
         self, group: RuleGroup, t_ms: int, samples: list[tuple[str, Labels, float]], t: float
     ) -> None:
+        if self._ids_version != self.store.index.version:  # a series came or went
+            self._ids.clear()
         ids: dict[int, float] = {}
         for name, labels, value in samples:
-            ids[self.store.series_id(name, labels)] = value
+            key = (name, labels)
+            series_id = self._ids.get(key)
+            if series_id is None:
+                series_id = self._ids[key] = self.store.series_id(name, labels)
+            ids[series_id] = value
+        self._ids_version = self.store.index.version
         stale = group.written - ids.keys()
         series = np.array([*ids, *stale], dtype=np.int64)
         values = np.array([*ids.values(), *[STALE_NAN] * len(stale)], dtype=np.float64)
-        state = {
-            f"alerts/{rule.key}": json.dumps([_alert_to_json(a) for a in rule.alerts.values()])
-            for rule in group.rules
-            if rule.is_alerting
-        }
+        # The group's heartbeat says when its state was last current; a rule's alerts are
+        # rewritten only when what restoring needs of them changed.
+        state = {f"alerts-group/{group.store_group}": json.dumps({"at": t})}
+        for rule in group.rules:
+            if not rule.is_alerting:
+                continue
+            signature = _signature(rule.alerts)
+            if signature != rule.saved_signature:
+                state[f"alerts/{rule.key}"] = json.dumps(
+                    [_alert_to_json(a) for a in rule.alerts.values()]
+                )
+                rule.saved_signature = signature
         batches = [Batch(group.store_group, t_ms, series, values)] if len(series) else []
         self.store.append(batches, state=state, state_time=t)
         group.written = set(ids)

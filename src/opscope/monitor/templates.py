@@ -257,6 +257,11 @@ class Template:
     source: str
     _parts: tuple[str | Term, ...]
 
+    @property
+    def uses_value(self) -> bool:
+        """Whether the expansion depends on the alert's value."""
+        return "$value" in self.source or ".Value" in self.source
+
     @classmethod
     def compile(cls, source: str) -> Template:
         """Compile ``source``; raises :class:`TemplateError` for unsupported constructs."""

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 #: Bit pattern of Prometheus's staleness marker (``model/value.StaleNaN``).
 STALE_NAN_BITS = 0x7FF0000000000002
@@ -152,30 +153,59 @@ class _Layout:
         return self.order[idx], found
 
 
+def _matrix(
+    rows: list[tuple[int, int, int, int]],
+    values: dict[int, FloatArray],
+    layouts: dict[int, _Layout],
+    refs: list[SeriesRef],
+) -> tuple[IntArray, FloatArray, BoolArray]:
+    """The (rows × series) matrix of ``refs`` in ``rows`` (a row per collection, oldest first):
+    timestamps, values, and which cells hold a sample."""
+    wanted = np.array([r.id for r in refs], dtype=np.int64)
+    n, m = len(rows), len(refs)
+    ts = np.array([r[1] for r in rows], dtype=np.int64)
+    lookups = {lid: layout.positions(wanted) for lid, layout in layouts.items()}
+    if len(lookups) == 1:  # the usual case: one layout, so one gather for every row
+        ((pos, found),) = lookups.values()
+        stacked = np.stack([values[r[0]] for r in rows])
+        matrix = stacked[:, pos]
+        present = np.broadcast_to(found, (n, m)).copy()
+        return ts, matrix, present
+    matrix = np.empty((n, m), dtype=np.float64)
+    present = np.zeros((n, m), dtype=bool)
+    for i, (row_id, _, layout_id, _) in enumerate(rows):
+        pos, found = lookups[layout_id]
+        matrix[i, found] = values[row_id][pos[found]]
+        present[i] = found
+    return ts, matrix, present
+
+
 def _columns(
     rows: list[tuple[int, int, int, int]],
     values: dict[int, FloatArray],
     layouts: dict[int, _Layout],
     refs: list[SeriesRef],
 ) -> list[tuple[SeriesRef, IntArray, FloatArray]]:
-    """Per series of ``refs``: the timestamps and values it has in ``rows`` (a row per
-    collection, oldest first)."""
-    wanted = np.array([r.id for r in refs], dtype=np.int64)
-    n, m = len(rows), len(refs)
-    matrix = np.empty((n, m), dtype=np.float64)
-    present = np.zeros((n, m), dtype=bool)
-    lookups = {lid: layout.positions(wanted) for lid, layout in layouts.items()}
-    for i, (row_id, _, layout_id, _) in enumerate(rows):
-        pos, found = lookups[layout_id]
-        matrix[i, found] = values[row_id][pos[found]]
-        present[i] = found
-    ts = np.array([r[1] for r in rows], dtype=np.int64)
+    """Per series of ``refs``: the timestamps and values it has in ``rows``."""
+    ts, matrix, present = _matrix(rows, values, layouts, refs)
     out = []
     for j, ref in enumerate(refs):
         mask = present[:, j]
         if mask.any():
             out.append((ref, ts[mask], matrix[mask, j]))
     return out
+
+
+@dataclass(frozen=True)
+class SampleBlock:
+    """Samples of series collected together: row ``i`` is the collection at ``timestamps[i]``,
+    column ``j`` the series ``refs[j]``; ``present[i, j]`` says whether that cell has a sample
+    (staleness markers included, as in :meth:`Store.select`)."""
+
+    refs: list[SeriesRef]
+    timestamps: IntArray
+    values: FloatArray
+    present: BoolArray
 
 
 Listener = Callable[[Sequence[Batch]], None]
@@ -216,6 +246,12 @@ class Store:
         self._listeners: list[Listener] = []
         self._undo: list[Callable[[], object]] = []
         self._local = threading.local()
+        self._selections: dict[Selector, tuple[int, list[SeriesRef]]] = {}
+        self._partitions: dict[
+            Selector, tuple[tuple[int, int], tuple[dict[int, list[SeriesRef]], list[SeriesRef]]]
+        ] = {}
+        #: Incremented whenever a series starts being written by one more source.
+        self._membership = 0
         self._readers: list[sqlite3.Connection] = []
         #: A query that would read more value bytes than this from one source is refused.
         self.max_read_bytes = max_read_bytes
@@ -396,6 +432,7 @@ class Store:
                 )
                 for s in new:
                     self._series_groups[s].add(gid)
+                self._membership += 1
                 self._undo.append(lambda: self._forget_membership(new, gid))
         values = np.ascontiguousarray(batch.values, dtype="<f8")
         cursor = self._db.execute(
@@ -417,6 +454,7 @@ class Store:
     def _forget_membership(self, series_ids: list[int], gid: int) -> None:
         for series_id in series_ids:
             self._series_groups[series_id].discard(gid)
+        self._membership += 1
 
     def _forget_layout(self, gid: int, layout_id: int, previous: tuple[bytes, int] | None) -> None:
         self._layouts.pop(layout_id, None)
@@ -427,10 +465,22 @@ class Store:
 
     # ------------------------------------------------------------------------------------- read
     def select_refs(self, selector: Selector) -> list[SeriesRef]:
-        """The series matched by ``selector`` (the store lock is held only to copy candidates)."""
+        """The series matched by ``selector`` (the store lock is held only to copy candidates).
+
+        Results are cached until a series is added or removed (rules select the same series at
+        every evaluation)."""
         with self._lock:
+            version = self.index.version
+            cached = self._selections.get(selector)
+            if cached is not None and cached[0] == version:
+                return cached[1]
             candidates = self.index.candidates(selector)
-        return [r for r in candidates if selector.matches(r.name, r.labels)]
+        found = [r for r in candidates if selector.matches(r.name, r.labels)]
+        with self._lock:
+            if len(self._selections) >= 4096:
+                self._selections.clear()
+            self._selections[selector] = (version, found)
+        return found
 
     def select(self, selector: Selector, mint_ms: int, maxt_ms: int) -> list[SeriesSamples]:
         """Raw samples with ``mint_ms <= t <= maxt_ms`` of every series matched by ``selector``.
@@ -448,6 +498,8 @@ class Store:
         query never holds up collection. Raises an error when the window would make
         the store read more than ``max_read_bytes`` of values (:class:`QueryTooLarge`).
         """
+        if not refs:
+            return []
         with self._lock:
             by_group: dict[int, list[SeriesRef]] = defaultdict(list)
             for ref in refs:
@@ -477,6 +529,78 @@ class Store:
             result.append(SeriesSamples(ref, ts, vals))
         return result
 
+    def select_blocks(self, selector: Selector, mint_ms: int, maxt_ms: int) -> list[SampleBlock]:
+        """The samples of :meth:`select` as matrices, one per collection source: what an
+        evaluator needs to work on many series at once. A series written by several sources
+        (rare) comes as a block of its own, merged in time order."""
+        single, multi = self._partition(selector)
+        blocks: list[SampleBlock] = []
+        reader = self._reader()
+        # One source is one statement (plus cache misses); several share a snapshot.
+        snapshot = len(single) > 1
+        if snapshot:
+            reader.execute("BEGIN")
+        try:
+            for gid, group_refs in single.items():
+                blocks += self._read_blocks(reader, gid, group_refs, mint_ms, maxt_ms)
+        finally:
+            if snapshot:
+                reader.execute("COMMIT")
+        for series in self.samples(multi, mint_ms, maxt_ms):
+            n = len(series.values)
+            blocks.append(
+                SampleBlock(
+                    [series.ref],
+                    series.timestamps,
+                    series.values.reshape(n, 1),
+                    np.ones((n, 1), dtype=bool),
+                )
+            )
+        return blocks
+
+    def _partition(self, selector: Selector) -> tuple[dict[int, list[SeriesRef]], list[SeriesRef]]:
+        """The selected series by the one source that wrote them, and those of several
+        sources; cached until series or their sources change."""
+        refs = self.select_refs(selector)
+        with self._lock:
+            key = (self.index.version, self._membership)
+            cached = self._partitions.get(selector)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            groups = {r.id: tuple(self._series_groups.get(r.id, ())) for r in refs}
+        single: dict[int, list[SeriesRef]] = defaultdict(list)
+        multi = []
+        for ref in refs:
+            owners = groups[ref.id]
+            if len(owners) == 1:
+                single[owners[0]].append(ref)
+            elif owners:
+                multi.append(ref)
+        with self._lock:
+            if len(self._partitions) >= 4096:
+                self._partitions.clear()
+            self._partitions[selector] = (key, (dict(single), multi))
+        return single, multi
+
+    def _read_blocks(
+        self,
+        reader: sqlite3.Connection,
+        gid: int,
+        refs: list[SeriesRef],
+        mint_ms: int,
+        maxt_ms: int,
+    ) -> list[SampleBlock]:
+        rows, values, layouts = self._read_rows(reader, gid, mint_ms, maxt_ms)
+        if not rows:
+            return []
+        step = max(1, _MATRIX_CELLS // max(1, len(rows)))
+        blocks = []
+        for start in range(0, len(refs), step):
+            part = refs[start : start + step]
+            ts, matrix, present = _matrix(rows, values, layouts, part)
+            blocks.append(SampleBlock(part, ts, matrix, present))
+        return blocks
+
     def active_series(self, mint_ms: int, maxt_ms: int) -> set[int]:
         """Ids of the series with at least one sample (or staleness marker) in the window."""
         reader = self._reader()
@@ -491,7 +615,9 @@ class Store:
             ]
             active: set[int] = set()
             for layout_id in layout_ids:
-                active.update(self._layout(reader, layout_id).ids.tolist())
+                layout = self._layout(reader, layout_id)
+                if layout is not None:
+                    active.update(layout.ids.tolist())
         finally:
             reader.execute("COMMIT")
         return active
@@ -523,13 +649,27 @@ class Store:
         mint_ms: int,
         maxt_ms: int,
     ) -> list[tuple[SeriesRef, IntArray, FloatArray]]:
+        rows, values, layouts = self._read_rows(reader, gid, mint_ms, maxt_ms)
+        if not rows:
+            return []
+        # Bound the (rows × series) matrix to ~32 MB by taking the series in slices.
+        step = max(1, _MATRIX_CELLS // max(1, len(rows)))
+        out = []
+        for start in range(0, len(refs), step):
+            out.extend(_columns(rows, values, layouts, refs[start : start + step]))
+        return out
+
+    def _read_rows(
+        self, reader: sqlite3.Connection, gid: int, mint_ms: int, maxt_ms: int
+    ) -> tuple[list[tuple[int, int, int, int]], dict[int, FloatArray], dict[int, _Layout]]:
+        """The collection rows of group ``gid`` in the window, their values and layouts."""
         rows = reader.execute(
             "SELECT id, ts, layout_id, length(vals) FROM samples "
             "WHERE group_id = ? AND ts >= ? AND ts <= ? ORDER BY ts, id",
             (gid, mint_ms, maxt_ms),
         ).fetchall()
         if not rows:
-            return []
+            return [], {}, {}
         volume = sum(r[3] for r in rows)
         if volume > self.max_read_bytes:
             raise QueryTooLarge(
@@ -538,14 +678,14 @@ class Store:
                 "query a shorter range"
             )
         values = self._values(reader, [r[0] for r in rows])
-        rows = [r for r in rows if r[0] in values]
-        layouts = {lid: self._layout(reader, lid) for lid in {r[2] for r in rows}}
-        # Bound the (rows × series) matrix to ~32 MB by taking the series in slices.
-        step = max(1, _MATRIX_CELLS // max(1, len(rows)))
-        out = []
-        for start in range(0, len(refs), step):
-            out.extend(_columns(rows, values, layouts, refs[start : start + step]))
-        return out
+        layouts = {}
+        for lid in {r[2] for r in rows}:
+            layout = self._layout(reader, lid)
+            if layout is not None:
+                layouts[lid] = layout
+        # Rows deleted by retention since the first statement are left out.
+        rows = [r for r in rows if r[0] in values and r[2] in layouts]
+        return rows, values, layouts
 
     def _values(self, reader: sqlite3.Connection, row_ids: list[int]) -> dict[int, FloatArray]:
         found: dict[int, FloatArray] = {}
@@ -573,7 +713,8 @@ class Store:
             found.update(loaded)
         return found
 
-    def _layout(self, reader: sqlite3.Connection, layout_id: int) -> _Layout:
+    def _layout(self, reader: sqlite3.Connection, layout_id: int) -> _Layout | None:
+        """A layout by id (``None`` when retention just deleted it with its rows)."""
         with self._lock:
             layout = self._layouts.get(layout_id)
             if layout is not None:
@@ -581,7 +722,7 @@ class Store:
                 return layout
         row = reader.execute("SELECT series FROM layouts WHERE id = ?", (layout_id,)).fetchone()
         if row is None:
-            raise StoreError(f"store is inconsistent: layout {layout_id} is missing")
+            return None
         layout = _Layout(np.frombuffer(row[0], dtype="<i8"))
         with self._lock:
             self._layout_put(layout_id, layout)
@@ -637,6 +778,7 @@ class Store:
             for sid in gone:
                 self.index.remove(sid)
                 self._series_groups.pop(sid, None)
+            self._membership += 1
             # Cached arrays of deleted rows are never asked for again; the LRU ages them out.
             return RetentionResult(rows=deleted_rows, series=len(gone))
 

@@ -10,18 +10,27 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opscope.store.labels import NAME_LABEL, LabelSet, Selector
 
 
 @dataclass(frozen=True, slots=True)
 class SeriesRef:
-    """A known series: its id in the store, metric name and canonical label set."""
+    """A known series: its id in the store, metric name and canonical label set.
+
+    ``full_labels`` is the label set with ``__name__``, sorted (computed once).
+    """
 
     id: int
     name: str
     labels: LabelSet
+    full_labels: LabelSet = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "full_labels", tuple(sorted(((NAME_LABEL, self.name), *self.labels)))
+        )
 
     def metric(self) -> dict[str, str]:
         """Prometheus's JSON form: the labels plus ``__name__``."""

@@ -1,8 +1,10 @@
 """Evaluating the PromQL subset over opscope's store, with Prometheus's semantics.
 
-An evaluation at time ``t`` returns a :data:`Vector` (a list of :class:`Sample`) or a
+An evaluation at time ``t`` returns a :class:`Vector` (labels and a value array) or a
 :class:`Scalar`. Data is fetched once per selector for the whole span of an evaluation (one
-instant, or every step of a range), then each step reads it with binary searches.
+instant, or every step of a range) as matrices — one per collection source, a row per
+collection — and evaluated column-wise with numpy; only series with gaps or staleness markers in
+a window take the per-series path. Thousands of series cost about as much as a few.
 
 Semantics follow Prometheus (``promql/engine.go``, ``promql/functions.go``):
 
@@ -20,11 +22,12 @@ Semantics follow Prometheus (``promql/engine.go``, ``promql/functions.go``):
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from opscope.errors import QueryError, QueryTooLarge
 from opscope.monitor.promql import functions as fn
@@ -41,8 +44,8 @@ from opscope.monitor.promql.nodes import (
     VectorNode,
     selectors_of,
 )
-from opscope.store import Store, is_stale, step_times
-from opscope.store.database import FloatArray, IntArray, SeriesSamples
+from opscope.store import SampleBlock, Store, is_stale, step_times
+from opscope.store.database import BoolArray, FloatArray, IntArray
 from opscope.store.labels import NAME_LABEL, Selector
 from opscope.store.series import SeriesRef
 
@@ -69,10 +72,35 @@ class Scalar:
     value: float
 
 
-Vector = list[Sample]
+@dataclass
+class Vector:
+    """An instant vector: ``labels[i]`` has the value ``values[i]``. Iterating gives samples."""
+
+    labels: list[Labels]
+    values: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (Sample(lbl, v) for lbl, v in zip(self.labels, self.values.tolist(), strict=True))
+
+    def mask(self, keep: BoolArray) -> Vector:
+        """The elements where ``keep`` is true."""
+        return Vector(
+            [lbl for lbl, k in zip(self.labels, keep.tolist(), strict=True) if k], self.values[keep]
+        )
+
+
 Value = Vector | Scalar
+_EMPTY = np.zeros(0, dtype=np.float64)
 
 
+def _vector(labels: list[Labels], values: list[float] | FloatArray) -> Vector:
+    return Vector(labels, np.asarray(values, dtype=np.float64))
+
+
+@functools.lru_cache(maxsize=262_144)
 def drop_name(labels: Labels) -> Labels:
     """``labels`` without ``__name__``."""
     return tuple(pair for pair in labels if pair[0] != NAME_LABEL)
@@ -80,15 +108,39 @@ def drop_name(labels: Labels) -> Labels:
 
 def labels_of(ref: SeriesRef) -> Labels:
     """The full label set of a stored series, ``__name__`` included."""
-    return tuple(sorted(((NAME_LABEL, ref.name), *ref.labels)))
+    return ref.full_labels
 
 
 @dataclass
-class _Series:
-    labels: Labels
-    timestamps: IntArray
+class _Block:
+    """A :class:`SampleBlock` with what evaluation derives from it, computed once."""
+
+    labels: list[Labels]
+    ts: IntArray
     values: FloatArray
-    stale: np.ndarray = field(repr=False)
+    present: BoolArray
+    valid: BoolArray  # present and not a staleness marker
+    stale: BoolArray
+    _last: npt.NDArray[np.int64] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, block: SampleBlock) -> _Block:
+        stale = block.present & is_stale(block.values)
+        return cls(
+            [labels_of(r) for r in block.refs],
+            block.timestamps,
+            block.values,
+            block.present,
+            block.present & ~stale,
+            stale,
+        )
+
+    def last_present(self) -> npt.NDArray[np.int64]:
+        """``[i, j]``: the newest row ≤ i where series j has a sample (−1: none)."""
+        if self._last is None:
+            rows = np.arange(len(self.ts), dtype=np.int64)[:, None]
+            self._last = np.maximum.accumulate(np.where(self.present, rows, -1), axis=0)
+        return self._last
 
 
 class _Data:
@@ -103,19 +155,19 @@ class _Data:
         lookback_ms: int,
         max_samples: int,
     ) -> None:
-        self.series: dict[tuple[Selector, int, int], list[_Series]] = {}
+        self.blocks: dict[tuple[Selector, int, int], list[_Block]] = {}
         loaded = 0
         for sel in selectors_of(node):
             width = sel.range_ms if isinstance(sel, MatrixNode) else lookback_ms
             key = (sel.selector, sel.offset_ms, width)
-            if key in self.series:
+            if key in self.blocks:
                 continue
-            fetched = store.select(
+            fetched = store.select_blocks(
                 sel.selector, start_ms - sel.offset_ms - width + 1, end_ms - sel.offset_ms
             )
-            loaded += sum(len(s.values) for s in fetched)
+            loaded += sum(int(b.present.sum()) for b in fetched)
             _check_budget(loaded, max_samples)
-            self.series[key] = [_wrap(s) for s in fetched]
+            self.blocks[key] = [_Block.of(b) for b in fetched]
 
 
 def _check_budget(samples: int, max_samples: int) -> None:
@@ -124,10 +176,6 @@ def _check_budget(samples: int, max_samples: int) -> None:
             "query processing would load too many samples into memory in query execution "
             f"({samples} > {max_samples})"
         )
-
-
-def _wrap(series: SeriesSamples) -> _Series:
-    return _Series(labels_of(series.ref), series.timestamps, series.values, is_stale(series.values))
 
 
 class Evaluator:
@@ -155,7 +203,7 @@ class Evaluator:
     def samples(self, node: MatrixNode, t_ms: int) -> list[tuple[Labels, IntArray, FloatArray]]:
         """The raw samples a range selector holds at ``t_ms`` (an instant query of ``x[5m]``)."""
         data = _Data(self.store, node, t_ms, t_ms, self.lookback_ms, self.max_samples)
-        return _Run(data, self.lookback_ms)._matrix(node, t_ms)
+        return list(_Run(data, self.lookback_ms).series_in_range(node, t_ms))
 
     def range(
         self, node: Node, start_ms: int, end_ms: int, step_ms: int
@@ -173,14 +221,23 @@ class Evaluator:
         points = 0
         for t in steps.tolist():
             value = run.eval(node, t)
-            samples = [Sample((), value.value)] if isinstance(value, Scalar) else value
-            points += len(samples)
+            vector = _vector([()], [value.value]) if isinstance(value, Scalar) else value
+            points += len(vector)
             _check_budget(points, self.max_samples)
-            for sample in samples:
-                times, values = out.setdefault(sample.labels, ([], []))
+            for labels, v in zip(vector.labels, vector.values.tolist(), strict=True):
+                times, values = out.setdefault(labels, ([], []))
                 times.append(t)
-                values.append(sample.value)
+                values.append(v)
         return out
+
+
+_REDUCE: dict[str, Callable[[list[float]], float]] = {
+    "avg_over_time": fn.mean,
+    "min_over_time": fn.minimum,
+    "max_over_time": fn.maximum,
+    "sum_over_time": fn.kahan_sum,
+    "count_over_time": fn.count,
+}
 
 
 class _Run:
@@ -192,44 +249,59 @@ class _Run:
         if isinstance(node, NumberNode):
             return Scalar(node.value)
         if isinstance(node, VectorNode):
-            return self._vector(node, t)
+            return self._select(node, t)
         if isinstance(node, NegateNode):
             inner = self.eval(node.expr, t)
             if isinstance(inner, Scalar):
                 return Scalar(-inner.value)
-            return _unique([Sample(drop_name(s.labels), -s.value) for s in inner])
+            return _unique(Vector([drop_name(lbl) for lbl in inner.labels], -inner.values))
         if isinstance(node, BinaryNode):
             return self._binary(node, t)
         if isinstance(node, AggregateNode):
             return self._aggregate(node, t)
         if isinstance(node, CallNode):
             return self._call(node, t)
-        raise QueryError(f"a range vector cannot be used here: {node}")
+        raise QueryError("a range vector cannot be used here")
 
     # ------------------------------------------------------------------------------ selectors
-    def _vector(self, node: VectorNode, t: int) -> Vector:
+    def _select(self, node: VectorNode, t: int) -> Vector:
         at = t - node.offset_ms
-        out = []
-        for s in self.data.series[(node.selector, node.offset_ms, self.lookback_ms)]:
-            i = int(np.searchsorted(s.timestamps, at, side="right")) - 1
-            if i < 0 or s.timestamps[i] <= at - self.lookback_ms or s.stale[i]:
+        labels: list[Labels] = []
+        parts: list[FloatArray] = []
+        for block in self.data.blocks[(node.selector, node.offset_ms, self.lookback_ms)]:
+            i = int(np.searchsorted(block.ts, at, side="right")) - 1
+            if i < 0:
                 continue
-            out.append(Sample(s.labels, float(s.values[i])))
-        return out
+            rows = block.last_present()[i]
+            found = rows >= 0
+            rows = np.where(found, rows, 0)
+            columns = np.arange(len(block.labels))
+            ok = found & (block.ts[rows] > at - self.lookback_ms) & ~block.stale[rows, columns]
+            if not ok.any():
+                continue
+            labels += [lbl for lbl, k in zip(block.labels, ok.tolist(), strict=True) if k]
+            parts.append(block.values[rows[ok], columns[ok]])
+        return Vector(labels, np.concatenate(parts) if parts else _EMPTY)
 
-    def _matrix(self, node: MatrixNode, t: int) -> list[tuple[Labels, IntArray, FloatArray]]:
+    def _windows(
+        self, node: MatrixNode, t: int
+    ) -> Iterator[tuple[_Block, IntArray, FloatArray, BoolArray]]:
         end = t - node.offset_ms
         start = end - node.range_ms
-        out = []
-        for s in self.data.series[(node.selector, node.offset_ms, node.range_ms)]:
-            lo = int(np.searchsorted(s.timestamps, start, side="right"))
-            hi = int(np.searchsorted(s.timestamps, end, side="right"))
-            if hi <= lo:
-                continue
-            keep = ~s.stale[lo:hi]
-            if keep.any():
-                out.append((s.labels, s.timestamps[lo:hi][keep], s.values[lo:hi][keep]))
-        return out
+        for block in self.data.blocks[(node.selector, node.offset_ms, node.range_ms)]:
+            lo = int(np.searchsorted(block.ts, start, side="right"))
+            hi = int(np.searchsorted(block.ts, end, side="right"))
+            if hi > lo:
+                yield block, block.ts[lo:hi], block.values[lo:hi], block.valid[lo:hi]
+
+    def series_in_range(
+        self, node: MatrixNode, t: int
+    ) -> Iterator[tuple[Labels, IntArray, FloatArray]]:
+        """Per series: its samples in the range window (what a range vector holds)."""
+        for block, ts, values, valid in self._windows(node, t):
+            for j in np.flatnonzero(valid.any(axis=0)).tolist():
+                mask = valid[:, j]
+                yield block.labels[j], ts[mask], values[mask, j]
 
     # ---------------------------------------------------------------------------- operations
     def _binary(self, node: BinaryNode, t: int) -> Value:
@@ -243,35 +315,37 @@ class _Run:
                 kept = bool(fn.comparison(op, np.array([lhs.value]), rhs.value)[0])
                 return Scalar(1.0 if kept else 0.0)
             return Scalar(float(fn.arithmetic(op, np.array([lhs.value]), rhs.value)[0]))
-        if isinstance(lhs, list) and isinstance(rhs, list):
+        if isinstance(lhs, Vector) and isinstance(rhs, Vector):
             if op in ("and", "or", "unless"):
                 return _set_operation(node, lhs, rhs)
             return _vector_vector(node, lhs, rhs)
-        if isinstance(lhs, list) and isinstance(rhs, Scalar):
+        if isinstance(lhs, Vector) and isinstance(rhs, Scalar):
             return _vector_scalar(node, lhs, rhs.value, scalar_left=False)
-        assert isinstance(lhs, Scalar) and isinstance(rhs, list)
+        assert isinstance(lhs, Scalar) and isinstance(rhs, Vector)
         return _vector_scalar(node, rhs, lhs.value, scalar_left=True)
 
     def _aggregate(self, node: AggregateNode, t: int) -> Vector:
         inner = self.eval(node.expr, t)
         if isinstance(inner, Scalar):
             raise QueryError(f"expected an instant vector in {node.op}()")
-        grouping = set(node.grouping)
-        groups: dict[Labels, list[float]] = {}
-        for s in inner:
-            if node.without:
-                key = tuple(p for p in s.labels if p[0] not in grouping and p[0] != NAME_LABEL)
-            else:
-                key = tuple(p for p in s.labels if p[0] in grouping)
-            groups.setdefault(key, []).append(s.value)
-        reduce: dict[str, Callable[[list[float]], float]] = {
-            "sum": fn.kahan_sum,
-            "avg": fn.mean,
-            "min": fn.minimum,
-            "max": fn.maximum,
-            "count": fn.count,
-        }
-        return [Sample(key, reduce[node.op](values)) for key, values in groups.items()]
+        key_of = _grouping(node.grouping, node.without)
+        index: dict[Labels, int] = {}
+        positions = np.array(
+            [index.setdefault(key_of(lbl), len(index)) for lbl in inner.labels], dtype=np.int64
+        )
+        keys = list(index)
+        if not keys:
+            return Vector([], _EMPTY)
+        counts = np.bincount(positions, minlength=len(keys)).astype(np.float64)
+        if node.op == "count":
+            return Vector(keys, counts)
+        if node.op in ("sum", "avg"):
+            sums: FloatArray = np.zeros(len(keys))
+            np.add.at(sums, positions, inner.values)  # inf and NaN propagate as adding does
+            return Vector(keys, sums if node.op == "sum" else sums / counts)
+        out = np.full(len(keys), np.nan)
+        (np.fmin if node.op == "min" else np.fmax).at(out, positions, inner.values)
+        return Vector(keys, out)
 
     def _call(self, node: CallNode, t: int) -> Value:
         name = node.func
@@ -279,73 +353,132 @@ class _Run:
             return Scalar(t / 1000.0)
         if name == "absent":
             arg = self.eval(node.args[0], t)
-            return [] if arg else [Sample(_absent_labels(node.args[0]), 1.0)]
+            assert isinstance(arg, Vector)
+            return _vector([], []) if len(arg) else _vector([_absent_labels(node.args[0])], [1.0])
         if name == "absent_over_time":
             assert isinstance(node.args[0], MatrixNode)
-            found = self._matrix(node.args[0], t)
-            return [] if found else [Sample(_absent_labels(node.args[0]), 1.0)]
+            found = any(valid.any() for _, _, _, valid in self._windows(node.args[0], t))
+            return _vector([], []) if found else _vector([_absent_labels(node.args[0])], [1.0])
         if isinstance(node.args[0], MatrixNode):
             return self._range_function(name, node.args[0], t)
         arg = self.eval(node.args[0], t)
-        assert isinstance(arg, list)
+        assert isinstance(arg, Vector)
+        labels = [drop_name(lbl) for lbl in arg.labels]
         if name == "abs":
-            return _unique([Sample(drop_name(s.labels), abs(s.value)) for s in arg])
+            return _unique(Vector(labels, np.abs(arg.values)))
         bound = self.eval(node.args[1], t)
         assert isinstance(bound, Scalar)
-        limit = bound.value
+        limit = np.float64(bound.value)
         if name == "clamp_min":
-            return _unique([Sample(drop_name(s.labels), _go_max(s.value, limit)) for s in arg])
+            return _unique(Vector(labels, np.maximum(arg.values, limit)))  # NaN stays NaN
         if name == "clamp_max":
-            return _unique([Sample(drop_name(s.labels), _go_min(s.value, limit)) for s in arg])
+            return _unique(Vector(labels, np.minimum(arg.values, limit)))
         raise QueryError(f"unknown function {name}()")
 
     def _range_function(self, name: str, node: MatrixNode, t: int) -> Vector:
         end = t - node.offset_ms
-        out = []
-        for labels, ts, values in self._matrix(node, t):
-            value: float | None
-            if name in ("rate", "increase", "delta"):
-                value = fn.extrapolated_rate(
-                    ts,
-                    values,
-                    range_start_ms=end - node.range_ms,
-                    range_end_ms=end,
-                    is_counter=name != "delta",
-                    is_rate=name == "rate",
-                )
-            elif name == "irate":
-                value = fn.instant_rate(ts, values)
-            else:
-                items = values.tolist()
-                value = {
-                    "avg_over_time": fn.mean,
-                    "min_over_time": fn.minimum,
-                    "max_over_time": fn.maximum,
-                    "sum_over_time": fn.kahan_sum,
-                    "count_over_time": fn.count,
-                }[name](items)
-            if value is not None:
-                out.append(Sample(drop_name(labels), value))
-        return _unique(out)
+        labels: list[Labels] = []
+        values: list[FloatArray] = []
+        for block, ts, matrix, valid in self._windows(node, t):
+            regular = valid.all(axis=0)
+            columns = np.flatnonzero(regular)
+            if len(columns):
+                result = _regular(name, ts, matrix[:, columns], end - node.range_ms, end)
+                if result is not None:
+                    keep, computed = result
+                    labels += [drop_name(block.labels[j]) for j in columns[keep].tolist()]
+                    values.append(computed[keep])
+            for j in np.flatnonzero(~regular & valid.any(axis=0)).tolist():
+                mask = valid[:, j]
+                value = _one_series(name, ts[mask], matrix[mask, j], end - node.range_ms, end)
+                if value is not None:
+                    labels.append(drop_name(block.labels[j]))
+                    values.append(np.array([value]))
+        return _unique(Vector(labels, np.concatenate(values) if values else _EMPTY))
 
 
-def _go_max(a: float, b: float) -> float:
-    """Go's math.Max: NaN if either is NaN."""
-    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
+def _regular(
+    name: str, ts: IntArray, matrix: FloatArray, start_ms: int, end_ms: int
+) -> tuple[BoolArray, FloatArray] | None:
+    """A range function over columns that all have a sample at every row of the window."""
+    n, m = matrix.shape
+    everything = np.ones(m, dtype=bool)
+    if name == "count_over_time":
+        return everything, np.full(m, float(n))
+    if name == "sum_over_time":
+        return everything, matrix.sum(axis=0)
+    if name == "avg_over_time":
+        return everything, matrix.sum(axis=0) / n
+    if name == "min_over_time":
+        return everything, np.fmin.reduce(matrix, axis=0)
+    if name == "max_over_time":
+        return everything, np.fmax.reduce(matrix, axis=0)
+    if n < 2:
+        return None
+    if name == "irate":
+        last, previous = matrix[-1], matrix[-2]
+        interval = (int(ts[-1]) - int(ts[-2])) / 1000.0
+        return everything, np.where(last < previous, last, last - previous) / interval
+    counter = name != "delta"
+    result = matrix[-1] - matrix[0]
+    if counter:
+        previous = matrix[:-1]
+        result = result + np.where(matrix[1:] < previous, previous, 0.0).sum(axis=0)
+    first_t, last_t = int(ts[0]), int(ts[-1])
+    sampled = (last_t - first_t) / 1000.0
+    average = sampled / (n - 1)
+    to_start = (first_t - start_ms) / 1000.0
+    to_end = (end_ms - last_t) / 1000.0
+    if to_start >= average * 1.1:
+        to_start = average / 2
+    if to_end >= average * 1.1:
+        to_end = average / 2
+    starts = np.full(m, to_start)
+    if counter:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            to_zero = sampled * (matrix[0] / result)
+        limit = (result > 0) & (matrix[0] >= 0)
+        starts = np.where(limit, np.minimum(starts, to_zero), starts)
+    factor = (sampled + starts + to_end) / sampled
+    if name == "rate":
+        factor = factor / ((end_ms - start_ms) / 1000.0)
+    return everything, result * factor
 
 
-def _go_min(a: float, b: float) -> float:
-    """Go's math.Min: NaN if either is NaN."""
-    return math.nan if math.isnan(a) or math.isnan(b) else min(a, b)
+def _one_series(
+    name: str, ts: IntArray, values: FloatArray, start_ms: int, end_ms: int
+) -> float | None:
+    if name in ("rate", "increase", "delta"):
+        return fn.extrapolated_rate(
+            ts,
+            values,
+            range_start_ms=start_ms,
+            range_end_ms=end_ms,
+            is_counter=name != "delta",
+            is_rate=name == "rate",
+        )
+    if name == "irate":
+        return fn.instant_rate(ts, values)
+    return _REDUCE[name](values.tolist())
 
 
 def _unique(vector: Vector) -> Vector:
-    seen: set[Labels] = set()
-    for sample in vector:
-        if sample.labels in seen:
-            raise QueryError("vector cannot contain metrics with the same labelset")
-        seen.add(sample.labels)
+    if len(set(vector.labels)) != len(vector.labels):
+        raise QueryError("vector cannot contain metrics with the same labelset")
     return vector
+
+
+@functools.lru_cache(maxsize=1024)
+def _grouping(names: tuple[str, ...], without: bool) -> Callable[[Labels], Labels]:
+    chosen = frozenset(names)
+
+    @functools.lru_cache(maxsize=65_536)
+    def key(labels: Labels) -> Labels:
+        if without:
+            return tuple(p for p in labels if p[0] not in chosen and p[0] != NAME_LABEL)
+        return tuple(p for p in labels if p[0] in chosen)
+
+    return key
 
 
 def _absent_labels(node: Node) -> Labels:
@@ -367,68 +500,59 @@ def _absent_labels(node: Node) -> Labels:
     return tuple(sorted(labels.items()))
 
 
-def _signature(labels: Labels, node: BinaryNode) -> Labels:
-    if node.matching is None:
+@functools.lru_cache(maxsize=262_144)
+def _signature(labels: Labels, matching: tuple[str, ...] | None, on_labels: bool) -> Labels:
+    if matching is None:
         return drop_name(labels)
-    wanted = set(node.matching)
-    if node.on_labels:
-        return tuple(p for p in labels if p[0] in wanted)
-    return tuple(p for p in labels if p[0] not in wanted and p[0] != NAME_LABEL)
+    if on_labels:
+        return tuple(p for p in labels if p[0] in matching)
+    return tuple(p for p in labels if p[0] not in matching and p[0] != NAME_LABEL)
 
 
 def _result_labels(labels: Labels, node: BinaryNode) -> Labels:
     """Prometheus's ``resultMetric`` for one-to-one matching."""
     drop = node.op in ARITHMETIC or node.return_bool
     if node.matching is not None and node.on_labels:
-        wanted = set(node.matching)
-        out = tuple(p for p in labels if p[0] in wanted)
+        out = tuple(p for p in labels if p[0] in node.matching)
     elif node.matching is not None:
-        unwanted = set(node.matching)
-        out = tuple(p for p in labels if p[0] not in unwanted)
+        out = tuple(p for p in labels if p[0] not in node.matching)
     else:
         out = labels
     return drop_name(out) if drop else out
 
 
 def _vector_scalar(node: BinaryNode, vector: Vector, scalar: float, *, scalar_left: bool) -> Vector:
-    if not vector:
-        return []
-    values = np.array([s.value for s in vector])
+    if not len(vector):
+        return vector
+    values = vector.values
     lhs, rhs = (np.full(len(values), scalar), values) if scalar_left else (values, scalar)
     if node.op in COMPARISON:
         kept = fn.comparison(node.op, lhs, rhs)
         if node.return_bool:
             return _unique(
-                [
-                    Sample(drop_name(s.labels), 1.0 if k else 0.0)
-                    for s, k in zip(vector, kept.tolist(), strict=True)
-                ]
+                Vector([drop_name(lbl) for lbl in vector.labels], kept.astype(np.float64))
             )
-        return [s for s, k in zip(vector, kept.tolist(), strict=True) if k]
-    result = fn.arithmetic(node.op, lhs, rhs)
+        return vector.mask(kept)
     return _unique(
-        [
-            Sample(drop_name(s.labels), float(v))
-            for s, v in zip(vector, result.tolist(), strict=True)
-        ]
+        Vector([drop_name(lbl) for lbl in vector.labels], fn.arithmetic(node.op, lhs, rhs))
     )
 
 
 def _vector_vector(node: BinaryNode, lhs: Vector, rhs: Vector) -> Vector:
-    right: dict[Labels, Sample] = {}
-    for sample in rhs:
-        sig = _signature(sample.labels, node)
+    right: dict[Labels, int] = {}
+    for index, labels in enumerate(rhs.labels):
+        sig = _signature(labels, node.matching, node.on_labels)
         if sig in right:
             raise QueryError(
                 f"found duplicate series for the match group {dict(sig)} on the right hand-side "
                 "of the operation; many-to-many matching not allowed: matching labels must be "
                 "unique on one side"
             )
-        right[sig] = sample
+        right[sig] = index
     matched: set[Labels] = set()
-    pairs: list[tuple[Sample, Sample]] = []
-    for sample in lhs:
-        sig = _signature(sample.labels, node)
+    left_rows, right_rows = [], []
+    for index, labels in enumerate(lhs.labels):
+        sig = _signature(labels, node.matching, node.on_labels)
         other = right.get(sig)
         if other is None:
             continue
@@ -438,40 +562,38 @@ def _vector_vector(node: BinaryNode, lhs: Vector, rhs: Vector) -> Vector:
                 "(group_left/group_right)"
             )
         matched.add(sig)
-        pairs.append((sample, other))
-    if not pairs:
-        return []
-    lv = np.array([a.value for a, _ in pairs])
-    rv = np.array([b.value for _, b in pairs])
-    out: Vector = []
+        left_rows.append(index)
+        right_rows.append(other)
+    if not left_rows:
+        return Vector([], _EMPTY)
+    lv, rv = lhs.values[left_rows], rhs.values[right_rows]
+    result_labels = [_result_labels(lhs.labels[i], node) for i in left_rows]
     if node.op in COMPARISON:
-        kept = fn.comparison(node.op, lv, rv).tolist()
-        for (a, _), k in zip(pairs, kept, strict=True):
-            if node.return_bool:
-                out.append(Sample(_result_labels(a.labels, node), 1.0 if k else 0.0))
-            elif k:
-                out.append(Sample(_result_labels(a.labels, node), a.value))
+        kept = fn.comparison(node.op, lv, rv)
+        out = (
+            Vector(result_labels, kept.astype(np.float64))
+            if node.return_bool
+            else Vector(result_labels, lv).mask(kept)
+        )
     else:
-        result = fn.arithmetic(node.op, lv, rv).tolist()
-        out = [
-            Sample(_result_labels(a.labels, node), v)
-            for (a, _), v in zip(pairs, result, strict=True)
-        ]
-    seen: set[Labels] = set()
-    for sample in out:
-        if sample.labels in seen:
-            raise QueryError(
-                "multiple matches for labels: grouping labels must ensure unique matches"
-            )
-        seen.add(sample.labels)
+        out = Vector(result_labels, fn.arithmetic(node.op, lv, rv))
+    if len(set(out.labels)) != len(out.labels):
+        raise QueryError("multiple matches for labels: grouping labels must ensure unique matches")
     return out
 
 
 def _set_operation(node: BinaryNode, lhs: Vector, rhs: Vector) -> Vector:
-    right = {_signature(s.labels, node) for s in rhs}
+    def sig(labels: Labels) -> Labels:
+        return _signature(labels, node.matching, node.on_labels)
+
+    right = {sig(lbl) for lbl in rhs.labels}
     if node.op == "and":
-        return [s for s in lhs if _signature(s.labels, node) in right]
+        return lhs.mask(np.array([sig(lbl) in right for lbl in lhs.labels], dtype=bool))
     if node.op == "unless":
-        return [s for s in lhs if _signature(s.labels, node) not in right]
-    left = {_signature(s.labels, node) for s in lhs}
-    return lhs + [s for s in rhs if _signature(s.labels, node) not in left]
+        return lhs.mask(np.array([sig(lbl) not in right for lbl in lhs.labels], dtype=bool))
+    left = {sig(lbl) for lbl in lhs.labels}
+    extra = rhs.mask(np.array([sig(lbl) not in left for lbl in rhs.labels], dtype=bool))
+    return Vector(lhs.labels + extra.labels, np.concatenate([lhs.values, extra.values]))
+
+
+__all__ = ["Evaluator", "Labels", "Sample", "Scalar", "Value", "Vector", "drop_name", "labels_of"]

@@ -1,11 +1,18 @@
-/* The opscope dashboard: status cards, live charts and the targets table.
+/* The opscope dashboard: status cards, alerts and silences, live charts and the targets table.
  *
  * On every (re)connection of the WebSocket /ws, the page asks for the last WINDOW_S seconds of
  * each chart's metric (get_historical), then subscribes to all of them and appends the points of
  * each metrics_update. Each series keeps at most WINDOW_S seconds and MAX_POINTS points.
  *
+ * Alerts come from /api/v1/alerts, fetched again (debounced) on every {"type":"alert"} message of
+ * the WebSocket and every ALERTS_REFRESH_MS; silences from /api/v1/silences. Without
+ * notify.channels the silences endpoints answer 400 and the Silences section is shown disabled.
+ *
  * Test hooks: every chart element carries data-metric (its metric name) and data-points (points
- * currently plotted across its series); <body data-ws> is connecting, open or closed.
+ * currently plotted across its series); <body data-ws> is connecting, open or closed. The alert
+ * list carries data-alerts (its rows), each row data-state and data-alertname; the silence list
+ * carries data-silences, each row data-state and data-silence-id; the Silences section carries
+ * data-available (unknown, yes or no).
  */
 "use strict";
 
@@ -17,6 +24,11 @@ const TRIM_EVERY_MS = 10_000;
 const RECONNECT_MIN_S = 1;
 const RECONNECT_MAX_S = 30;
 const DEFAULT_HISTORY_STEP_S = 3;
+const ALERTS_REFRESH_MS = 15_000;
+const ALERTS_DEBOUNCE_MS = 250;
+const NEW_ALERT_MS = 10_000;
+const RELATIVE_TIMES_MS = 5_000;
+const MAX_EXPIRED_SILENCES = 10;
 
 /* source: the kind of target that writes the metric (its interval sets the history step). */
 const CHARTS = [
@@ -141,7 +153,17 @@ const state = {
   reconnectDelay: RECONNECT_MIN_S,
   reconnectTimer: null,
   clockOffset: 0, // server clock minus browser clock, in seconds
+  connections: 0, // WebSocket connections opened so far
   targets: [],
+  alerts: null, // the last /api/v1/alerts answer, sorted and counted
+  alertsSignature: "", // what the alert list shows, to rebuild it only when that changes
+  alertsSeq: 0,
+  alertsTimer: null,
+  firingKeys: null, // keys of the firing alerts of the last answer (null before the first)
+  newAlerts: new Map(), // key of a newly firing alert -> when its highlight ends (ms)
+  silences: [],
+  silencesAvailable: null, // null until known; false without notify.channels
+  silencesSeq: 0,
 };
 
 function serverNow() {
@@ -436,6 +458,9 @@ function onMessage(text) {
     case "metrics_update":
       applyUpdate(message);
       break;
+    case "alert":
+      onAlertEvent(message);
+      break;
     case "error":
       console.warn("opscope: server error:", message.error);
       break;
@@ -469,6 +494,12 @@ function connect() {
 async function onOpen(ws) {
   state.reconnectDelay = RECONNECT_MIN_S;
   setConnection("open", "Live");
+  state.connections += 1;
+  if (state.connections > 1) {
+    // Transitions may have been missed while disconnected (the first load happens at start).
+    refreshAlerts();
+    refreshSilences();
+  }
   await Promise.all([loadHealth(), refreshTargets()]);
   if (ws.readyState !== WebSocket.OPEN) return;
   requestHistory(ws);
@@ -627,6 +658,589 @@ function renderTargetsCard(up, total) {
   setCard("targets", `${up} / ${total}`, down ? `${down} down` : "all up", down ? "crit" : "ok");
 }
 
+/* ------------------------------------------------------------------------------ REST calls */
+
+class ApiError extends Error {
+  constructor(message, status, errorType) {
+    super(message);
+    this.status = status;
+    this.errorType = errorType;
+  }
+}
+
+/* The `data` of a successful API answer; otherwise an ApiError carrying the answer's `error`. */
+async function api(path, options = {}) {
+  const response = await fetch(path, { cache: "no-store", ...options });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok || !body || body.status !== "success") {
+    const message = (body && body.error) || `HTTP ${response.status} ${response.statusText}`.trim();
+    throw new ApiError(message, response.status, body && body.errorType);
+  }
+  return body.data;
+}
+
+function postJson(path, payload) {
+  return api(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(payload),
+  });
+}
+
+function showMessage(id, text) {
+  const node = $(id);
+  node.textContent = text;
+  node.hidden = !text;
+}
+
+/* -------------------------------------------------------------------------- relative times */
+
+function formatDuration(seconds) {
+  const s = Math.max(0, seconds);
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 90 * 60) return `${Math.round(s / 60)} min`;
+  if (s < 36 * 3600) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
+
+function formatLocal(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+/* A <time> whose text is kept relative to now: kind "for" (active for 3 min), "ends" (ends in
+ * 59 min, or ended 2 min ago) or "starts" (starts in 10 min). */
+function relativeTime(iso, kind, className) {
+  const node = element("time", className);
+  node.dateTime = iso || "";
+  node.dataset.rel = kind;
+  renderRelative(node);
+  return node;
+}
+
+function renderRelative(node) {
+  const time = Date.parse(node.dateTime);
+  if (!Number.isFinite(time)) {
+    node.textContent = "";
+    return;
+  }
+  const delta = time / 1000 - serverNow();
+  switch (node.dataset.rel) {
+    case "for":
+      node.textContent = `for ${formatDuration(-delta)}`;
+      break;
+    case "ends":
+      node.textContent = delta > 0 ? `ends in ${formatDuration(delta)}` : `ended ${formatDuration(-delta)} ago`;
+      break;
+    case "starts":
+      node.textContent = delta > 0 ? `starts in ${formatDuration(delta)}` : `started ${formatDuration(-delta)} ago`;
+      break;
+    default:
+      break;
+  }
+}
+
+function updateRelativeTimes() {
+  document.querySelectorAll("time[data-rel]").forEach(renderRelative);
+}
+
+/* Rebuilding a list loses the focus: remember which row and button had it, and give it back. */
+function focusedAction(list) {
+  const active = document.activeElement;
+  if (!active || !list.contains(active)) return null;
+  const row = active.closest("[data-key]");
+  return row ? { key: row.dataset.key, action: active.dataset.action || "" } : null;
+}
+
+function restoreFocus(list, focus) {
+  if (!focus) return;
+  const row = [...list.children].find((r) => r.dataset.key === focus.key);
+  if (!row) return;
+  const target = (focus.action && row.querySelector(`[data-action="${focus.action}"]`)) || row;
+  target.focus({ preventScroll: true });
+}
+
+/* ------------------------------------------------------------------------------- matchers */
+
+/* Alertmanager-style matchers (name="v", name!="v", name=~"re", name!~"re"; several separated by
+ * commas, braces optional), parsed to mark the alerts that an active silence mutes. The server
+ * decides what is muted; a matcher this cannot read just leaves the alert unmarked. */
+const MATCHER_RE =
+  /\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*(,|$)/y;
+
+function unquote(text) {
+  const quote = text[0];
+  const inner = text.slice(1, -1);
+  if (quote === "`") return inner;
+  if (quote === "'") return JSON.parse(`"${inner.replace(/\\'/g, "'").replace(/"/g, '\\"')}"`);
+  return JSON.parse(text);
+}
+
+function parseMatchers(text) {
+  let inner = text.trim();
+  if (inner.startsWith("{") && inner.endsWith("}")) inner = inner.slice(1, -1);
+  const matchers = [];
+  MATCHER_RE.lastIndex = 0;
+  try {
+    while (MATCHER_RE.lastIndex < inner.length) {
+      const match = MATCHER_RE.exec(inner);
+      if (!match) return null;
+      const [, name, op, quoted, separator] = match;
+      const value = unquote(quoted);
+      const test = op === "=~" || op === "!~" ? new RegExp(`^(?:${value})$`, "s") : null;
+      const positive = op === "=" || op === "=~";
+      matchers.push({ name, matches: (v) => (test ? test.test(v) : v === value) === positive });
+      if (!separator) break;
+    }
+  } catch {
+    return null; // a regex or an escape JavaScript does not read
+  }
+  return matchers.length ? matchers : null;
+}
+
+function compileSilence(silence) {
+  const parsed = (silence.matchers || []).map(parseMatchers);
+  return parsed.every(Boolean) ? parsed.flat() : null;
+}
+
+function mutingSilences(labels) {
+  return state.silences.filter(
+    (s) => s.status && s.status.state === "active" && s.compiled &&
+      s.compiled.every((m) => m.matches(labels[m.name] ?? "")),
+  );
+}
+
+function quoteMatcherValue(value) {
+  return `"${String(value).replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`;
+}
+
+/* --------------------------------------------------------------------------------- alerts */
+
+const KEY_LABELS = ["instance", "job", "severity"];
+const ALERT_ORDER = { firing: 0, pending: 1 };
+
+function alertKey(alert) {
+  return seriesKey(alert.labels || {});
+}
+
+function compareAlerts(a, b) {
+  return (
+    (ALERT_ORDER[a.state] ?? 2) - (ALERT_ORDER[b.state] ?? 2) ||
+    (Date.parse(b.activeAt) || 0) - (Date.parse(a.activeAt) || 0) ||
+    (a.labels.alertname || "").localeCompare(b.labels.alertname || "") ||
+    alertKey(a).localeCompare(alertKey(b))
+  );
+}
+
+function plural(count, word) {
+  return `${count} ${word}${count === 1 ? "" : "s"}`;
+}
+
+function scheduleAlertsRefresh() {
+  clearTimeout(state.alertsTimer);
+  state.alertsTimer = setTimeout(refreshAlerts, ALERTS_DEBOUNCE_MS);
+}
+
+async function refreshAlerts() {
+  clearTimeout(state.alertsTimer);
+  const seq = ++state.alertsSeq;
+  try {
+    const data = await api("/api/v1/alerts");
+    if (seq !== state.alertsSeq) return; // a newer request is on its way
+    showMessage("alerts-error", "");
+    applyAlerts(data);
+  } catch (err) {
+    if (seq !== state.alertsSeq) return;
+    showMessage("alerts-error", `Could not load alerts: ${err.message}`);
+    if (!state.alerts) $("alerts-empty").hidden = true;
+  }
+}
+
+function periodicAlerts() {
+  refreshAlerts();
+  // Without notify.channels the answer cannot change before a restart, that is a reconnection.
+  if (state.silencesAvailable !== false) refreshSilences();
+}
+
+function onAlertEvent(message) {
+  const alert = message.alert || {};
+  if (message.event === "firing" && alert.labels) markNew(alertKey(alert));
+  scheduleAlertsRefresh();
+}
+
+function markNew(key) {
+  if (state.firingKeys && state.firingKeys.has(key)) return; // already shown as firing
+  state.newAlerts.set(key, Date.now() + NEW_ALERT_MS);
+  setTimeout(updateNewAlerts, NEW_ALERT_MS + 50);
+  updateNewAlerts();
+}
+
+function applyAlerts(data) {
+  const alerts = (data.alerts || [])
+    .filter((a) => a.state === "firing" || a.state === "pending")
+    .map((a) => ({ ...a, labels: a.labels || {}, annotations: a.annotations || {} }))
+    .sort(compareAlerts);
+  const firing = alerts.filter((a) => a.state === "firing");
+  if (state.firingKeys) {
+    const fresh = firing.filter((a) => !state.firingKeys.has(alertKey(a)));
+    fresh.forEach((a) => markNew(alertKey(a)));
+    if (fresh.length) announceFiring(fresh);
+  }
+  state.firingKeys = new Set(firing.map(alertKey));
+  state.alerts = {
+    alerts,
+    firing: firing.length,
+    pending: alerts.length - firing.length,
+    rules: typeof data.alert_rules === "number" ? data.alert_rules : null,
+  };
+  renderAlerts();
+}
+
+function announceFiring(alerts) {
+  const names = alerts.map((a) => {
+    const summary = a.annotations.summary;
+    return summary ? `${a.labels.alertname}: ${summary}` : a.labels.alertname || "alert";
+  });
+  $("alerts-announce").textContent = `Now firing: ${names.join("; ")}`;
+}
+
+function renderAlerts() {
+  const data = state.alerts;
+  if (!data) return;
+  const list = $("alerts-list");
+  const canSilence = state.silencesAvailable === true;
+  const rows = data.alerts.map((alert) => ({ alert, key: alertKey(alert), muted: mutingSilences(alert.labels) }));
+  const signature = JSON.stringify([
+    canSilence,
+    rows.map((r) => [r.key, r.alert.state, r.alert.activeAt, r.alert.firedAt, r.alert.annotations, r.muted.map((s) => s.id)]),
+  ]);
+  if (signature !== state.alertsSignature) {
+    const focus = focusedAction(list);
+    list.replaceChildren(...rows.map((row) => alertRow(row, canSilence)));
+    restoreFocus(list, focus);
+    state.alertsSignature = signature;
+  }
+  list.dataset.alerts = String(rows.length);
+  updateNewAlerts();
+
+  const rules = data.rules == null ? "" : plural(data.rules, "alerting rule");
+  const empty = $("alerts-empty");
+  empty.hidden = rows.length > 0;
+  if (data.rules === 0) empty.textContent = "No active alerts. No alerting rules are configured.";
+  else empty.textContent = `No active alerts${rules ? ` (${rules} evaluated)` : ""}.`;
+  $("alerts-summary").textContent = rows.length
+    ? `${data.firing} firing, ${data.pending} pending${rules ? ` · ${rules}` : ""}`
+    : rules;
+  renderAlertsCard(data);
+}
+
+function alertRow({ alert, key, muted }, canSilence) {
+  const labels = alert.labels;
+  const name = labels.alertname || "(no alertname)";
+  const row = element("li", "alert-row");
+  row.dataset.key = key;
+  row.dataset.state = alert.state;
+  row.dataset.alertname = name;
+  row.tabIndex = -1;
+
+  const badge = element("span", `badge badge-${alert.state}`, alert.state);
+
+  const main = element("div", "alert-main");
+  const title = element("p", "alert-title");
+  title.append(element("strong", "alert-name", name));
+  const others = Object.keys(labels)
+    .filter((k) => k !== "alertname" && !KEY_LABELS.includes(k))
+    .sort()
+    .map((k) => `${k}=${quoteMatcherValue(labels[k])}`);
+  const summary = alert.annotations.summary || others.join(", ");
+  if (summary) title.append(element("span", "alert-summary", summary));
+  main.append(title);
+
+  const chips = element("ul", "chips");
+  chips.setAttribute("aria-label", "Alert labels");
+  for (const label of KEY_LABELS) {
+    if (!labels[label]) continue;
+    const chip = element("li", `chip chip-${label}`);
+    if (label === "severity") chip.dataset.severity = labels[label];
+    chip.append(element("span", "chip-name", label), document.createTextNode(` ${labels[label]}`));
+    chips.append(chip);
+  }
+  if (muted.length) {
+    const chip = element("li", "chip chip-silenced", "silenced");
+    chip.title = muted.map((s) => `Silenced by ${s.matchers.join(", ")} until ${formatLocal(s.endsAt)}`).join("\n");
+    chips.append(chip);
+  }
+  if (chips.children.length) main.append(chips);
+
+  const since = relativeTime(alert.activeAt, "for", "alert-since");
+  since.title = [
+    `Active since ${formatLocal(alert.activeAt)}`,
+    alert.firedAt ? `firing since ${formatLocal(alert.firedAt)}` : "",
+    alert.value != null ? `value ${alert.value}` : "",
+  ].filter(Boolean).join(", ");
+
+  const actions = element("div", "row-actions");
+  if (canSilence) {
+    const button = element("button", "button", "Silence");
+    button.type = "button";
+    button.dataset.action = "silence";
+    button.setAttribute("aria-label", `Silence ${name}${labels.instance ? ` on ${labels.instance}` : ""}`);
+    button.addEventListener("click", () => prefillSilence(alert));
+    actions.append(button);
+  }
+  row.append(badge, main, since, actions);
+  return row;
+}
+
+/* Highlight the rows of newly firing alerts until their time is up. */
+function updateNewAlerts() {
+  const now = Date.now();
+  for (const [key, until] of state.newAlerts) {
+    if (until <= now) state.newAlerts.delete(key);
+  }
+  for (const row of $("alerts-list").children) {
+    const isNew = row.dataset.state === "firing" && state.newAlerts.has(row.dataset.key);
+    row.classList.toggle("alert-new", isNew);
+  }
+}
+
+function renderAlertsCard(data) {
+  const rules = data.rules == null ? "" : ` · ${plural(data.rules, "rule")}`;
+  if (data.firing || data.pending) {
+    const cardLevel = data.firing ? "crit" : "warn";
+    setCard("alerts", String(data.firing), `firing · ${data.pending} pending`, cardLevel);
+  } else {
+    setCard("alerts", "0", data.rules === 0 ? "no alerting rules" : `firing${rules}`, data.rules ? "ok" : "");
+  }
+}
+
+/* ------------------------------------------------------------------------------- silences */
+
+const SILENCE_ORDER = { active: 0, pending: 1, expired: 2 };
+const SILENCES_OPEN_KEY = "opscope.silences.open";
+const AUTHOR_KEY = "opscope.silences.author";
+
+function storageGet(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null; // storage disabled
+  }
+}
+
+function storageSet(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch {
+    // storage disabled: the preference lasts for this page only
+  }
+}
+
+function silenceState(silence) {
+  return (silence.status && silence.status.state) || "expired";
+}
+
+function compareSilences(a, b) {
+  const sa = silenceState(a);
+  const sb = silenceState(b);
+  if (sa !== sb) return (SILENCE_ORDER[sa] ?? 3) - (SILENCE_ORDER[sb] ?? 3);
+  const ends = (Date.parse(a.endsAt) || 0) - (Date.parse(b.endsAt) || 0);
+  return sa === "expired" ? -ends : ends; // soonest to end first; most recently ended first
+}
+
+async function refreshSilences() {
+  const seq = ++state.silencesSeq;
+  try {
+    const data = await api("/api/v1/silences");
+    if (seq !== state.silencesSeq) return;
+    state.silences = (Array.isArray(data) ? data : []).map((s) => ({ ...s, compiled: compileSilence(s) }));
+    setSilencesAvailable(true, "");
+    showMessage("silences-error", "");
+  } catch (err) {
+    if (seq !== state.silencesSeq) return;
+    if (err.status === 400) {
+      // The server's way of saying that notifications (and so silences) are not configured.
+      state.silences = [];
+      setSilencesAvailable(false, err.message);
+      showMessage("silences-error", "");
+    } else {
+      showMessage("silences-error", `Could not load silences: ${err.message}`);
+    }
+  }
+  renderSilences();
+  renderAlerts();
+}
+
+function setSilencesAvailable(available, message) {
+  state.silencesAvailable = available;
+  $("silences").dataset.available = available ? "yes" : "no";
+  $("silence-fieldset").disabled = !available;
+  showMessage("silences-unavailable", available ? "" : `Silences are unavailable: ${message}`);
+}
+
+function renderSilences() {
+  const list = $("silences-list");
+  const sorted = [...state.silences].sort(compareSilences);
+  const live = sorted.filter((s) => silenceState(s) !== "expired");
+  const expired = sorted.filter((s) => silenceState(s) === "expired");
+  const shown = [...live, ...expired.slice(0, MAX_EXPIRED_SILENCES)];
+  const focus = focusedAction(list);
+  list.replaceChildren(...shown.map(silenceRow));
+  restoreFocus(list, focus);
+  list.dataset.silences = String(shown.length);
+  $("silences-empty").hidden = shown.length > 0 || state.silencesAvailable !== true;
+
+  let note = "";
+  if (state.silencesAvailable === false) {
+    note = "unavailable";
+  } else if (state.silencesAvailable) {
+    const active = live.filter((s) => silenceState(s) === "active").length;
+    const pending = live.length - active;
+    note = active || pending ? `${active} active` : "none active";
+    if (pending) note += `, ${pending} pending`;
+    if (expired.length) note += ` · ${expired.length} expired`;
+  }
+  $("silences-summary").textContent = note;
+}
+
+function silenceRow(silence) {
+  const status = silenceState(silence);
+  const row = element("li", "silence-row");
+  row.dataset.key = silence.id;
+  row.dataset.silenceId = silence.id;
+  row.dataset.state = status;
+  row.tabIndex = -1;
+
+  const badge = element("span", `badge badge-silence-${status}`, status);
+
+  const main = element("div", "silence-main");
+  const matchers = element("ul", "chips matchers");
+  matchers.setAttribute("aria-label", "Silence matchers");
+  for (const text of silence.matchers || []) {
+    const chip = element("li", "chip");
+    chip.append(element("code", "", text));
+    matchers.append(chip);
+  }
+  const meta = element("p", "silence-meta", `by ${silence.createdBy || "unknown"}`);
+  if (silence.comment) meta.append(" · ", element("span", "silence-comment", silence.comment));
+  main.append(matchers, meta);
+
+  const when = status === "pending"
+    ? relativeTime(silence.startsAt, "starts", "silence-when")
+    : relativeTime(silence.endsAt, "ends", "silence-when");
+  when.title = `From ${formatLocal(silence.startsAt)} to ${formatLocal(silence.endsAt)}`;
+
+  const actions = element("div", "row-actions");
+  if (status !== "expired") {
+    const button = element("button", "button", "Expire");
+    button.type = "button";
+    button.dataset.action = "expire";
+    button.setAttribute("aria-label", `Expire the silence ${(silence.matchers || []).join(", ")}`);
+    button.addEventListener("click", () => expireSilence(silence, button));
+    actions.append(button);
+  }
+  row.append(badge, main, when, actions);
+  return row;
+}
+
+async function expireSilence(silence, button) {
+  button.disabled = true;
+  showMessage("silences-error", "");
+  try {
+    await api(`/api/v1/silences/${encodeURIComponent(silence.id)}`, { method: "DELETE" });
+    $("silence-form-status").textContent = "Silence expired";
+    await refreshSilences();
+    const row = [...$("silences-list").children].find((r) => r.dataset.silenceId === silence.id);
+    if (row && !row.contains(document.activeElement)) row.focus({ preventScroll: true });
+  } catch (err) {
+    showMessage("silences-error", `Could not expire the silence: ${err.message}`);
+    button.disabled = false;
+  }
+}
+
+function setSilencesOpen(open) {
+  $("silences-toggle").setAttribute("aria-expanded", String(open));
+  $("silences-body").hidden = !open;
+  storageSet(SILENCES_OPEN_KEY, open ? "1" : "0");
+}
+
+/* The "Silence" button of an alert: open the form with matchers for all the alert's labels. */
+function prefillSilence(alert) {
+  setSilencesOpen(true);
+  const labels = alert.labels;
+  const names = Object.keys(labels).sort((a, b) => (a === "alertname" ? -1 : b === "alertname" ? 1 : a.localeCompare(b)));
+  const matchers = $("silence-matchers");
+  matchers.value = names.map((k) => `${k}=${quoteMatcherValue(labels[k])}`).join("\n");
+  matchers.rows = Math.min(6, Math.max(2, names.length));
+  showMessage("silence-form-error", "");
+  $("silence-form-status").textContent = `Matchers filled in from ${labels.alertname || "the alert"}`;
+  $("silence-form").scrollIntoView({ block: "start" });
+  const author = $("silence-author");
+  (author.value.trim() ? $("silence-comment") : author).focus({ preventScroll: true });
+}
+
+async function createSilence(event) {
+  event.preventDefault();
+  const matchersField = $("silence-matchers");
+  const authorField = $("silence-author");
+  const matchers = matchersField.value.split("\n").map((line) => line.trim()).filter(Boolean);
+  const createdBy = authorField.value.trim();
+  showMessage("silence-form-error", "");
+  $("silence-form-status").textContent = "";
+  let problem = null;
+  if (!matchers.length) problem = ["Enter at least one matcher, like alertname=\"TargetDown\".", matchersField];
+  else if (!createdBy) problem = ["Enter who creates the silence.", authorField];
+  if (problem) {
+    showMessage("silence-form-error", problem[0]);
+    problem[1].setAttribute("aria-invalid", "true");
+    problem[1].focus();
+    return;
+  }
+  matchersField.removeAttribute("aria-invalid");
+  authorField.removeAttribute("aria-invalid");
+
+  const seconds = Number($("silence-duration").value) || 3600;
+  const payload = {
+    matchers,
+    endsAt: String(Math.round(serverNow() + seconds)), // Unix seconds on the server's clock
+    createdBy,
+    comment: $("silence-comment").value.trim(),
+  };
+  const submit = $("silence-submit");
+  submit.disabled = true;
+  $("silence-form-status").textContent = "Creating the silence";
+  try {
+    const created = await postJson("/api/v1/silences", payload);
+    storageSet(AUTHOR_KEY, createdBy);
+    matchersField.value = "";
+    matchersField.rows = 2;
+    $("silence-comment").value = "";
+    $("silence-form-status").textContent = `Silence created, until ${formatLocal(created.endsAt)}`;
+    await refreshSilences();
+  } catch (err) {
+    $("silence-form-status").textContent = "";
+    showMessage("silence-form-error", err.message);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+function initSilenceForm() {
+  $("silences-toggle").addEventListener("click", () => {
+    setSilencesOpen($("silences-toggle").getAttribute("aria-expanded") !== "true");
+  });
+  setSilencesOpen(storageGet(SILENCES_OPEN_KEY) === "1");
+  $("silence-author").value = storageGet(AUTHOR_KEY) || "";
+  $("silence-form").addEventListener("submit", createSilence);
+  for (const id of ["silence-matchers", "silence-author"]) {
+    $(id).addEventListener("input", () => $(id).removeAttribute("aria-invalid"));
+  }
+}
+
 /* ---------------------------------------------------------------------------------- start */
 
 function trimAll() {
@@ -635,6 +1249,11 @@ function trimAll() {
   }
 }
 
+initSilenceForm();
 connect();
+refreshAlerts();
+refreshSilences();
 setInterval(refreshTargets, TARGETS_REFRESH_MS);
 setInterval(trimAll, TRIM_EVERY_MS);
+setInterval(periodicAlerts, ALERTS_REFRESH_MS);
+setInterval(updateRelativeTimes, RELATIVE_TIMES_MS);
