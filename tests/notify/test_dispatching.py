@@ -217,3 +217,17 @@ def test_notification_log_survives_a_restart(tmp_path: Path) -> None:
         second.receive("r", [firing], now=100)
         assert second.flush_due(now=100) == []  # already told: no duplicate
         assert len(second.outbox.all()) == 2
+
+
+def test_a_refire_after_an_unsent_resolution_is_notified(dispatcher: Dispatcher) -> None:
+    # "hook" does not send resolutions; it must still hear of the alert firing again.
+    labels = {"severity": "critical", "service": "db"}
+    dispatcher.receive("r", [alert("Down", starts=0, **labels)], now=0)
+    assert len(dispatcher.flush_due(now=30)) == 2
+    dispatcher.receive("r", [alert("Down", starts=0, ends=100, **labels)], now=100)
+    assert sent(dispatcher.flush_due(now=330)) == [("email", "resolved", ["Down:resolved"])]
+    dispatcher.receive("r", [alert("Down", starts=400, **labels)], now=400)
+    assert sent(dispatcher.flush_due(now=430)) == [
+        ("email", "firing", ["Down:firing"]),
+        ("hook", "firing", ["Down:firing"]),
+    ]

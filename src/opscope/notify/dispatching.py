@@ -291,6 +291,18 @@ class Dispatcher:
                     now=now,
                 ):
                     continue
+                # Logged even when nothing is sent (a resolution to a channel without
+                # send_resolved), so that the channel's record is cleared, as Alertmanager does.
+                self.log[(name, group.key)] = LogEntry(firing, resolved, now)
+                documents[f"{_NFLOG}{name}/{group.key}"] = json.dumps(
+                    {
+                        "channel": name,
+                        "group": group.key,
+                        "firing": sorted(firing),
+                        "resolved": sorted(resolved),
+                        "at": now,
+                    }
+                )
                 alerts = [
                     a
                     for a in visible
@@ -320,18 +332,7 @@ class Dispatcher:
                         now=now,
                     )
                 )
-                logged = LogEntry(firing, resolved, now)
-                self.log[(name, group.key)] = logged
-                documents[f"{_NFLOG}{name}/{group.key}"] = json.dumps(
-                    {
-                        "channel": name,
-                        "group": group.key,
-                        "firing": sorted(firing),
-                        "resolved": sorted(resolved),
-                        "at": now,
-                    }
-                )
-            if deliveries:
+            if documents:
                 documents.update(Outbox.documents(deliveries))
                 self.store.put_state(documents, at=now)
         for alert in snapshot:
