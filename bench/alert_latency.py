@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
@@ -100,7 +101,7 @@ async def run(trials: int) -> list[float]:
         }
         stored: list[float] = []
 
-        def on_commit(batches: list[Batch]) -> None:
+        def on_commit(batches: Sequence[Batch]) -> None:
             for batch in batches:
                 for sid, value in zip(
                     batch.series_ids.tolist(), batch.values.tolist(), strict=True

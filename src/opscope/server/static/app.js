@@ -704,6 +704,11 @@ function formatDuration(seconds) {
   const s = Math.max(0, seconds);
   if (s < 90) return `${Math.round(s)} s`;
   if (s < 90 * 60) return `${Math.round(s / 60)} min`;
+  if (s < 10 * 3600) {
+    const minutes = Math.round(s / 60);
+    const rest = minutes % 60;
+    return rest ? `${Math.floor(minutes / 60)} h ${rest} min` : `${minutes / 60} h`;
+  }
   if (s < 36 * 3600) return `${Math.round(s / 3600)} h`;
   return `${Math.round(s / 86400)} d`;
 }
@@ -734,10 +739,12 @@ function renderRelative(node) {
       node.textContent = `for ${formatDuration(-delta)}`;
       break;
     case "ends":
-      node.textContent = delta > 0 ? `ends in ${formatDuration(delta)}` : `ended ${formatDuration(-delta)} ago`;
+      node.textContent =
+        delta > 0 ? `ends in ${formatDuration(delta)}` : `ended ${formatDuration(-delta)} ago`;
       break;
     case "starts":
-      node.textContent = delta > 0 ? `starts in ${formatDuration(delta)}` : `started ${formatDuration(-delta)} ago`;
+      node.textContent =
+        delta > 0 ? `starts in ${formatDuration(delta)}` : `started ${formatDuration(-delta)} ago`;
       break;
     default:
       break;
@@ -913,10 +920,16 @@ function renderAlerts() {
   if (!data) return;
   const list = $("alerts-list");
   const canSilence = state.silencesAvailable === true;
-  const rows = data.alerts.map((alert) => ({ alert, key: alertKey(alert), muted: mutingSilences(alert.labels) }));
+  const rows = data.alerts.map((alert) => ({
+    alert,
+    key: alertKey(alert),
+    muted: mutingSilences(alert.labels),
+  }));
   const signature = JSON.stringify([
     canSilence,
-    rows.map((r) => [r.key, r.alert.state, r.alert.activeAt, r.alert.firedAt, r.alert.annotations, r.muted.map((s) => s.id)]),
+    rows.map(({ alert, key, muted }) => [
+      key, alert.state, alert.activeAt, alert.firedAt, alert.annotations, muted.map((s) => s.id),
+    ]),
   ]);
   if (signature !== state.alertsSignature) {
     const focus = focusedAction(list);
@@ -971,7 +984,9 @@ function alertRow({ alert, key, muted }, canSilence) {
   }
   if (muted.length) {
     const chip = element("li", "chip chip-silenced", "silenced");
-    chip.title = muted.map((s) => `Silenced by ${s.matchers.join(", ")} until ${formatLocal(s.endsAt)}`).join("\n");
+    chip.title = muted
+      .map((s) => `Silenced by ${s.matchers.join(", ")} until ${formatLocal(s.endsAt)}`)
+      .join("\n");
     chips.append(chip);
   }
   if (chips.children.length) main.append(chips);
@@ -988,7 +1003,8 @@ function alertRow({ alert, key, muted }, canSilence) {
     const button = element("button", "button", "Silence");
     button.type = "button";
     button.dataset.action = "silence";
-    button.setAttribute("aria-label", `Silence ${name}${labels.instance ? ` on ${labels.instance}` : ""}`);
+    const where = labels.instance ? ` on ${labels.instance}` : "";
+    button.setAttribute("aria-label", `Silence ${name}${where}`);
     button.addEventListener("click", () => prefillSilence(alert));
     actions.append(button);
   }
@@ -1014,7 +1030,8 @@ function renderAlertsCard(data) {
     const cardLevel = data.firing ? "crit" : "warn";
     setCard("alerts", String(data.firing), `firing · ${data.pending} pending`, cardLevel);
   } else {
-    setCard("alerts", "0", data.rules === 0 ? "no alerting rules" : `firing${rules}`, data.rules ? "ok" : "");
+    const sub = data.rules === 0 ? "no alerting rules" : `firing${rules}`;
+    setCard("alerts", "0", sub, data.rules ? "ok" : "");
   }
 }
 
@@ -1057,7 +1074,8 @@ async function refreshSilences() {
   try {
     const data = await api("/api/v1/silences");
     if (seq !== state.silencesSeq) return;
-    state.silences = (Array.isArray(data) ? data : []).map((s) => ({ ...s, compiled: compileSilence(s) }));
+    const silences = Array.isArray(data) ? data : [];
+    state.silences = silences.map((s) => ({ ...s, compiled: compileSilence(s) }));
     setSilencesAvailable(true, "");
     showMessage("silences-error", "");
   } catch (err) {
@@ -1172,12 +1190,16 @@ function setSilencesOpen(open) {
 function prefillSilence(alert) {
   setSilencesOpen(true);
   const labels = alert.labels;
-  const names = Object.keys(labels).sort((a, b) => (a === "alertname" ? -1 : b === "alertname" ? 1 : a.localeCompare(b)));
+  const names = Object.keys(labels)
+    .filter((k) => k !== "alertname")
+    .sort();
+  if (labels.alertname !== undefined) names.unshift("alertname");
   const matchers = $("silence-matchers");
   matchers.value = names.map((k) => `${k}=${quoteMatcherValue(labels[k])}`).join("\n");
   matchers.rows = Math.min(6, Math.max(2, names.length));
   showMessage("silence-form-error", "");
-  $("silence-form-status").textContent = `Matchers filled in from ${labels.alertname || "the alert"}`;
+  const from = labels.alertname || "the alert";
+  $("silence-form-status").textContent = `Matchers filled in from ${from}`;
   $("silence-form").scrollIntoView({ block: "start" });
   const author = $("silence-author");
   (author.value.trim() ? $("silence-comment") : author).focus({ preventScroll: true });
@@ -1192,8 +1214,11 @@ async function createSilence(event) {
   showMessage("silence-form-error", "");
   $("silence-form-status").textContent = "";
   let problem = null;
-  if (!matchers.length) problem = ["Enter at least one matcher, like alertname=\"TargetDown\".", matchersField];
-  else if (!createdBy) problem = ["Enter who creates the silence.", authorField];
+  if (!matchers.length) {
+    problem = ['Enter at least one matcher, like alertname="TargetDown".', matchersField];
+  } else if (!createdBy) {
+    problem = ["Enter who creates the silence.", authorField];
+  }
   if (problem) {
     showMessage("silence-form-error", problem[0]);
     problem[1].setAttribute("aria-invalid", "true");
