@@ -292,6 +292,13 @@ def test_alerts_are_emailed_and_posted_and_can_be_silenced(
     assert bad.status_code == 400 and "must not match the empty string" in bad.json()["error"]
     missing = httpx.delete(f"{serve.url}/api/v1/silences/nope", timeout=5)
     assert missing.status_code == 404
+    numeric = httpx.post(
+        f"{serve.url}/api/v1/silences",
+        timeout=5,
+        json={"matchers": ['job="gone"'], "endsAt": time.time() + 60, "createdBy": "t"},
+    )
+    assert numeric.status_code == 200, numeric.text  # Unix seconds as a number work too
+    assert httpx.get(f"{serve.url}/healthz", timeout=5).json()["notifications"] is True
 
 
 def test_a_delivery_interrupted_by_kill_9_is_delivered_after_restart(

@@ -79,6 +79,7 @@ async def test_healthz(api: Api) -> None:
     assert response.json()["status"] == "ok"
     assert response.json()["project"] == "blatam"
     assert response.json()["time"] == NOW  # the server clock, for clients to align with
+    assert response.json()["notifications"] is False  # no notify.channels
 
 
 async def test_instant_query_has_prometheus_shape_and_lookback(api: Api) -> None:

@@ -169,9 +169,8 @@ def test_dashboard_loads_history_and_live_points(
         sync_api.expect(page.locator("#silences-error")).to_be_hidden()
         assert page.evaluate("document.body.dataset.ws") == "open"
 
-    expected = bad_request_of(f"{serve.url}/api/v1/silences")
-    errors = [text for text, url in log.errors if not expected((text, url))]
-    assert errors == [], f"console errors: {errors}\nserver log:\n{serve.output()}"
+    # /healthz says notifications are off: the page never asks for silences, so nothing fails
+    assert log.errors == [], f"console errors: {log.errors}\nserver log:\n{serve.output()}"
     assert log.foreign == [], f"the dashboard requested other hosts: {log.foreign}"
 
 

@@ -112,7 +112,7 @@ class Silences:
         if ends_at <= now:
             raise SilenceError("the end of a silence must be in the future")
         if not created_by.strip():
-            raise SilenceError("created_by (the author) is required")
+            raise SilenceError("the author (createdBy) is required")
         self._save(silence, now)
         return silence
 

@@ -17,15 +17,15 @@ from opscope.monitor.alerts import alert_json
 from opscope.monitor.rules import Rule
 from opscope.notify import Notifier
 from opscope.server.api import JSONBody, QueryContext, iso, success
-from opscope.server.params import parse_time
+from opscope.server.params import check_time, parse_time
 
 
 class SilenceRequest(BaseModel):
     """A new silence: matchers (``alertname="X"``) and when it ends."""
 
     matchers: list[str] = Field(min_length=1, description='Matchers like alertname="HighCPU"')
-    startsAt: str | None = Field(None, description="RFC 3339 or Unix seconds; default now")
-    endsAt: str = Field(description="RFC 3339 or Unix seconds")
+    startsAt: str | float | None = Field(None, description="RFC 3339 or Unix seconds; default now")
+    endsAt: str | float = Field(description="RFC 3339 or Unix seconds")
     createdBy: str = Field(min_length=1, description="Author")
     comment: str = Field("", description="Why")
 
@@ -74,8 +74,8 @@ def alerting_router(ctx: QueryContext, notifier: Notifier | None) -> APIRouter:
         now = ctx.now()
         silence = need_notifier().dispatcher.silences.add(
             matchers=request.matchers,
-            starts_at=parse_time(request.startsAt, name="startsAt", default=now),
-            ends_at=parse_time(request.endsAt, name="endsAt", default=now),
+            starts_at=_time(request.startsAt, "startsAt", now),
+            ends_at=_time(request.endsAt, "endsAt", now),
             created_by=request.createdBy,
             comment=request.comment,
             now=now,
@@ -123,6 +123,12 @@ def alerting_router(ctx: QueryContext, notifier: Notifier | None) -> APIRouter:
         )
 
     return router
+
+
+def _time(value: str | float | None, name: str, default: float) -> float:
+    if isinstance(value, int | float):
+        return check_time(float(value), name=name, text=value)
+    return parse_time(value, name=name, default=default)
 
 
 class NotFound(QueryError):

@@ -102,6 +102,7 @@ def create_app(state: ServerState) -> FastAPI:
             "version": __version__,
             "project": state.project,
             "time": state.now(),
+            "notifications": state.notifier is not None,
         }
 
     @app.get("/metrics", summary="opscope's own metrics (Prometheus exposition format)")

@@ -6,7 +6,7 @@
  *
  * Alerts come from /api/v1/alerts, fetched again (debounced) on every {"type":"alert"} message of
  * the WebSocket and every ALERTS_REFRESH_MS; silences from /api/v1/silences. Without
- * notify.channels the silences endpoints answer 400 and the Silences section is shown disabled.
+ * notify.channels (/healthz says "notifications": false) the Silences section is shown disabled.
  *
  * Test hooks: every chart element carries data-metric (its metric name) and data-points (points
  * currently plotted across its series); <body data-ws> is connecting, open or closed. The alert
@@ -498,7 +498,9 @@ async function onOpen(ws) {
   if (state.connections > 1) {
     // Transitions may have been missed while disconnected (the first load happens at start).
     refreshAlerts();
-    refreshSilences();
+    loadHealth().then(() => {
+      if (state.silencesAvailable !== false) refreshSilences();
+    });
   }
   await Promise.all([loadHealth(), refreshTargets()]);
   if (ws.readyState !== WebSocket.OPEN) return;
@@ -526,6 +528,13 @@ async function loadHealth() {
       // Server time minus browser time; ignore differences smaller than the round trip.
       const offset = body.time - Date.now() / 1000;
       state.clockOffset = Math.abs(offset) > 1 ? offset : 0;
+    }
+    if (body.notifications === false) {
+      // Known from /healthz: no need to ask /api/v1/silences for its 400.
+      state.silences = [];
+      setSilencesAvailable(false, "notifications are not configured (no notify.channels)");
+    } else if (body.notifications === true && state.silencesAvailable === false) {
+      state.silencesAvailable = null;
     }
     const project = body.project || "opscope";
     $("project").textContent = project;
@@ -1277,7 +1286,10 @@ function trimAll() {
 initSilenceForm();
 connect();
 refreshAlerts();
-refreshSilences();
+// Silences only once /healthz said whether notifications are configured.
+loadHealth().then(() => {
+  if (state.silencesAvailable !== false) refreshSilences();
+});
 setInterval(refreshTargets, TARGETS_REFRESH_MS);
 setInterval(trimAll, TRIM_EVERY_MS);
 setInterval(periodicAlerts, ALERTS_REFRESH_MS);
