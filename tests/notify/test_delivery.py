@@ -140,3 +140,18 @@ async def test_undeliverable_notifications_expire(store: Store) -> None:
     (delivery,) = outbox.all()
     assert delivery.state == "expired"
     assert "connect" in delivery.last_error.lower() or "refused" in delivery.last_error.lower()
+
+
+async def test_apprise_json_webhooks_deliver(http_server: LocalHTTPServer, store: Store) -> None:
+    http_server.routes["/apprise"] = Route(status=200)
+    config = channels_config(f"    j: 'json://127.0.0.1:{http_server.port}/apprise'\n")
+    outbox = Outbox(store, config.retry)
+    channel = AppriseChannel("j", config.channels["j"])
+    queue(outbox, "j", now=0)
+    await outbox.deliver_due(channel, now=0)
+    (delivery,) = outbox.all()
+    assert delivery.state == "delivered"
+    (_, path, _, body) = http_server.requests[-1]
+    assert path == "/apprise"
+    sent = json.loads(body)  # apprise's JSON: title and message
+    assert sent["title"] == "[FIRING:1] test 1" and sent["message"] == "body 1"

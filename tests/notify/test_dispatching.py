@@ -231,3 +231,49 @@ def test_a_refire_after_an_unsent_resolution_is_notified(dispatcher: Dispatcher)
         ("email", "firing", ["Down:firing"]),
         ("hook", "firing", ["Down:firing"]),
     ]
+
+
+def test_hovering_values_notify_at_most_once_each_way(tmp_path: Path) -> None:
+    """Values hovering around a threshold every 10 s for 30 minutes, for: 1m and
+    keep_firing_for: 5m: at most one firing and one resolved notification per channel."""
+    import numpy as np
+
+    from opscope.monitor.rules import RuleEngine, compile_groups
+    from opscope.store import Batch, label_set
+
+    loaded = parse_config(
+        "monitor:\n  rules:\n"
+        "    - {alert: Hot, expr: 'temperature > 50', for: 1m, keep_firing_for: 5m}\n" + NOTIFY,
+        environ={},
+    )
+    with Store.open(tmp_path) as store:
+        engine = RuleEngine(store, compile_groups(loaded.rule_groups))
+        dispatcher = Dispatcher(
+            loaded.config.notify,
+            store,
+            channels={"email": Recorder("email"), "hook": Recorder("hook")},
+        )
+        sid = store.series_id("temperature", label_set({"room": "a"}))
+        queued = []
+        for i in range(220):  # 30 minutes hovering, then 6+ minutes cool
+            t = i * 10.0
+            hovering = 51.0 if i < 12 or (i // 2) % 2 == 0 else 49.0  # 2 min hot, then 20 s runs
+            value = hovering if i < 180 else 20.0
+            store.append([Batch("in", int(t * 1000), np.array([sid]), np.array([value]))])
+            result = engine.evaluate(engine.groups[0], t)
+            alerts = [
+                NotifyAlert(
+                    a.labels,
+                    a.annotations,
+                    a.fired_at or a.active_at,
+                    a.resolved_at if a.state == "inactive" else None,
+                )
+                for rule in result.group.rules
+                for a in rule.alerts.values()
+                if a.state != "pending"
+            ]
+            dispatcher.receive("rules", alerts, now=t)
+            queued += dispatcher.flush_due(now=t)
+    kinds = [(d.channel, d.status) for d in queued]
+    assert kinds.count(("email", "firing")) == 1
+    assert kinds.count(("email", "resolved")) == 1
