@@ -315,10 +315,16 @@ def test_a_delivery_interrupted_by_kill_9_is_delivered_after_restart(
         "hook": f"{http_server.url}/hook",
     }
     first = serve_process(config)
+
+    def email_delivered_and_hook_in_flight() -> bool:
+        log = httpx.get(f"{first.url}/api/v1/notifications", timeout=5).json()["data"]
+        email_done = any(n["channel"] == "email" and n["state"] == "delivered" for n in log)
+        return email_done and http_server.hits.get("/hook", 0) >= 1
+
     wait_until(
-        lambda: http_server.hits.get("/hook", 0) >= 1,
+        email_delivered_and_hook_in_flight,
         timeout=20,
-        what="the webhook request to start",
+        what="the email to be delivered and the webhook request to start",
     )
     first.process.kill()
     first.process.wait(timeout=10)
