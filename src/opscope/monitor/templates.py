@@ -72,6 +72,17 @@ def _g4(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _scale_up_small(value: float) -> tuple[float, str]:
+    """A magnitude below 1 scaled by 1000s up to at least 1, with its SI prefix (m, u, n, …)."""
+    prefix = ""
+    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+        if abs(value) >= 1:
+            break
+        prefix = p
+        value *= 1000
+    return value, prefix
+
+
 def humanize(value: float) -> str:
     """SI prefixes (k, M, G, … and m, u, n, …) with 4 significant digits (Prometheus)."""
     if value == 0 or math.isnan(value) or math.isinf(value):
@@ -84,12 +95,7 @@ def humanize(value: float) -> str:
             prefix = p
             value /= 1000
         return f"{_g4(value)}{prefix}"
-    prefix = ""
-    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
-        if abs(value) >= 1:
-            break
-        prefix = p
-        value *= 1000
+    value, prefix = _scale_up_small(value)
     return f"{_g4(value)}{prefix}"
 
 
@@ -130,12 +136,7 @@ def humanize_duration(value: float) -> str:
         if minutes:
             return f"{sign}{minutes}m {seconds}s"
         return f"{sign}{_g4(value)}s"
-    prefix = ""
-    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
-        if abs(value) >= 1:
-            break
-        prefix = p
-        value *= 1000
+    value, prefix = _scale_up_small(value)
     return f"{_g4(value)}{prefix}s"
 
 
