@@ -104,7 +104,6 @@ def test_unknown_top_level_section_is_an_error_but_reserved_ones_warn() -> None:
     assert problems("monitr: {}\n")[0].startswith("opscope.yaml:1:1 monitr: unknown field")
     loaded = parse_config("services:\n  api: {image: x}\nreports: {}\n", environ={})
     assert [str(w) for w in loaded.warnings] == [
-        "opscope.yaml:1:1 services: section not used by this version of opscope (ignored)",
         "opscope.yaml:3:1 reports: section not used by this version of opscope (ignored)",
     ]
 

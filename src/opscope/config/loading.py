@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from opscope.config.deploy import deploy_problems
 from opscope.config.models import RESERVED_SECTIONS, OpscopeConfig
 from opscope.config.rules import DEFAULT_GROUP, RuleConfig, RuleFileConfig, RuleGroupConfig
 from opscope.config.yamlfile import (
@@ -157,6 +158,7 @@ def parse_config(
             problems_from(exc, OpscopeConfig, positions, filename, data)
         ) from None
     semantic = [(("monitor", *loc), message) for loc, message in config.monitor.problems()]
+    semantic += deploy_problems(config.environments, config.services)
     if semantic:
         raise ConfigFileError(
             [

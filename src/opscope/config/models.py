@@ -4,9 +4,10 @@ Every model forbids unknown fields, so a typo is reported with its line instead 
 Durations are Prometheus duration strings (``15s``, ``5m``, ``1h30m``) parsed once into
 :class:`datetime.timedelta`; bare numbers are rejected because their unit would be a guess.
 
-Top-level sections: ``project``, ``data_dir``, ``server`` and ``monitor`` are modelled here.
-The names of the sections the deployment, alerting and reporting parts of opscope define
-(``environments``, ``services``, ``reports``, ``sources``) are *reserved*: a file may
+Top-level sections: ``project``, ``data_dir``, ``server``, ``monitor`` and ``notify`` are
+modelled here; ``environments``, ``services`` and ``deploy`` in :mod:`opscope.config.deploy`.
+The names of the sections the reporting part of opscope defines (``reports``, ``sources``)
+are *reserved*: a file may
 already carry them, they are ignored with a warning until the part that reads them exists. Any
 other top-level name is an error (it is almost always a typo such as ``monitr``).
 """
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from opscope.config.deploy import DeploySettings, EnvironmentConfig, ServiceConfig
 from opscope.config.notify import NotifyConfig
 from opscope.config.rules import InlineRule
 from opscope.config.types import (
@@ -37,7 +39,7 @@ from opscope.config.types import (
 from opscope.durations import format_duration
 
 #: Top-level sections that other parts of opscope define; accepted and ignored with a warning.
-RESERVED_SECTIONS = ("environments", "services", "reports", "sources")
+RESERVED_SECTIONS = ("reports", "sources")
 
 
 class TLSConfig(Model):
@@ -283,10 +285,12 @@ class OpscopeConfig(Model):
     """The HTTP/WebSocket server."""
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     """Collection of metrics."""
-    environments: Any = None
-    """Reserved for deployment environments; ignored with a warning by this version."""
-    services: Any = None
-    """Reserved for deployable services; ignored with a warning by this version."""
+    environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
+    """Where services are deployed: namespace, backend, replicas, resources, overrides."""
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    """Deployable services: image, port, health check, env, secrets, probes, dependencies."""
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+    """How deploys wait, verify, roll back and keep history."""
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     """Alert notifications: channels, routes, grouping, inhibition, retries."""
     reports: Any = None

@@ -12,6 +12,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from opscope.config.deploy import (
+    Autoscaling,
+    DeploySettings,
+    EnvironmentConfig,
+    HttpProbe,
+    KubernetesTarget,
+    MonitoringWiring,
+    Probes,
+    Resources,
+    SecretRef,
+    ServiceConfig,
+)
 from opscope.config.models import (
     MonitorConfig,
     OpscopeConfig,
@@ -47,6 +59,16 @@ _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("notify.routes[]", RouteConfig, "notify.routes[]"),
     ("notify.inhibit[]", InhibitRule, "notify.inhibit[]"),
     ("notify.retry", RetryConfig, "notify.retry"),
+    ("environments.ENV", EnvironmentConfig, "environments (one entry per environment)"),
+    ("environments.ENV.resources", Resources, "resources and limits (CPU and memory)"),
+    ("environments.ENV.kubernetes", KubernetesTarget, "environments.ENV.kubernetes"),
+    ("environments.ENV.monitoring", MonitoringWiring, "environments.ENV.monitoring"),
+    ("services.NAME", ServiceConfig, "services (one entry per service)"),
+    ("services.NAME.secrets.VAR", SecretRef, "services.NAME.secrets (one entry per variable)"),
+    ("services.NAME.probes", Probes, "services.NAME.probes"),
+    ("….readiness / ….liveness", HttpProbe, "one probe"),
+    ("services.NAME.autoscaling", Autoscaling, "services.NAME.autoscaling"),
+    ("deploy", DeploySettings, "deploy"),
 ]
 
 
