@@ -11,6 +11,10 @@ are caught at the boundary where they happen and re-raised as one of these, chai
     │   ├── UnsupportedQuery   valid PromQL outside the subset opscope evaluates (HTTP 400)
     │   └── QueryTooLarge      the query would exceed a resource limit (HTTP 422)
     ├── StoreError             the embedded store cannot be opened or written
+    ├── DeployError            a deploy, rollback or history operation failed
+    │   ├── DeployRefused      refused before anything was applied (immutable field, lock held)
+    │   └── KubeError          the Kubernetes API answered with an error (status, reason)
+    │       └── KubeUnavailable   …or could not be reached
     └── CollectError           one collection from one target failed
         ├── ScrapeError        HTTP or network failure, bad status, timeout
         └── ExpositionError    the payload is not valid Prometheus text exposition format
@@ -78,6 +82,35 @@ class QueryTooLarge(QueryError):
 
 class StoreError(OpscopeError):
     """The embedded store cannot be opened, migrated or written."""
+
+
+class DeployError(OpscopeError):
+    """A deploy, rollback or history operation failed; the message says what and why."""
+
+
+class DeployRefused(DeployError):
+    """A deploy refused before applying anything: an immutable field would change, or another
+    deploy holds the release's lock."""
+
+
+class KubeError(DeployError):
+    """The Kubernetes API answered a request with an error.
+
+    ``status`` is the HTTP status (``None`` when no request was made), ``reason`` the
+    API server's reason (``NotFound``, ``Conflict``, ``Invalid``, …).
+    """
+
+    def __init__(self, message: str, *, status: int | None, reason: str | None = None) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(message)
+
+
+class KubeUnavailable(KubeError):
+    """The Kubernetes API server cannot be reached (network error or timeout)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=None)
 
 
 class CollectError(OpscopeError):
