@@ -30,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -563,6 +564,11 @@ def render(
             out.print(f"wrote {path}", highlight=False)
     else:
         sys.stdout.write(text)
+
+
+from opscope.cli_deploy import register as _register_deploy_commands  # noqa: E402
+
+_register_deploy_commands(app)
 
 
 def main() -> None:

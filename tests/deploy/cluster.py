@@ -652,3 +652,41 @@ def running_cluster() -> Iterator[RunningCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+class AutoController:
+    """Rolls out every new Deployment generation on its own, like the real controller, in the
+    mode set in :attr:`modes` for the container image or else for the Deployment name (default
+    ``ready``), from a background thread polling every 10 ms."""
+
+    def __init__(self, cluster: RunningCluster, namespace: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.controller = Controller(cluster)
+        self.modes: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="auto-controller", daemon=True)
+
+    def __enter__(self) -> AutoController:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        path = f"/apis/apps/v1/namespaces/{self.namespace}/deployments"
+        while not self._stop.wait(0.01):
+            try:
+                deployments = self.cluster.list(path)
+            except httpx.HTTPError:
+                continue
+            for deployment in deployments:
+                meta, status = deployment["metadata"], deployment.get("status") or {}
+                if deployment["spec"].get("paused"):
+                    continue
+                if meta.get("generation", 1) > status.get("observedGeneration", 0):
+                    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+                    mode = self.modes.get(image, self.modes.get(meta["name"], "ready"))
+                    self.controller.roll(self.namespace, meta["name"], mode)

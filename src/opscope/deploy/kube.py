@@ -404,9 +404,24 @@ class KubeBackend:
             )
         return found
 
-    async def live_status(self, spec: ServiceSpec) -> dict[str, Any] | None:
-        """The live Deployment of ``spec`` (``None`` when absent)."""
-        return await self.api.get("apps/v1", "Deployment", spec.name, self.namespace)
+    async def changes(self, spec: ServiceSpec, payload: dict[str, Any]) -> list[dict[str, str]]:
+        """:meth:`diff` as plain dicts."""
+        return [
+            {"object": f"{d.kind}/{d.name}", "change": d.change, "diff": d.diff}
+            for d in await self.diff(payload)
+        ]
+
+    async def live(self, spec: ServiceSpec) -> tuple[str, str]:
+        """``"3/3 available"`` (or ``absent``, ``paused``) and kubectl's rollout message."""
+        deployment = await self.api.get("apps/v1", "Deployment", spec.name, self.namespace)
+        if deployment is None:
+            return "absent", ""
+        status = deployment_status(deployment)
+        desired = "?" if status.desired is None else str(status.desired)
+        summary = f"{status.available}/{desired} available"
+        if status.phase in ("paused", "failed"):
+            summary += f", {status.phase}"
+        return summary, status.message
 
 
 def _yaml(obj: dict[str, Any]) -> str:
@@ -415,18 +430,3 @@ def _yaml(obj: dict[str, Any]) -> str:
 
 def _flow(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, sort_keys=True).strip()
-
-
-def rollout_counts(deployment: dict[str, Any] | None) -> dict[str, Any]:
-    """Replica counters and the rollout phase of a live Deployment, for status displays."""
-    if deployment is None:
-        return {"phase": "absent"}
-    status = deployment_status(deployment)
-    return {
-        "phase": status.phase,
-        "message": status.message,
-        "desired": status.desired,
-        "updated": status.updated,
-        "ready": status.ready,
-        "available": status.available,
-    }

@@ -121,6 +121,13 @@ class Backend(Protocol):
     async def remove(self, spec: ServiceSpec, payload: dict[str, Any]) -> None:
         """Delete what a failed first install applied (there is nothing to roll back to)."""
 
+    async def changes(self, spec: ServiceSpec, payload: dict[str, Any]) -> list[dict[str, str]]:
+        """What deploying ``payload`` would change, without changing anything: one entry per
+        object, ``{"object", "change": "create"|"update"|"none", "diff"}``."""
+
+    async def live(self, spec: ServiceSpec) -> tuple[str, str]:
+        """The live state of ``spec`` in a few words, and a longer detail."""
+
 
 @dataclass
 class DeployResult:

@@ -18,6 +18,7 @@ from typing import Any
 
 from opscope.clock import Clock
 from opscope.config.models import OpscopeConfig
+from opscope.deploy.history import current
 from opscope.deploy.kube import KubeBackend
 from opscope.deploy.kubeapi import KubeAPI, kube_config
 from opscope.deploy.rollout import Backend, Deployer, DeployResult
@@ -166,3 +167,37 @@ async def deploy_stack(
             result.rollbacks.append(undone)
     result.duration = clock.time() - started
     return result
+
+
+async def plan_changes(deployer: Deployer, specs: list[ServiceSpec]) -> list[dict[str, str]]:
+    """What deploying ``specs`` would change (``deploy --dry-run``, ``diff``), per object."""
+    found: list[dict[str, str]] = []
+    for spec in specs:
+        backend = deployer.backend
+        for change in await backend.changes(spec, backend.payload(spec)):
+            found.append({"service": spec.service, **change})
+    return found
+
+
+async def environment_status(deployer: Deployer, specs: list[ServiceSpec]) -> list[dict[str, Any]]:
+    """Per service: the current revision (number, status, version) and the live state."""
+    rows = []
+    for spec in specs:
+        revisions = await deployer.history(spec)
+        latest = revisions[-1] if revisions else None
+        now = current(revisions)
+        summary, detail = await deployer.backend.live(spec)
+        rows.append(
+            {
+                "service": spec.service,
+                "revision": now.revision if now else None,
+                "status": now.status if now else None,
+                "version": now.version if now else None,
+                "latest_revision": latest.revision if latest else None,
+                "latest_status": latest.status if latest else None,
+                "configured_version": spec.version,
+                "live": summary,
+                "detail": detail,
+            }
+        )
+    return rows
