@@ -11,6 +11,9 @@ are caught at the boundary where they happen and re-raised as one of these, chai
     │   ├── UnsupportedQuery   valid PromQL outside the subset opscope evaluates (HTTP 400)
     │   └── QueryTooLarge      the query would exceed a resource limit (HTTP 422)
     ├── StoreError             the embedded store cannot be opened or written
+    ├── DeployError            a deploy operation failed
+    │   └── LocalProcessError  the local backend cannot start, reach or control a service's
+    │                          processes (front port taken, supervisor unreachable, …)
     └── CollectError           one collection from one target failed
         ├── ScrapeError        HTTP or network failure, bad status, timeout
         └── ExpositionError    the payload is not valid Prometheus text exposition format
@@ -78,6 +81,15 @@ class QueryTooLarge(QueryError):
 
 class StoreError(OpscopeError):
     """The embedded store cannot be opened, migrated or written."""
+
+
+class DeployError(OpscopeError):
+    """A deploy operation failed; the message names the service and what went wrong."""
+
+
+class LocalProcessError(DeployError):
+    """The local backend cannot start, reach or control the processes of a service: the front
+    port is taken, the supervisor does not answer, a secret is missing, a request is refused."""
 
 
 class CollectError(OpscopeError):
