@@ -375,6 +375,34 @@ async def test_a_killed_current_process_is_restarted(processes: LocalProcesses) 
     assert get(port).json()["pid"] == current.pid
 
 
+async def test_a_second_crash_in_a_row_waits_ten_seconds(processes: LocalProcesses) -> None:
+    port = free_port()
+    v1 = example_spec(port, "1.0.0")
+    pid = await deploy(processes, v1, 1)
+    os.kill(pid, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        current = await processes.current(v1)
+        return current is not None and current.status == "running" and current.pid != pid
+
+    await eventually(restarted, what="the first restart")
+    current = await processes.current(v1)
+    assert current is not None and current.pid is not None
+    os.kill(current.pid, signal.SIGKILL)
+    killed_at = time.time()
+
+    async def backing_off() -> bool:
+        current = await processes.current(v1)
+        return current is not None and current.status == "backoff"
+
+    await eventually(backing_off, what="the back-off after the second crash")
+    current = await processes.current(v1)
+    assert current is not None and current.restart_at is not None
+    assert (current.restarts, current.exit_code, current.pid) == (1, -signal.SIGKILL, None)
+    assert killed_at + 10 <= current.restart_at <= time.time() + 10
+    assert current.log_tail is not None and "listening on" in current.log_tail
+
+
 async def test_processes_outlive_the_program_that_started_them(tmp_path: Path) -> None:
     root = tmp_path / "local" / "development"
     port = free_port()
