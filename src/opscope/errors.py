@@ -13,8 +13,10 @@ are caught at the boundary where they happen and re-raised as one of these, chai
     ├── StoreError             the embedded store cannot be opened or written
     ├── DeployError            a deploy, rollback or history operation failed
     │   ├── DeployRefused      refused before anything was applied (immutable field, lock held)
-    │   └── KubeError          the Kubernetes API answered with an error (status, reason)
-    │       └── KubeUnavailable   …or could not be reached
+    │   ├── KubeError          the Kubernetes API answered with an error (status, reason)
+    │   │   └── KubeUnavailable   …or could not be reached
+    │   └── LocalProcessError  the local backend cannot start, reach or control a service's
+    │                          processes (front port taken, supervisor unreachable, …)
     └── CollectError           one collection from one target failed
         ├── ScrapeError        HTTP or network failure, bad status, timeout
         └── ExpositionError    the payload is not valid Prometheus text exposition format
@@ -111,6 +113,11 @@ class KubeUnavailable(KubeError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=None)
+
+
+class LocalProcessError(DeployError):
+    """The local backend cannot start, reach or control the processes of a service: the front
+    port is taken, the supervisor does not answer, a secret is missing, a request is refused."""
 
 
 class CollectError(OpscopeError):
