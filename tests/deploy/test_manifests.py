@@ -555,17 +555,6 @@ def test_the_scrape_jobs_pass_promtool(kube_config: LoadedConfig, tmp_path: Path
     assert "SUCCESS" in result.stdout
 
 
-def test_the_scrape_fragment_passes_a_promtool_with_kubernetes_discovery(
-    kube_config: LoadedConfig, tmp_path: Path
-) -> None:
-    if not promtool_knows_kubernetes_sd(tmp_path):
-        pytest.skip("this promtool is built without Kubernetes service discovery (Debian's is)")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(full_prometheus_config(prometheus_scrape_config(scrape_specs(kube_config))))
-    result = promtool("check", "config", str(config))
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_yaml_output_is_multi_document_in_rendered_key_order(kube_config: LoadedConfig) -> None:
     objects = rendered(kube_config, "production", "ai_system")
     text = manifests_yaml(objects)
