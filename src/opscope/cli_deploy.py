@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -121,6 +122,22 @@ def _validate(loaded: LoadedConfig, env: str, specs: list[Any]) -> None:
         raise typer.Exit(2)
 
 
+def _print_table(table: Table) -> None:
+    """Print a table; when stdout is not a terminal, wide enough that no column is dropped."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(width=200, no_color=True).print(table)
+
+
+def _column(table: Table, name: str) -> None:
+    """Identifiers never wrap (they are copied into other commands); free text folds."""
+    if name in ("", "message", "description", "detail"):
+        table.add_column(name, overflow="fold", min_width=20)
+    else:
+        table.add_column(name, no_wrap=True)
+
+
 @dataclass
 class _Row:
     phase: str = "queued"
@@ -151,7 +168,7 @@ class ProgressView:
     def _table(self) -> Table:
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         for column in ("service", "phase", "replicas", "elapsed", ""):
-            table.add_column(column)
+            _column(table, column)
         for name, row in self.rows.items():
             table.add_row(
                 name, row.phase, row.replicas, f"{row.elapsed:5.1f}s", escape(row.message)
@@ -180,7 +197,7 @@ class ProgressView:
 def _result_table(results: list[Any], title: str | None = None) -> Table:
     table = Table(title=title, box=None, pad_edge=False, header_style="bold")
     for column in ("service", "outcome", "revision", "version", "time", "message"):
-        table.add_column(column)
+        _column(table, column)
     for r in results:
         style = _OUTCOME_STYLE.get(r.outcome, "")
         revision = "" if r.revision is None else str(r.revision)
@@ -270,18 +287,18 @@ def deploy(
         out.print_json(json.dumps(result.to_json()))
         raise typer.Exit(result.exit_code)
     if all_services:
-        out.print(_result_table(result.results, title=f"deploy --all --env {env}"))
+        _print_table(_result_table(result.results, title=f"deploy --all --env {env}"))
         if result.skipped:
             out.print(f"not attempted: {', '.join(result.skipped)}", highlight=False)
         if result.rollbacks:
-            out.print(_result_table(result.rollbacks, title="rolled back (changed in this run)"))
+            _print_table(_result_table(result.rollbacks, title="rolled back (changed in this run)"))
         _print_details(result.results + result.rollbacks)
         out.print(
             f"{result.succeeded} succeeded, {result.failed} failed in {result.duration:.1f}s",
             highlight=False,
         )
     else:
-        out.print(_result_table([result]))
+        _print_table(_result_table([result]))
         _print_details([result])
     raise typer.Exit(result.exit_code)
 
@@ -319,7 +336,7 @@ def rollback(
     if as_json:
         out.print_json(json.dumps(result.to_json()))
     else:
-        out.print(_result_table([result]))
+        _print_table(_result_table([result]))
         _print_details([result])
     raise typer.Exit(result.exit_code)
 
@@ -343,7 +360,7 @@ def history(
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("revision", "updated", "status", "version", "image", "description"):
-        table.add_column(column)
+        _column(table, column)
     for r in revisions:
         updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated_at))
         table.add_row(
@@ -352,7 +369,7 @@ def history(
     if not revisions:
         out.print(f"no revisions of {spec.release} in {env}", highlight=False)
         return
-    out.print(table)
+    _print_table(table)
 
 
 def status(
@@ -371,7 +388,7 @@ def status(
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("service", "revision", "status", "version", "live", "detail"):
-        table.add_column(column)
+        _column(table, column)
     for row in rows:
         table.add_row(
             row["service"],
@@ -381,7 +398,7 @@ def status(
             row["live"],
             escape(row["detail"]),
         )
-    out.print(table)
+    _print_table(table)
 
 
 def _diff(loaded: LoadedConfig, env: str, specs: list[Any], *, as_json: bool) -> bool:
@@ -426,7 +443,30 @@ def diff(
     raise typer.Exit(2 if changed else 0)
 
 
+def stop(
+    env: EnvOption,
+    service: ServiceArgument = None,
+    all_services: AllOption = False,
+    config: ConfigOption = Path("opscope.yaml"),
+) -> None:
+    """Stop the processes of services of a local environment (their revisions are kept; the
+    next deploy starts them again)."""
+    from opscope.deploy.local import LocalProcesses
+
+    loaded = _load(config)
+    specs = _specs(loaded, env, service, all_services)
+    if loaded.config.environments[env].backend != "local":
+        raise _fail(f'environment "{env}" runs on Kubernetes: scale it there (kubectl scale)', 2)
+    processes = LocalProcesses(
+        Path(loaded.config.data_dir) / "local" / env,
+        stop_timeout=loaded.config.deploy.stop_timeout.total_seconds(),
+    )
+    for spec in specs:
+        _run(processes.stop(spec.service))
+        out.print(f"stopped {spec.service}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the deploy commands to ``app``."""
-    for command in (deploy, rollback, history, status, diff):
+    for command in (deploy, rollback, history, status, diff, stop):
         app.command()(command)

@@ -97,6 +97,27 @@ class _NotRunning(LocalProcessError):
     """No supervisor listens on the service's control socket."""
 
 
+def describe_process(spec: ServiceSpec) -> dict[str, Any]:
+    """What runs for ``spec`` on the local backend, as stored in a revision: ``argv``, absolute
+    ``cwd``, plain ``env`` (with ``VERSION`` set to the service's version unless the
+    configuration sets it), ``secrets`` (variable name → optional; values are read at start,
+    never stored) and ``version``. Raises :class:`LocalProcessError` when ``spec`` is not a local
+    service with a command."""
+    if spec.backend != "local":
+        raise LocalProcessError(
+            f"{spec.service}: environment {spec.environment} uses the {spec.backend} backend"
+        )
+    if not spec.command:
+        raise LocalProcessError(f"{spec.service}: a local service needs a command")
+    return {
+        "argv": [*spec.command, *(spec.args or [])],
+        "cwd": str(spec.workdir.resolve()),
+        "env": {"VERSION": spec.version, **spec.env},
+        "secrets": {name: ref.optional for name, ref in spec.secrets.items()},
+        "version": spec.version,
+    }
+
+
 class LocalProcesses:
     """The supervised processes of the services of one local environment.
 
@@ -129,7 +150,15 @@ class LocalProcesses:
         front port is taken by another program, a secret is not set, the program cannot be
         started, or the supervisor listens on another port than ``spec.port`` (stop it first).
         """
-        process = self._process_spec(spec)
+        return await self.stage_process(spec, describe_process(spec), revision)
+
+    async def stage_process(
+        self, spec: ServiceSpec, described: dict[str, Any], revision: int
+    ) -> Staged:
+        """:meth:`stage` of a process described by :func:`describe_process` (e.g. the one
+        recorded in an earlier revision): secrets are resolved now, from ``environ``. The
+        service and its front port come from ``spec``."""
+        process = self._resolve(spec.service, described)
         directory = self.directory(spec.service)
         document = await self._supervisor(spec, directory)
         front = f"{FRONT_HOST}:{spec.port}"
@@ -239,31 +268,26 @@ class LocalProcesses:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _process_spec(self, spec: ServiceSpec) -> ProcessSpec:
-        if spec.backend != "local":
-            raise LocalProcessError(
-                f"{spec.service}: environment {spec.environment} uses the {spec.backend} backend"
-            )
-        if not spec.command:
-            raise LocalProcessError(f"{spec.service}: a local service needs a command")
-        workdir = spec.workdir.resolve()
+    def _resolve(self, service: str, described: dict[str, Any]) -> ProcessSpec:
+        """The process to start: ``described`` plus the values of its secrets."""
+        workdir = Path(described["cwd"])
         if not workdir.is_dir():
-            raise LocalProcessError(f"{spec.service}: working directory {workdir} does not exist")
-        env = dict(spec.env)
-        for name, ref in spec.secrets.items():
+            raise LocalProcessError(f"{service}: working directory {workdir} does not exist")
+        env = dict(described["env"])
+        for name, optional in described["secrets"].items():
             value = self._environ.get(name)
             if value is None:
-                if ref.optional:
+                if optional:
                     continue
                 raise LocalProcessError(
-                    f"{spec.service}: secret {name} is not set; the local backend reads secrets "
+                    f"{service}: secret {name} is not set; the local backend reads secrets "
                     "from opscope's environment"
                 )
             env[name] = value
         return ProcessSpec(
-            service=spec.service,
-            version=spec.version,
-            argv=[*spec.command, *(spec.args or [])],
+            service=service,
+            version=described["version"],
+            argv=list(described["argv"]),
             cwd=str(workdir),
             env=env,
         )

@@ -383,7 +383,9 @@ class Deployer:
             revision=number,
             status="pending",
             version=result.version,
-            image=spec.image if target is None else target.image,
+            image=(spec.image if spec.backend == "kubernetes" else None)
+            if target is None
+            else target.image,
             config_digest=spec.digest() if target is None else target.config_digest,
             payload=payload,
             description=(

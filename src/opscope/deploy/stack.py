@@ -21,18 +21,22 @@ from opscope.config.models import OpscopeConfig
 from opscope.deploy.history import current
 from opscope.deploy.kube import KubeBackend
 from opscope.deploy.kubeapi import KubeAPI, kube_config
+from opscope.deploy.local_backend import LocalBackend
 from opscope.deploy.rollout import Backend, Deployer, DeployResult
 from opscope.deploy.spec import ServiceSpec, environment_config
 from opscope.errors import DeployError
+from opscope.store.database import Store
 
 
 @contextlib.asynccontextmanager
 async def open_backend(
     config: OpscopeConfig, environment: str, base: Path, *, clock: Clock | None = None
 ) -> AsyncIterator[Backend]:
-    """The backend of ``environment`` (connections closed on exit). ``base`` is the directory
-    of the configuration file. Raises :class:`~opscope.errors.ConfigError` for an unknown
-    environment or an unusable kubeconfig."""
+    """The backend of ``environment`` (connections or the store closed on exit): Kubernetes
+    through the environment's kubeconfig, or local processes under ``<data_dir>/local/<env>``
+    with revisions in opscope's store. ``base`` is the directory of the configuration file.
+    Raises :class:`~opscope.errors.ConfigError` for an unknown environment or an unusable
+    kubeconfig."""
     env = environment_config(config, environment)
     if env.backend == "kubernetes":
         assert env.namespace is not None
@@ -44,7 +48,14 @@ async def open_backend(
         finally:
             await api.aclose()
         return
-    raise DeployError(f'environment "{environment}": the local backend is not available yet')
+    data_dir = Path(config.data_dir)
+    store = await asyncio.to_thread(Store.open, data_dir)
+    try:
+        yield LocalBackend(
+            data_dir / "local" / environment, store, environment, config.deploy, clock=clock
+        )
+    finally:
+        await asyncio.to_thread(store.close)
 
 
 def dependency_levels(specs: list[ServiceSpec]) -> list[list[ServiceSpec]]:
