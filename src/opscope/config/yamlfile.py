@@ -233,6 +233,7 @@ def _message(error: Any, model: type[BaseModel], loc: Loc, data: dict[str, Any])
 _OWN_MESSAGES = frozenset(
     {"channel", "matcher", "rule"}
     | {"duration", "target", "url", "label_name", "path", "regex", "host", "header", "tls"}
+    | {"quantity", "namespace", "autoscaling", "env"}
 )
 #: Plain wording for pydantic's common error types (its own wording names Python classes).
 _PLAIN_MESSAGES = {
