@@ -156,8 +156,8 @@ class Cluster(kmock.KubernetesEmulator):
         return obj
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        if request.resource is None:
-            return await super()._handle(request)
+        if request.resource is None or not request.resource.plural:  # discovery
+            return await self._discovery(request)
         method = str(request.method.value).upper()
         if method in ("POST", "PUT", "PATCH", "DELETE"):
             ctype = request.headers.get("Content-Type", "")
@@ -178,6 +178,12 @@ class Cluster(kmock.KubernetesEmulator):
             return await self._delete(request)
         if method == "GET" and not request.name and request.params.get("watch") != "true":
             return self._list(request)
+        response = await super()._handle(request)
+        if response.content_type == "application/json":
+            response.headers["Content-Type"] = "application/json"
+        return response
+
+    async def _discovery(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         response = await super()._handle(request)
         if response.content_type == "application/json":
             response.headers["Content-Type"] = "application/json"
@@ -330,6 +336,7 @@ class RunningCluster:
 
     def __init__(self) -> None:
         self.cluster = Cluster()
+        self.cluster.resources.load_bundled()  # real kinds, verbs and scopes for discovery
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
