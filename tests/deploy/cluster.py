@@ -26,6 +26,7 @@ import itertools
 import json
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -336,7 +337,9 @@ class RunningCluster:
 
     def __init__(self) -> None:
         self.cluster = Cluster()
-        self.cluster.resources.load_bundled()  # real kinds, verbs and scopes for discovery
+        with warnings.catch_warnings():  # kmock reads its bundle with a deprecated importlib API
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.cluster.resources.load_bundled()  # real kinds, verbs and scopes for discovery
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
