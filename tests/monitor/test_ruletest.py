@@ -39,6 +39,23 @@ def test_the_same_verdict_as_promtool(path: Path) -> None:
     assert verdict(sys.executable, "-m", "opscope", "rules", "test", str(path)) == expected
 
 
+CASES = DATA / "promtool_cases"
+
+
+@pytest.mark.parametrize(
+    ("name", "verdict_of_promtool"),
+    [
+        ("same_evaluation_test.yml", 0),
+    ],
+)
+def test_cases_get_promtools_verdict(name: str, verdict_of_promtool: int) -> None:
+    promtool = require_tool("promtool")
+    path = CASES / name
+    expected = verdict(promtool, "test", "rules", str(path))
+    assert expected == verdict_of_promtool, "promtool's verdict on this case changed"
+    assert verdict(sys.executable, "-m", "opscope", "rules", "test", str(path)) == expected
+
+
 def mutated(tmp_path: Path, source: Path, old: str, new: str) -> Path:
     for item in source.parent.iterdir():
         shutil.copy(item, tmp_path / item.name)
