@@ -46,6 +46,7 @@ CASES = DATA / "promtool_cases"
     ("name", "verdict_of_promtool"),
     [
         ("same_evaluation_test.yml", 0),
+        ("two_alerts_test.yml", 0),
     ],
 )
 def test_cases_get_promtools_verdict(name: str, verdict_of_promtool: int) -> None:
@@ -98,6 +99,28 @@ def test_failing_files_fail_in_both(tmp_path: Path, source: Path, old: str, new:
     )
     assert result.returncode == 1
     assert "FAILED" in result.stdout
+
+
+def test_several_alerts_are_reported_as_promtool_reports_them(tmp_path: Path) -> None:
+    promtool = require_tool("promtool")
+    path = mutated(
+        tmp_path,
+        CASES / "two_alerts_test.yml",
+        'summary: "c of api is down"',
+        'summary: "c is down"',
+    )
+    theirs = subprocess.run(
+        [promtool, "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert theirs.returncode == 1
+    outcome = run_test_file(path)
+    assert not outcome.passed
+    # promtool writes "  FAILED:" and the failures to stderr; the failures must read the same
+    assert outcome.report().split("  FAILED:\n", 1)[1] == theirs.stderr.split("  FAILED:\n", 1)[1]
 
 
 def test_failure_report_shows_expected_and_got(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import glob
 import math
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -203,7 +204,7 @@ def _alerts_text(alerts: list[tuple[dict[str, str], dict[str, str]]]) -> str:
             f"            {i}:\n              Labels:{_braces(labels)}\n"
             f"              Annotations:{_braces(notes)}"
         )
-    return "[\n" + "\n".join(lines) + "\n            ]"
+    return "[\n" + ",\n".join(lines) + "\n            ]"
 
 
 def _braces(labels: dict[str, str]) -> str:
@@ -255,14 +256,14 @@ def run_test_group(
 
 
 def _check_alerts(case: AlertTest, engine: RuleEngine) -> list[str]:
-    got = sorted(
+    got = _sorted_alerts(
         (dict(a.labels), dict(a.annotations))
         for rule in engine.rules
         if rule.is_alerting and rule.name == case.alertname
         for a in rule.alerts.values()
         if a.state == "firing"
     )
-    expected = sorted(
+    expected = _sorted_alerts(
         ({**e.exp_labels, "alertname": case.alertname}, e.exp_annotations) for e in case.exp_alerts
     )
     if got == expected:
@@ -271,6 +272,13 @@ def _check_alerts(case: AlertTest, engine: RuleEngine) -> list[str]:
         f"    alertname: {case.alertname}, time: {format_duration(case.eval_time)}, \n"
         f"        exp:{_alerts_text(expected)}, \n        got:{_alerts_text(got)}"
     ]
+
+
+def _sorted_alerts(
+    alerts: Iterable[tuple[dict[str, str], dict[str, str]]],
+) -> list[tuple[dict[str, str], dict[str, str]]]:
+    """Alerts in promtool's order: by labels, then annotations (each compared name by name)."""
+    return sorted(alerts, key=lambda a: (sorted(a[0].items()), sorted(a[1].items())))
 
 
 def _check_expr(case: PromQLTest, evaluator: Evaluator, fuzzy: bool) -> list[str]:
