@@ -47,6 +47,7 @@ CASES = DATA / "promtool_cases"
     [
         ("same_evaluation_test.yml", 0),
         ("two_alerts_test.yml", 0),
+        ("evaluation_error_test.yml", 1),
     ],
 )
 def test_cases_get_promtools_verdict(name: str, verdict_of_promtool: int) -> None:
@@ -101,14 +102,18 @@ def test_failing_files_fail_in_both(tmp_path: Path, source: Path, old: str, new:
     assert "FAILED" in result.stdout
 
 
-def test_several_alerts_are_reported_as_promtool_reports_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        # several alerts, sorted and listed as promtool does
+        ("two_alerts_test.yml", 'summary: "c of api is down"', 'summary: "c is down"'),
+        # a rule that fails to evaluate, at the first evaluation it fails
+        ("evaluation_error_test.yml", "", ""),
+    ],
+)
+def test_failures_read_as_promtools(tmp_path: Path, name: str, old: str, new: str) -> None:
     promtool = require_tool("promtool")
-    path = mutated(
-        tmp_path,
-        CASES / "two_alerts_test.yml",
-        'summary: "c of api is down"',
-        'summary: "c is down"',
-    )
+    path = mutated(tmp_path, CASES / name, old, new)
     theirs = subprocess.run(
         [promtool, "test", "rules", str(path)],
         capture_output=True,

@@ -10,7 +10,8 @@ Verdicts follow promtool's (``cmd/promtool/unittest.go``): input samples are pla
 0, interval, 2·interval, …; every group is evaluated at 0, evaluation_interval, … up to the
 largest ``eval_time``; an alert test with ``ts ≤ eval_time < ts + evaluation_interval`` is
 checked against the evaluation at ``ts``; expected labels get ``alertname`` added; alerts and
-samples are compared as sorted sets.
+samples are compared as sorted sets. A rule that fails to evaluate fails the test, which stops
+at that evaluation (``rule: NAME, time: 1m0s, err: …``).
 
 Expanding notation: ``a+bxn`` → ``a, a+b, …, a+n·b`` (n+1 values; also ``a-bxn``), ``axn`` → n+1
 times ``a``, ``_`` → no sample, ``_xn`` → n missing samples, ``stale`` → a staleness marker.
@@ -241,8 +242,16 @@ def run_test_group(
         pending_tests = sorted(test.alert_rule_test, key=lambda t: t.eval_time)
         ts = 0.0
         while ts <= last + 1e-9:
+            errors = []
             for group in compiled:
                 engine.evaluate(group, ts)
+                errors += [
+                    f"    rule: {rule.name}, time: {_go_duration(ts)}, err: {rule.last_error}"
+                    for rule in group.rules
+                    if rule.health == "err"
+                ]
+            if errors:  # promtool stops the test at the first evaluation that failed
+                return failures + errors
             while (
                 pending_tests
                 and ts <= pending_tests[0].eval_time.total_seconds() < ts + evaluation_interval
@@ -253,6 +262,29 @@ def run_test_group(
         for case in test.promql_expr_test:
             failures += _check_expr(case, evaluator, spec.fuzzy_compare)
     return failures
+
+
+def _go_duration(seconds: float) -> str:
+    """A duration as Go's ``time.Duration`` prints it (promtool's evaluation times): ``0s``,
+    ``1m30s``, ``2h0m0s``, ``500ms``."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-" if ns < 0 else ""), abs(ns)
+
+    def number(value: int, unit: int) -> str:
+        whole, fraction = divmod(value, unit)
+        digits = f"{fraction:0{len(str(unit)) - 1}d}".rstrip("0") if fraction else ""
+        return f"{whole}.{digits}" if digits else str(whole)
+
+    if ns < 1_000_000_000:
+        for suffix, unit in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= unit:
+                return f"{sign}{number(ns, unit)}{suffix}"
+    hours, ns = divmod(ns, 3_600_000_000_000)
+    minutes, ns = divmod(ns, 60_000_000_000)
+    text = f"{hours}h{minutes}m" if hours else (f"{minutes}m" if minutes else "")
+    return f"{sign}{text}{number(ns, 1_000_000_000)}s"
 
 
 def _check_alerts(case: AlertTest, engine: RuleEngine) -> list[str]:
