@@ -48,6 +48,8 @@ CASES = DATA / "promtool_cases"
         ("same_evaluation_test.yml", 0),
         ("two_alerts_test.yml", 0),
         ("evaluation_error_test.yml", 1),
+        ("values_test.yml", 0),
+        ("values_failing_test.yml", 1),
     ],
 )
 def test_cases_get_promtools_verdict(name: str, verdict_of_promtool: int) -> None:
@@ -109,6 +111,8 @@ def test_failing_files_fail_in_both(tmp_path: Path, source: Path, old: str, new:
         ("two_alerts_test.yml", 'summary: "c of api is down"', 'summary: "c is down"'),
         # a rule that fails to evaluate, at the first evaluation it fails
         ("evaluation_error_test.yml", "", ""),
+        # values as Go's FormatFloat(v, 'E', -1, 64): 6.25E-02, +Inf, NaN; {} without labels
+        ("values_failing_test.yml", "", ""),
     ],
 )
 def test_failures_read_as_promtools(tmp_path: Path, name: str, old: str, new: str) -> None:
@@ -147,6 +151,9 @@ def test_failure_report_shows_expected_and_got(tmp_path: Path) -> None:
         ("1-2x4", [1.0, -1.0, -3.0, -5.0, -7.0]),
         ("10+10x2 30+20x5", [10.0, 20.0, 30.0, 30.0, 50.0, 70.0, 90.0, 110.0, 130.0]),
         ("_ 3", [None, 3.0]),
+        # the step is added again and again: 0.1 + 0.2 = 0.30000000000000004 in binary floating
+        # point, + 0.2 = 0.5, + 0.2 = 0.7 (where 0.1 + 3 × 0.2 = 0.7000000000000001)
+        ("0.1+0.2x3", [0.1, 0.30000000000000004, 0.5, 0.7]),
     ],
 )
 def test_expanding_notation(text: str, expected: list[float | None]) -> None:

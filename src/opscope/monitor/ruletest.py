@@ -13,19 +13,22 @@ checked against the evaluation at ``ts``; expected labels get ``alertname`` adde
 samples are compared as sorted sets. A rule that fails to evaluate fails the test, which stops
 at that evaluation (``rule: NAME, time: 1m0s, err: …``).
 
-Expanding notation: ``a+bxn`` → ``a, a+b, …, a+n·b`` (n+1 values; also ``a-bxn``), ``axn`` → n+1
+Expanding notation: ``a+bxn`` → ``a, a+b, (a+b)+b, …`` (n+1 values, the step added again and
+again as promtool does, so the floats are promtool's; also ``a-bxn``), ``axn`` → n+1
 times ``a``, ``_`` → no sample, ``_xn`` → n missing samples, ``stale`` → a staleness marker.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import math
 import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +68,10 @@ class AlertTest(Model):
 
 
 class ExpectedSample(Model):
-    """A sample expected in a PromQL result: its labels in series notation and its value."""
+    """A sample expected in a PromQL result: its labels in series notation (none: ``{}``) and
+    its value."""
 
-    labels: str
+    labels: str = ""
     value: float
 
 
@@ -153,7 +157,10 @@ def expand_values(text: str) -> list[float | None]:
         increment = float(step) if step is not None else 0.0
         if sign == "-":
             increment = -increment
-        out += [first + i * increment for i in range(int(times) + 1)]
+        value = first
+        for _ in range(int(times) + 1):  # added again and again, as promtool does (not a + i·b)
+            out.append(value)
+            value += increment
     return out
 
 
@@ -264,6 +271,20 @@ def run_test_group(
     return failures
 
 
+def _go_float(value: float) -> str:
+    """A value as promtool prints it (Go's ``strconv.FormatFloat(v, 'E', -1, 64)``):
+    ``6.25E-02``, ``1E+00``, ``+Inf``, ``NaN``."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    exponent += len(digits) - 1
+    mantissa = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
+    return f"{'-' if sign else ''}{mantissa}E{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+
+
 def _go_duration(seconds: float) -> str:
     """A duration as Go's ``time.Duration`` prints it (promtool's evaluation times): ``0s``,
     ``1m30s``, ``2h0m0s``, ``500ms``."""
@@ -314,7 +335,7 @@ def _sorted_alerts(
 
 
 def _check_expr(case: PromQLTest, evaluator: Evaluator, fuzzy: bool) -> list[str]:
-    where = f"    expr: {case.expr!r}, time: {format_duration(case.eval_time)},"
+    where = f"    expr: {json.dumps(case.expr)}, time: {format_duration(case.eval_time)},"
     try:
         value = evaluator.instant(
             compile_expr(case.expr), round(case.eval_time.total_seconds() * 1000)
@@ -327,9 +348,8 @@ def _check_expr(case: PromQLTest, evaluator: Evaluator, fuzzy: bool) -> list[str
     expected = []
     for sample in case.exp_samples:
         try:
-            name, labels = (
-                parse_series(sample.labels) if sample.labels.strip() != "{}" else ("", {})
-            )
+            series = sample.labels.strip()
+            name, labels = parse_series(series) if series not in ("", "{}") else ("", {})
         except ValueError as exc:
             return [f"{where} {exc}"]
         expected.append(({**labels, **({NAME_LABEL: name} if name else {})}, sample.value))
@@ -342,7 +362,9 @@ def _check_expr(case: PromQLTest, evaluator: Evaluator, fuzzy: bool) -> list[str
         return []
 
     def text(samples: list[tuple[dict[str, str], float]]) -> str:
-        return ", ".join(f"{_braces(labels)} {value!r}" for labels, value in samples) or "nil"
+        return (
+            ", ".join(f"{_braces(labels)} {_go_float(value)}" for labels, value in samples) or "nil"
+        )
 
     return [f"{where}\n        exp: {text(expected)}\n        got: {text(got)}"]
 
