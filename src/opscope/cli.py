@@ -289,6 +289,8 @@ def rules_test(
     """Run rule unit tests in Prometheus's promtool format; exit code 1 on any failure."""
     from opscope.monitor.ruletest import run_test_file
 
+    # Rule evaluation errors are in the report; the engine's log lines would repeat them.
+    logging.getLogger("opscope.monitor.rules").setLevel(logging.ERROR)
     failed = False
     for path in files:
         try:

@@ -136,3 +136,44 @@ def test_exported_routing_passes_amtool(tmp_path: Path) -> None:
         check=False,
     )
     assert test.stdout.strip() == "route-0-ops-email-slack-sms"
+
+
+def test_rule_files_of_the_same_name_stay_apart(tmp_path: Path) -> None:
+    """Two rule files named rules.yml (in two directories) with a group of the same name each:
+    Prometheus refuses a file that holds a group name twice, so each keeps a file of its own."""
+    promtool = require_tool("promtool")
+    for team, threshold in (("web", 80), ("db", 90)):
+        (tmp_path / team).mkdir()
+        (tmp_path / team / "rules.yml").write_text(
+            "groups:\n"
+            "  - name: node\n"
+            "    rules:\n"
+            f"      - {{alert: HighCPU, expr: 'cpu_usage{{team=\"{team}\"}} > {threshold}'}}\n"
+        )
+    config = tmp_path / "opscope.yaml"
+    config.write_text(
+        "monitor:\n"
+        "  rule_files: ['*/rules.yml']\n"
+        "  rules:\n"
+        "    - {name: node, rules: [{alert: Inline, expr: 'up == 0'}]}\n"
+    )
+    out = tmp_path / "export"
+    result = opscope("export", "prometheus-rules", "-c", str(config), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["opscope.rules.yml", "rules-2.yml", "rules.yml"]
+    exprs = sorted(
+        rule["expr"]
+        for name in written
+        for group in yaml.safe_load((out / name).read_text())["groups"]
+        for rule in group["rules"]
+    )
+    assert exprs == ['cpu_usage{team="db"} > 90', 'cpu_usage{team="web"} > 80', "up == 0"]
+    check = subprocess.run(
+        [promtool, "check", "rules", *(str(out / name) for name in written)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

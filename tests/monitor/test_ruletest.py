@@ -39,6 +39,27 @@ def test_the_same_verdict_as_promtool(path: Path) -> None:
     assert verdict(sys.executable, "-m", "opscope", "rules", "test", str(path)) == expected
 
 
+CASES = DATA / "promtool_cases"
+
+
+@pytest.mark.parametrize(
+    ("name", "verdict_of_promtool"),
+    [
+        ("same_evaluation_test.yml", 0),
+        ("two_alerts_test.yml", 0),
+        ("evaluation_error_test.yml", 1),
+        ("values_test.yml", 0),
+        ("values_failing_test.yml", 1),
+    ],
+)
+def test_cases_get_promtools_verdict(name: str, verdict_of_promtool: int) -> None:
+    promtool = require_tool("promtool")
+    path = CASES / name
+    expected = verdict(promtool, "test", "rules", str(path))
+    assert expected == verdict_of_promtool, "promtool's verdict on this case changed"
+    assert verdict(sys.executable, "-m", "opscope", "rules", "test", str(path)) == expected
+
+
 def mutated(tmp_path: Path, source: Path, old: str, new: str) -> Path:
     for item in source.parent.iterdir():
         shutil.copy(item, tmp_path / item.name)
@@ -83,6 +104,34 @@ def test_failing_files_fail_in_both(tmp_path: Path, source: Path, old: str, new:
     assert "FAILED" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        # several alerts, sorted and listed as promtool does
+        ("two_alerts_test.yml", 'summary: "c of api is down"', 'summary: "c is down"'),
+        # a rule that fails to evaluate, at the first evaluation it fails
+        ("evaluation_error_test.yml", "", ""),
+        # values as Go's FormatFloat(v, 'E', -1, 64): 6.25E-02, +Inf, NaN; {} without labels
+        ("values_failing_test.yml", "", ""),
+    ],
+)
+def test_failures_read_as_promtools(tmp_path: Path, name: str, old: str, new: str) -> None:
+    promtool = require_tool("promtool")
+    path = mutated(tmp_path, CASES / name, old, new)
+    theirs = subprocess.run(
+        [promtool, "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert theirs.returncode == 1
+    outcome = run_test_file(path)
+    assert not outcome.passed
+    # promtool writes "  FAILED:" and the failures to stderr; the failures must read the same
+    assert outcome.report().split("  FAILED:\n", 1)[1] == theirs.stderr.split("  FAILED:\n", 1)[1]
+
+
 def test_failure_report_shows_expected_and_got(tmp_path: Path) -> None:
     path = mutated(tmp_path, FILES[0], "- eval_time: 10m", "- eval_time: 4m")
     outcome = run_test_file(path)
@@ -102,6 +151,9 @@ def test_failure_report_shows_expected_and_got(tmp_path: Path) -> None:
         ("1-2x4", [1.0, -1.0, -3.0, -5.0, -7.0]),
         ("10+10x2 30+20x5", [10.0, 20.0, 30.0, 30.0, 50.0, 70.0, 90.0, 110.0, 130.0]),
         ("_ 3", [None, 3.0]),
+        # the step is added again and again: 0.1 + 0.2 = 0.30000000000000004 in binary floating
+        # point, + 0.2 = 0.5, + 0.2 = 0.7 (where 0.1 + 3 × 0.2 = 0.7000000000000001)
+        ("0.1+0.2x3", [0.1, 0.30000000000000004, 0.5, 0.7]),
     ],
 )
 def test_expanding_notation(text: str, expected: list[float | None]) -> None:

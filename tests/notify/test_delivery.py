@@ -13,6 +13,8 @@ import pytest
 
 from opscope.config import parse_config
 from opscope.notify.channels import AppriseChannel, WebhookChannel
+from opscope.notify.dispatching import Dispatcher
+from opscope.notify.messages import NotifyAlert
 from opscope.notify.outbox import Delivery, Outbox
 from opscope.store import Store
 from tests.conftest import LocalHTTPServer, Route, SMTPServer
@@ -158,3 +160,139 @@ async def test_apprise_json_webhooks_deliver(http_server: LocalHTTPServer, store
     assert path == "/apprise"
     sent = json.loads(body)  # apprise's JSON: title and message
     assert sent["title"] == "[FIRING:1] test 1" and sent["message"] == "body 1"
+
+
+# --- a channel hears the group's current state, never an older one after a newer one ---------
+
+HOOKS = """
+notify:
+  group_wait: 0s
+  group_interval: 1s
+  channels:
+    ok: {{webhook: '{url}/ok'}}
+    bad: {{webhook: '{url}/bad'}}
+  channels_default: [{channels}]
+"""
+
+
+def hook_dispatcher(store: Store, url: str, channels: str = "bad") -> Dispatcher:
+    config = parse_config(HOOKS.format(url=url, channels=channels), environ={}).config.notify
+    return Dispatcher(config, store, outbox=Outbox(store, config.retry, rng=random.Random(3)))
+
+
+def down(*, starts: float = 0.0, ends: float | None = None, name: str = "a") -> NotifyAlert:
+    return NotifyAlert((("alertname", "Down"), ("instance", name)), (), starts, ends)
+
+
+async def deliver(dispatcher: Dispatcher, now: float) -> None:
+    for channel in dispatcher.channels.values():
+        await dispatcher.outbox.deliver_due(channel, now)
+
+
+def received(http_server: LocalHTTPServer, path: str) -> list[list[tuple[str, str]]]:
+    """What the receiver got on ``path``, request by request: (instance, status) per alert."""
+    return [
+        [(a["labels"]["instance"], a["status"]) for a in json.loads(body)["alerts"]]
+        for _, p, _, body in http_server.requests
+        if p == path
+    ]
+
+
+async def test_a_retried_firing_is_never_delivered_after_the_group_resolved(
+    http_server: LocalHTTPServer, store: Store
+) -> None:
+    http_server.routes["/bad"] = Route(statuses=[500, 200])
+    dispatcher = hook_dispatcher(store, http_server.url)
+    dispatcher.receive("rules", [down()], now=0)
+    dispatcher.flush_due(now=0)
+    await deliver(dispatcher, now=0)  # 500: retried in about 5 s
+    dispatcher.receive("rules", [down(ends=2)], now=2)
+    # The group's current state is "resolved", and the channel never received the firing
+    # notification: Alertmanager sends it nothing, and the old firing must not arrive late.
+    assert dispatcher.flush_due(now=2) == []
+    for t in (10, 100, 1000):
+        await deliver(dispatcher, now=t)
+    assert received(http_server, "/bad") == [[("a", "firing")]]  # the failed attempt only
+    (firing,) = dispatcher.outbox.all()
+    assert (firing.state, firing.attempts) == ("superseded", 1)
+    assert firing.last_error.startswith("superseded")
+
+
+async def test_a_newer_notification_replaces_the_undelivered_one(
+    http_server: LocalHTTPServer, store: Store
+) -> None:
+    http_server.routes["/bad"] = Route(statuses=[500, 200])
+    dispatcher = hook_dispatcher(store, http_server.url)
+    dispatcher.receive("rules", [down(name="a")], now=0)
+    dispatcher.flush_due(now=0)
+    await deliver(dispatcher, now=0)  # 500
+    dispatcher.receive("rules", [down(name="a"), down(name="b", starts=2)], now=2)
+    (newer,) = dispatcher.flush_due(now=2)
+    for t in (2, 10, 100, 1000):
+        await deliver(dispatcher, now=t)
+    assert received(http_server, "/bad") == [
+        [("a", "firing")],  # the attempt that failed
+        [("a", "firing"), ("b", "firing")],  # then only the group's current state
+    ]
+    states = {d.id: d.state for d in dispatcher.outbox.all()}
+    assert states.pop(newer.id) == "delivered"
+    assert list(states.values()) == ["superseded"]
+
+
+async def test_a_pending_resolution_is_replaced_by_a_new_firing(
+    http_server: LocalHTTPServer, store: Store
+) -> None:
+    http_server.routes["/bad"] = Route(statuses=[200, 500, 200])
+    dispatcher = hook_dispatcher(store, http_server.url)
+    dispatcher.receive("rules", [down(starts=0)], now=0)
+    dispatcher.flush_due(now=0)
+    await deliver(dispatcher, now=0)  # firing delivered
+    dispatcher.receive("rules", [down(starts=0, ends=5)], now=5)
+    dispatcher.flush_due(now=5)
+    await deliver(dispatcher, now=5)  # resolved: 500, retried later
+    dispatcher.receive("rules", [down(starts=6)], now=6)  # firing again, a new alert
+    dispatcher.flush_due(now=6)
+    for t in (6, 100, 1000):
+        await deliver(dispatcher, now=t)
+    assert received(http_server, "/bad") == [
+        [("a", "firing")],
+        [("a", "resolved")],  # failed
+        [("a", "firing")],  # the current state; the stale resolution never follows it
+    ]
+
+
+async def test_an_older_notification_is_not_sent_after_a_newer_one_was(
+    http_server: LocalHTTPServer, store: Store
+) -> None:
+    http_server.routes["/hook"] = Route(status=200)
+    config = channels_config(f"    hook: {{webhook: '{http_server.url}/hook'}}\n")
+    outbox = Outbox(store, config.retry)
+    channel = WebhookChannel("hook", config.channels["hook"])
+    older = queue(outbox, "hook", now=0, n=1)
+    older.next_attempt = 50.0  # waiting for a retry
+    outbox.store.put_state(Outbox.documents([older]), at=0)
+    queue(outbox, "hook", now=10, n=2)  # the same group (g), queued later
+    await outbox.deliver_due(channel, now=10)
+    await outbox.deliver_due(channel, now=50)
+    assert http_server.hits["/hook"] == 1
+    states = {d.key: d.state for d in outbox.all()}
+    assert states == {"key-hook-1": "superseded", "key-hook-2": "delivered"}
+
+
+async def test_no_resolution_where_the_firing_notification_failed(
+    http_server: LocalHTTPServer, store: Store
+) -> None:
+    http_server.routes["/ok"] = Route(status=200)
+    http_server.routes["/bad"] = Route(status=400, body=b"rejected")
+    dispatcher = hook_dispatcher(store, http_server.url, channels="ok, bad")
+    dispatcher.receive("rules", [down(starts=0)], now=0)
+    dispatcher.flush_due(now=0)
+    await deliver(dispatcher, now=0)
+    dispatcher.receive("rules", [down(starts=0, ends=60)], now=60)
+    dispatcher.flush_due(now=60)
+    for t in (60, 1000):
+        await deliver(dispatcher, now=t)
+    # Alertmanager logs a notification only once it succeeded; a resolution goes only to
+    # channels that received the firing notification.
+    assert received(http_server, "/ok") == [[("a", "firing")], [("a", "resolved")]]
+    assert received(http_server, "/bad") == [[("a", "firing")]]

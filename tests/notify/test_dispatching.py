@@ -3,6 +3,7 @@ injected times and channels that record what they would send (opscope's own seam
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,18 +13,20 @@ import pytest
 from opscope.config import parse_config
 from opscope.notify.dispatching import Dispatcher, LogEntry, needs_update
 from opscope.notify.messages import NotifyAlert
+from opscope.notify.outbox import Delivery
 from opscope.store import Store
 
 
 class Recorder:
-    """A channel that records notifications instead of sending them."""
+    """A channel that records the notifications it receives instead of sending them."""
 
     def __init__(self, name: str, send_resolved: bool = True) -> None:
         self.name = name
         self.send_resolved = send_resolved
+        self.received: list[dict[str, Any]] = []
 
     async def send(self, *, title: str, body: str, payload: dict[str, Any], key: str) -> None:
-        raise AssertionError("dispatching never sends; the outbox does")
+        self.received.append(payload)
 
 
 NOTIFY = """
@@ -71,6 +74,14 @@ def alert(
     )
 
 
+def flush(dispatcher: Dispatcher, now: float) -> list[Delivery]:
+    """Flush the due groups and deliver what they queued, as the notifier's workers do."""
+    queued = dispatcher.flush_due(now=now)
+    for channel in dispatcher.channels.values():
+        asyncio.run(dispatcher.outbox.deliver_due(channel, now))
+    return queued
+
+
 def sent(queued: list[Any]) -> list[tuple[str, str, list[str]]]:
     return sorted(
         (
@@ -99,8 +110,8 @@ def test_routes_group_wait_and_continue(dispatcher: Dispatcher) -> None:
     dispatcher.receive(
         "r", [alert("DiskFull", starts=100, severity="critical", service="db")], now=100
     )
-    assert dispatcher.flush_due(now=129) == []  # group_wait 30 s
-    queued = dispatcher.flush_due(now=130)
+    assert flush(dispatcher, now=129) == []  # group_wait 30 s
+    queued = flush(dispatcher, now=130)
     assert sent(queued) == [
         ("email", "firing", ["DiskFull:firing"]),
         ("hook", "firing", ["DiskFull:firing"]),
@@ -111,7 +122,7 @@ def test_routes_group_wait_and_continue(dispatcher: Dispatcher) -> None:
     dispatcher.receive(
         "r", [alert("Lag", starts=200, team="data"), alert("Other", starts=200)], now=200
     )
-    assert sent(dispatcher.flush_due(now=230)) == [
+    assert sent(flush(dispatcher, now=230)) == [
         ("email", "firing", ["Lag:firing"]),
         ("email", "firing", ["Other:firing"]),
         ("hook", "firing", ["Lag:firing"]),
@@ -123,32 +134,32 @@ def test_an_alert_that_resolves_within_group_wait_notifies_nothing(dispatcher: D
     dispatcher.receive("r", [firing], now=0)
     resolved = alert("Blip", starts=0, ends=10, severity="critical", service="x")
     dispatcher.receive("r", [resolved], now=10)
-    assert dispatcher.flush_due(now=30) == []
+    assert flush(dispatcher, now=30) == []
     assert dispatcher.groups == {}
 
 
 def test_firing_then_resolved_once_and_send_resolved(dispatcher: Dispatcher) -> None:
     dispatcher.receive("r", [alert("Down", severity="critical", service="api")], now=0)
-    assert len(dispatcher.flush_due(now=30)) == 2
+    assert len(flush(dispatcher, now=30)) == 2
     dispatcher.receive("r", [alert("Down", ends=100, severity="critical", service="api")], now=100)
-    assert dispatcher.flush_due(now=200) == []  # group_interval 5 m from 30 s
-    queued = dispatcher.flush_due(now=330)
+    assert flush(dispatcher, now=200) == []  # group_interval 5 m from 30 s
+    queued = flush(dispatcher, now=330)
     # the hook has send_resolved: false — it hears nothing of the resolution
     assert sent(queued) == [("email", "resolved", ["Down:resolved"])]
-    assert dispatcher.flush_due(now=630) == []  # nothing left to say, and the group is gone
+    assert flush(dispatcher, now=630) == []  # nothing left to say, and the group is gone
 
 
 def test_repeat_interval(dispatcher: Dispatcher) -> None:
     dispatcher.receive("r", [alert("Down", severity="critical", service="api")], now=0)
-    dispatcher.flush_due(now=30)
+    flush(dispatcher, now=30)
     for t in range(330, 4 * 3600, 300):
-        assert dispatcher.flush_due(now=t) == []
-    assert len(dispatcher.flush_due(now=30 + 4 * 3600)) == 2
+        assert flush(dispatcher, now=t) == []
+    assert len(flush(dispatcher, now=30 + 4 * 3600)) == 2
 
 
 def test_never_a_resolved_for_a_firing_never_sent(dispatcher: Dispatcher) -> None:
     dispatcher.receive("r", [alert("A", severity="critical", service="s")], now=0)
-    dispatcher.flush_due(now=30)
+    flush(dispatcher, now=30)
     # B fires and resolves between two flushes of the same group
     dispatcher.receive(
         "r",
@@ -166,13 +177,13 @@ def test_never_a_resolved_for_a_firing_never_sent(dispatcher: Dispatcher) -> Non
         ],
         now=50,
     )
-    assert dispatcher.flush_due(now=330) == []  # only B changed, and nobody heard of it
+    assert flush(dispatcher, now=330) == []  # only B changed, and nobody heard of it
 
 
 def test_silences_mute_and_resume_at_the_next_group_interval(dispatcher: Dispatcher) -> None:
     a = alert("Down", severity="critical", service="api")
     dispatcher.receive("r", [a], now=0)
-    dispatcher.flush_due(now=30)
+    flush(dispatcher, now=30)
     silence = dispatcher.silences.add(
         matchers=['alertname="Down"'],
         starts_at=60,
@@ -182,11 +193,11 @@ def test_silences_mute_and_resume_at_the_next_group_interval(dispatcher: Dispatc
         now=60,
     )
     # the repeat would be due at 30 s + 4 h; silenced, nothing goes out
-    assert all(dispatcher.flush_due(now=t) == [] for t in range(330, 5 * 3600, 300))
+    assert all(flush(dispatcher, now=t) == [] for t in range(330, 5 * 3600, 300))
     dispatcher.silences.expire(silence.id, now=5 * 3600)
     assert silence.state(5 * 3600) == "expired"
     # notifications resume at the group's next interval tick
-    assert len(dispatcher.flush_due(now=5 * 3600 + 30)) == 2
+    assert len(flush(dispatcher, now=5 * 3600 + 30)) == 2
 
 
 def test_inhibition_mutes_warnings_of_the_same_service(dispatcher: Dispatcher) -> None:
@@ -199,7 +210,7 @@ def test_inhibition_mutes_warnings_of_the_same_service(dispatcher: Dispatcher) -
         ],
         now=0,
     )
-    queued = dispatcher.flush_due(now=30)
+    queued = flush(dispatcher, now=30)
     warnings = [d for d in queued if d.payload["alerts"][0]["labels"]["alertname"] == "Slow"]
     assert [d.payload["alerts"][0]["labels"]["service"] for d in warnings] == ["web"]
 
@@ -223,11 +234,11 @@ def test_a_refire_after_an_unsent_resolution_is_notified(dispatcher: Dispatcher)
     # "hook" does not send resolutions; it must still hear of the alert firing again.
     labels = {"severity": "critical", "service": "db"}
     dispatcher.receive("r", [alert("Down", starts=0, **labels)], now=0)
-    assert len(dispatcher.flush_due(now=30)) == 2
+    assert len(flush(dispatcher, now=30)) == 2
     dispatcher.receive("r", [alert("Down", starts=0, ends=100, **labels)], now=100)
-    assert sent(dispatcher.flush_due(now=330)) == [("email", "resolved", ["Down:resolved"])]
+    assert sent(flush(dispatcher, now=330)) == [("email", "resolved", ["Down:resolved"])]
     dispatcher.receive("r", [alert("Down", starts=400, **labels)], now=400)
-    assert sent(dispatcher.flush_due(now=430)) == [
+    assert sent(flush(dispatcher, now=430)) == [
         ("email", "firing", ["Down:firing"]),
         ("hook", "firing", ["Down:firing"]),
     ]
@@ -273,7 +284,7 @@ def test_hovering_values_notify_at_most_once_each_way(tmp_path: Path) -> None:
                 if a.state != "pending"
             ]
             dispatcher.receive("rules", alerts, now=t)
-            queued += dispatcher.flush_due(now=t)
+            queued += flush(dispatcher, now=t)
     kinds = [(d.channel, d.status) for d in queued]
     assert kinds.count(("email", "firing")) == 1
     assert kinds.count(("email", "resolved")) == 1

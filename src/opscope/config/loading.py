@@ -79,6 +79,8 @@ class LoadedRuleGroup:
     file: str
     interval: timedelta
     rules: list[LoadedRule]
+    #: Written in the configuration file (``monitor.rules``), not in a rule file.
+    inline: bool = False
 
 
 @dataclass
@@ -202,12 +204,15 @@ def _inline_groups(
                         _loaded_rule(r, filename, positions, (*loc, "rules", j))
                         for j, r in enumerate(item.rules)
                     ],
+                    inline=True,
                 )
             )
         else:
             loose.append(_loaded_rule(item, filename, positions, loc))
     if loose:
-        groups.insert(0, LoadedRuleGroup(DEFAULT_GROUP, filename, default_interval, loose))
+        groups.insert(
+            0, LoadedRuleGroup(DEFAULT_GROUP, filename, default_interval, loose, inline=True)
+        )
     return groups
 
 

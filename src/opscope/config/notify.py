@@ -54,6 +54,20 @@ def _matchers(texts: list[str]) -> list[str]:
 MatcherList = Annotated[list[str], AfterValidator(_matchers)]
 
 
+def _not_zero(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise PydanticCustomError(
+            "duration",
+            "cannot be zero (as in Alertmanager: the group would be notified without pause)",
+            {},
+        )
+    return value
+
+
+#: ``group_interval`` and ``repeat_interval``: durations Alertmanager refuses to be zero.
+NotifyInterval = Annotated[Duration, AfterValidator(_not_zero)]
+
+
 class ChannelConfig(Model):
     """One channel: an apprise ``url`` or a native ``webhook`` (exactly one of them)."""
 
@@ -103,10 +117,10 @@ class RouteConfig(Model):
     """Labels that split alerts into notifications; ``["..."]`` groups by every label."""
     group_wait: Duration | None = None
     """Wait before the first notification of a new group (to batch alerts)."""
-    group_interval: Duration | None = None
-    """Wait before notifying about changes to a group already notified."""
-    repeat_interval: Duration | None = None
-    """Resend an unchanged notification after this long."""
+    group_interval: NotifyInterval | None = None
+    """Wait before notifying about changes to a group already notified (not zero)."""
+    repeat_interval: NotifyInterval | None = None
+    """Resend an unchanged notification after this long (not zero)."""
 
     def all_matchers(self) -> tuple[Matcher, ...]:
         """``match`` and ``matchers`` together."""
@@ -153,10 +167,10 @@ class NotifyConfig(Model):
     """Default ``group_by`` of the routes."""
     group_wait: Duration = timedelta(seconds=30)
     """Default ``group_wait`` (Alertmanager's 30s)."""
-    group_interval: Duration = timedelta(minutes=5)
-    """Default ``group_interval`` (Alertmanager's 5m)."""
-    repeat_interval: Duration = timedelta(hours=4)
-    """Default ``repeat_interval`` (Alertmanager's 4h)."""
+    group_interval: NotifyInterval = timedelta(minutes=5)
+    """Default ``group_interval`` (Alertmanager's 5m; not zero)."""
+    repeat_interval: NotifyInterval = timedelta(hours=4)
+    """Default ``repeat_interval`` (Alertmanager's 4h; not zero)."""
     inhibit: list[InhibitRule] = Field(default_factory=list)
     """Inhibition rules."""
     retry: RetryConfig = Field(default_factory=RetryConfig)

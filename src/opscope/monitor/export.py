@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import PurePath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -23,12 +24,35 @@ from opscope.config.notify import ChannelConfig, NotifyConfig
 from opscope.durations import format_duration
 
 
+def _targets(groups: list[LoadedRuleGroup]) -> dict[str, str]:
+    """The output file name of each source file: its own name (``opscope.rules.yml`` for the
+    configuration's inline rules), with ``-2``, ``-3``… when another source has that name
+    too — one output file per source, so that no file holds two groups of the same name
+    (Prometheus refuses that)."""
+    targets: dict[str, str] = {}
+    taken: set[str] = set()
+    for group in groups:
+        if group.file in targets:
+            continue
+        name = PurePath(group.file).name
+        if group.inline:
+            name = "opscope.rules.yml"
+        stem, suffix = PurePath(name).stem, PurePath(name).suffix
+        candidate, n = name, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{stem}-{n}{suffix}"
+        taken.add(candidate)
+        targets[group.file] = candidate
+    return targets
+
+
 def prometheus_rules(groups: list[LoadedRuleGroup]) -> dict[str, str]:
     """Rule files by file name: one per source (``opscope.rules.yml`` for inline rules)."""
     by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    targets = _targets(groups)
     for group in groups:
-        name = group.file.rsplit("/", 1)[-1]
-        target = "opscope.rules.yml" if name.endswith(("opscope.yaml", "opscope.yml")) else name
+        target = targets[group.file]
         if not group.rules:
             continue
         entry: dict[str, Any] = {

@@ -7,9 +7,12 @@ A group is evaluated at its interval; each rule in order, at the group's schedul
 * an alerting rule's result drives the alert lifecycle of :mod:`opscope.monitor.alerts`, and the
   ``ALERTS``/``ALERTS_FOR_STATE`` series are written as Prometheus writes them.
 
-Everything one group evaluation writes goes into the store in one transaction, with staleness
-markers for the series it wrote last time and not this time (Prometheus's rule-group staleness),
-together with the state of every alert, so that pending progress survives a restart
+As in Prometheus, each rule sees what the rules before it in the group wrote in the same
+evaluation (a recording rule feeding an alert acts at once, not one interval later), staleness
+markers of series a rule wrote last time and not this time included. Everything one group
+evaluation writes goes into the store in one transaction, with those staleness markers (Prometheus's
+rule-group staleness), together with the state of every alert, so that pending progress survives a
+restart
 (restored unless the server was down longer than :data:`OUTAGE_TOLERANCE`, as Prometheus's
 ``--rules.alert.for-outage-tolerance``).
 """
@@ -33,7 +36,8 @@ from opscope.monitor.alerts import Alert, Candidate, Change, Labels, active_seri
 from opscope.monitor.promql import Evaluator, Node, Scalar, compile_expr
 from opscope.monitor.promql.engine import drop_name
 from opscope.monitor.templates import Template, TemplateError
-from opscope.store import STALE_NAN, Batch, Store, label_set
+from opscope.store import STALE_NAN, Batch, Store, is_stale, label_set
+from opscope.store.series import SeriesRef
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,8 @@ class Rule:
     last_evaluation: float | None = None
     evaluation_duration: float = 0.0
     saved_signature: tuple[tuple[object, ...], ...] = ()
+    #: Series ids this rule wrote at its last evaluation (to mark them stale when they go).
+    written: set[int] = field(default_factory=set)
     #: Result labels → (labels without the name, alert labels), when no label uses $value.
     label_cache: dict[Labels, tuple[dict[str, str], Labels]] = field(default_factory=dict)
 
@@ -226,30 +232,47 @@ class RuleEngine:
         """Evaluate every rule of ``group`` at ``t`` (Unix seconds) and store the outcome."""
         started = time.perf_counter()
         t_ms = int(t * 1000)
-        samples: list[tuple[str, Labels, float]] = []
+        if self._ids_version != self.store.index.version:  # a series came or went
+            self._ids.clear()
+            self._ids_version = self.store.index.version
+        # What this evaluation writes so far, visible to the rules that follow.
+        written: dict[int, tuple[SeriesRef, float]] = {}
         changes: list[Change] = []
         for rule in group.rules:
             rule_started = time.perf_counter()
             try:
-                produced, changed = self._evaluate_rule(rule, t, t_ms)
+                produced, changed = self._evaluate_rule(rule, t, t_ms, written)
             except (QueryError, ValueError) as exc:
                 rule.health, rule.last_error = "err", str(exc)
                 log.warning("rule %s in group %s failed: %s", rule.name, group.name, exc)
             else:
                 rule.health, rule.last_error = "ok", ""
-                samples += produced
+                ids = {self._series(name, labels): value for name, labels, value in produced}
+                for series_id in rule.written - ids.keys():
+                    written[series_id] = (self.store.index.ref(series_id), STALE_NAN)
+                for series_id, value in ids.items():
+                    written[series_id] = (self.store.index.ref(series_id), value)
+                rule.written = set(ids)
                 changes += changed
             rule.last_evaluation = t
             rule.evaluation_duration = time.perf_counter() - rule_started
-        self._write(group, t_ms, samples, t)
+        self._write(group, t_ms, {sid: v for sid, (_, v) in written.items()}, t)
         group.last_evaluation = t
         group.evaluation_duration = time.perf_counter() - started
         return GroupResult(group, changes)
 
+    def _series(self, name: str, labels: Labels) -> int:
+        key = (name, labels)
+        series_id = self._ids.get(key)
+        if series_id is None:
+            series_id = self._ids[key] = self.store.series_id(name, labels)
+            self._ids_version = self.store.index.version
+        return series_id
+
     def _evaluate_rule(
-        self, rule: Rule, t: float, t_ms: int
+        self, rule: Rule, t: float, t_ms: int, written: dict[int, tuple[SeriesRef, float]]
     ) -> tuple[list[tuple[str, Labels, float]], list[Change]]:
-        value = self.evaluator.instant(rule.node, t_ms)
+        value = self.evaluator.instant(rule.node, t_ms, pending=written)
         vector = (
             [(tuple[tuple[str, str], ...](), value.value)]
             if isinstance(value, Scalar)
@@ -298,22 +321,13 @@ class RuleEngine:
         )
         return active_series(rule.alerts), changes
 
-    def _write(
-        self, group: RuleGroup, t_ms: int, samples: list[tuple[str, Labels, float]], t: float
-    ) -> None:
-        if self._ids_version != self.store.index.version:  # a series came or went
-            self._ids.clear()
-        ids: dict[int, float] = {}
-        for name, labels, value in samples:
-            key = (name, labels)
-            series_id = self._ids.get(key)
-            if series_id is None:
-                series_id = self._ids[key] = self.store.series_id(name, labels)
-            ids[series_id] = value
-        self._ids_version = self.store.index.version
-        stale = group.written - ids.keys()
-        series = np.array([*ids, *stale], dtype=np.int64)
-        values = np.array([*ids.values(), *[STALE_NAN] * len(stale)], dtype=np.float64)
+    def _write(self, group: RuleGroup, t_ms: int, values: dict[int, float], t: float) -> None:
+        """Store what the evaluation wrote (``values``: staleness markers of series rules
+        stopped writing included) with the series the group wrote last time and no rule
+        wrote now marked stale, and the alert state, in one transaction."""
+        stale = group.written - values.keys()
+        series = np.array([*values, *stale], dtype=np.int64)
+        data = np.array([*values.values(), *[STALE_NAN] * len(stale)], dtype=np.float64)
         # The group's heartbeat says when its state was last current; a rule's alerts are
         # rewritten only when what restoring needs of them changed.
         state = {f"alerts-group/{group.store_group}": json.dumps({"at": t})}
@@ -326,9 +340,10 @@ class RuleEngine:
                     [_alert_to_json(a) for a in rule.alerts.values()]
                 )
                 rule.saved_signature = signature
-        batches = [Batch(group.store_group, t_ms, series, values)] if len(series) else []
+        batches = [Batch(group.store_group, t_ms, series, data)] if len(series) else []
         self.store.append(batches, state=state, state_time=t)
-        group.written = set(ids)
+        live = ~is_stale(data[: len(values)])
+        group.written = set(series[: len(values)][live].tolist())
 
 
 def group_offset(group: RuleGroup) -> float:

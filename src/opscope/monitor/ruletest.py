@@ -10,20 +10,25 @@ Verdicts follow promtool's (``cmd/promtool/unittest.go``): input samples are pla
 0, interval, 2·interval, …; every group is evaluated at 0, evaluation_interval, … up to the
 largest ``eval_time``; an alert test with ``ts ≤ eval_time < ts + evaluation_interval`` is
 checked against the evaluation at ``ts``; expected labels get ``alertname`` added; alerts and
-samples are compared as sorted sets.
+samples are compared as sorted sets. A rule that fails to evaluate fails the test, which stops
+at that evaluation (``rule: NAME, time: 1m0s, err: …``).
 
-Expanding notation: ``a+bxn`` → ``a, a+b, …, a+n·b`` (n+1 values; also ``a-bxn``), ``axn`` → n+1
+Expanding notation: ``a+bxn`` → ``a, a+b, (a+b)+b, …`` (n+1 values, the step added again and
+again as promtool does, so the floats are promtool's; also ``a-bxn``), ``axn`` → n+1
 times ``a``, ``_`` → no sample, ``_xn`` → n missing samples, ``stale`` → a staleness marker.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import math
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +68,10 @@ class AlertTest(Model):
 
 
 class ExpectedSample(Model):
-    """A sample expected in a PromQL result: its labels in series notation and its value."""
+    """A sample expected in a PromQL result: its labels in series notation (none: ``{}``) and
+    its value."""
 
-    labels: str
+    labels: str = ""
     value: float
 
 
@@ -151,7 +157,10 @@ def expand_values(text: str) -> list[float | None]:
         increment = float(step) if step is not None else 0.0
         if sign == "-":
             increment = -increment
-        out += [first + i * increment for i in range(int(times) + 1)]
+        value = first
+        for _ in range(int(times) + 1):  # added again and again, as promtool does (not a + i·b)
+            out.append(value)
+            value += increment
     return out
 
 
@@ -203,7 +212,7 @@ def _alerts_text(alerts: list[tuple[dict[str, str], dict[str, str]]]) -> str:
             f"            {i}:\n              Labels:{_braces(labels)}\n"
             f"              Annotations:{_braces(notes)}"
         )
-    return "[\n" + "\n".join(lines) + "\n            ]"
+    return "[\n" + ",\n".join(lines) + "\n            ]"
 
 
 def _braces(labels: dict[str, str]) -> str:
@@ -240,8 +249,16 @@ def run_test_group(
         pending_tests = sorted(test.alert_rule_test, key=lambda t: t.eval_time)
         ts = 0.0
         while ts <= last + 1e-9:
+            errors = []
             for group in compiled:
                 engine.evaluate(group, ts)
+                errors += [
+                    f"    rule: {rule.name}, time: {_go_duration(ts)}, err: {rule.last_error}"
+                    for rule in group.rules
+                    if rule.health == "err"
+                ]
+            if errors:  # promtool stops the test at the first evaluation that failed
+                return failures + errors
             while (
                 pending_tests
                 and ts <= pending_tests[0].eval_time.total_seconds() < ts + evaluation_interval
@@ -254,15 +271,52 @@ def run_test_group(
     return failures
 
 
+def _go_float(value: float) -> str:
+    """A value as promtool prints it (Go's ``strconv.FormatFloat(v, 'E', -1, 64)``):
+    ``6.25E-02``, ``1E+00``, ``+Inf``, ``NaN``."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    exponent += len(digits) - 1
+    mantissa = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
+    return f"{'-' if sign else ''}{mantissa}E{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+
+
+def _go_duration(seconds: float) -> str:
+    """A duration as Go's ``time.Duration`` prints it (promtool's evaluation times): ``0s``,
+    ``1m30s``, ``2h0m0s``, ``500ms``."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-" if ns < 0 else ""), abs(ns)
+
+    def number(value: int, unit: int) -> str:
+        whole, fraction = divmod(value, unit)
+        digits = f"{fraction:0{len(str(unit)) - 1}d}".rstrip("0") if fraction else ""
+        return f"{whole}.{digits}" if digits else str(whole)
+
+    if ns < 1_000_000_000:
+        for suffix, unit in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= unit:
+                return f"{sign}{number(ns, unit)}{suffix}"
+    hours, ns = divmod(ns, 3_600_000_000_000)
+    minutes, ns = divmod(ns, 60_000_000_000)
+    text = f"{hours}h{minutes}m" if hours else (f"{minutes}m" if minutes else "")
+    return f"{sign}{text}{number(ns, 1_000_000_000)}s"
+
+
 def _check_alerts(case: AlertTest, engine: RuleEngine) -> list[str]:
-    got = sorted(
+    got = _sorted_alerts(
         (dict(a.labels), dict(a.annotations))
         for rule in engine.rules
         if rule.is_alerting and rule.name == case.alertname
         for a in rule.alerts.values()
         if a.state == "firing"
     )
-    expected = sorted(
+    expected = _sorted_alerts(
         ({**e.exp_labels, "alertname": case.alertname}, e.exp_annotations) for e in case.exp_alerts
     )
     if got == expected:
@@ -273,8 +327,15 @@ def _check_alerts(case: AlertTest, engine: RuleEngine) -> list[str]:
     ]
 
 
+def _sorted_alerts(
+    alerts: Iterable[tuple[dict[str, str], dict[str, str]]],
+) -> list[tuple[dict[str, str], dict[str, str]]]:
+    """Alerts in promtool's order: by labels, then annotations (each compared name by name)."""
+    return sorted(alerts, key=lambda a: (sorted(a[0].items()), sorted(a[1].items())))
+
+
 def _check_expr(case: PromQLTest, evaluator: Evaluator, fuzzy: bool) -> list[str]:
-    where = f"    expr: {case.expr!r}, time: {format_duration(case.eval_time)},"
+    where = f"    expr: {json.dumps(case.expr)}, time: {format_duration(case.eval_time)},"
     try:
         value = evaluator.instant(
             compile_expr(case.expr), round(case.eval_time.total_seconds() * 1000)
@@ -287,9 +348,8 @@ def _check_expr(case: PromQLTest, evaluator: Evaluator, fuzzy: bool) -> list[str
     expected = []
     for sample in case.exp_samples:
         try:
-            name, labels = (
-                parse_series(sample.labels) if sample.labels.strip() != "{}" else ("", {})
-            )
+            series = sample.labels.strip()
+            name, labels = parse_series(series) if series not in ("", "{}") else ("", {})
         except ValueError as exc:
             return [f"{where} {exc}"]
         expected.append(({**labels, **({NAME_LABEL: name} if name else {})}, sample.value))
@@ -302,7 +362,9 @@ def _check_expr(case: PromQLTest, evaluator: Evaluator, fuzzy: bool) -> list[str
         return []
 
     def text(samples: list[tuple[dict[str, str], float]]) -> str:
-        return ", ".join(f"{_braces(labels)} {value!r}" for labels, value in samples) or "nil"
+        return (
+            ", ".join(f"{_braces(labels)} {_go_float(value)}" for labels, value in samples) or "nil"
+        )
 
     return [f"{where}\n        exp: {text(expected)}\n        got: {text(got)}"]
 

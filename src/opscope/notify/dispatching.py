@@ -11,8 +11,11 @@
 * **Deduplication** (per channel and group, Alertmanager's ``DedupStage.needsUpdate``): notify
   when firing alerts appeared; when everything resolved (if the channel was told about firing
   alerts); when alerts resolved and ``send_resolved``; else only once ``repeat_interval`` has
-  passed. A resolved alert is only ever reported to a channel that was told it was firing, so an
-  alert that fires and resolves within ``group_wait`` produces no notification at all.
+  passed. A resolved alert is only ever reported to a channel that *received* a notification
+  saying it was firing (the delivered log of :mod:`.nflog`), so an alert that fires and resolves
+  within ``group_wait``, or whose firing notification failed, produces no resolution there.
+* **Current state only**: a new notification supersedes the group's undelivered older ones to
+  the same channel (see :mod:`.outbox`).
 
 The decision and the queued notification are written together (see :mod:`.outbox`). Times are
 Unix seconds passed in by the caller, so the logic runs on any clock.
@@ -20,7 +23,6 @@ Unix seconds passed in by the caller, so the logic runs on any clock.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,13 +31,13 @@ from datetime import timedelta
 from opscope.config.notify import NotifyConfig
 from opscope.notify.channels import Channel, build_channels
 from opscope.notify.messages import NotifyAlert, body, idempotency_key, subject, webhook_payload
+from opscope.notify.nflog import DECIDED, LogEntry, NotificationLog
 from opscope.notify.outbox import Delivery, Outbox
 from opscope.notify.silences import Silences
 from opscope.store import Store
 from opscope.store.labels import Matcher, matches_all, parse_matchers
 
 log = logging.getLogger(__name__)
-_NFLOG = "nflog/"
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,6 @@ class Group:
     alerts: dict[str, NotifyAlert] = field(default_factory=dict)
     next_flush: float = 0.0
     flushed: bool = False
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """What a channel was last told about a group (Alertmanager's notification log)."""
-
-    firing: frozenset[str]
-    resolved: frozenset[str]
-    at: float
 
 
 def needs_update(
@@ -159,12 +152,8 @@ class Dispatcher:
             )
             for rule in config.inhibit
         ]
-        self.log: dict[tuple[str, str], LogEntry] = {}
-        for text, _ in store.load_state(_NFLOG).values():
-            data = json.loads(text)
-            self.log[(data["channel"], data["group"])] = LogEntry(
-                frozenset(data["firing"]), frozenset(data["resolved"]), data["at"]
-            )
+        #: What was last queued for each channel and group (deduplication compares with it).
+        self.log = NotificationLog(store, DECIDED)
 
     # ------------------------------------------------------------------------------- intake
     def routes_for(self, labels: dict[str, str]) -> list[Route]:
@@ -274,9 +263,10 @@ class Dispatcher:
             firing = frozenset(a.fingerprint for a in visible if a.status == "firing")
             for name in group.route.channels:
                 channel = self.channels[name]
-                entry = self.log.get((name, group.key))
-                told = entry.firing if entry is not None else frozenset()
-                # resolved alerts this channel was told were firing: the only ones it may hear of
+                entry = self.log.get(name, group.key)
+                received = self.outbox.delivered.get(name, group.key)
+                told = received.firing if received is not None else frozenset()
+                # resolved alerts this channel received as firing: the only ones it may hear of
                 resolved = frozenset(
                     a.fingerprint
                     for a in visible
@@ -293,45 +283,20 @@ class Dispatcher:
                     continue
                 # Logged even when nothing is sent (a resolution to a channel without
                 # send_resolved), so that the channel's record is cleared, as Alertmanager does.
-                self.log[(name, group.key)] = LogEntry(firing, resolved, now)
-                documents[f"{_NFLOG}{name}/{group.key}"] = json.dumps(
-                    {
-                        "channel": name,
-                        "group": group.key,
-                        "firing": sorted(firing),
-                        "resolved": sorted(resolved),
-                        "at": now,
-                    }
-                )
+                documents.update(self.log.record(name, group.key, LogEntry(firing, resolved, now)))
                 alerts = [
                     a
                     for a in visible
                     if a.fingerprint in firing
                     or (channel.send_resolved and a.fingerprint in resolved)
                 ]
-                if not alerts:
-                    continue
-                key = idempotency_key(name, group.key, alerts)
-                payload = webhook_payload(
-                    channel=name,
-                    group_key=group.key,
-                    group_labels=group.labels,
-                    alerts=alerts,
-                    external_url=self.config.external_url or "",
-                    key=key,
+                delivery = self._delivery(name, group, alerts, now) if alerts else None
+                # whatever was queued before for this channel and group is out of date now
+                documents.update(
+                    self.outbox.supersede(channel=name, group_key=group.key, by=delivery, now=now)
                 )
-                deliveries.append(
-                    self.outbox.new(
-                        key=key,
-                        channel=name,
-                        group_key=group.key,
-                        status=payload["status"],
-                        title=subject(payload),
-                        body=body(payload),
-                        payload=payload,
-                        now=now,
-                    )
-                )
+                if delivery is not None:
+                    deliveries.append(delivery)
             if documents:
                 documents.update(Outbox.documents(deliveries))
                 self.store.put_state(documents, at=now)
@@ -339,6 +304,29 @@ class Dispatcher:
             if alert.status == "resolved" and group.alerts.get(alert.fingerprint) is alert:
                 del group.alerts[alert.fingerprint]
         return deliveries
+
+    def _delivery(
+        self, channel: str, group: Group, alerts: list[NotifyAlert], now: float
+    ) -> Delivery:
+        key = idempotency_key(channel, group.key, alerts)
+        payload = webhook_payload(
+            channel=channel,
+            group_key=group.key,
+            group_labels=group.labels,
+            alerts=alerts,
+            external_url=self.config.external_url or "",
+            key=key,
+        )
+        return self.outbox.new(
+            key=key,
+            channel=channel,
+            group_key=group.key,
+            status=payload["status"],
+            title=subject(payload),
+            body=body(payload),
+            payload=payload,
+            now=now,
+        )
 
     def _forget_resolved(self) -> None:
         held = {fp for g in self.groups.values() for fp in g.alerts}

@@ -8,6 +8,13 @@ retried after an exponential backoff with ±20 % jitter, capped (``notify.retry`
 killed while sending finds the delivery still pending at start and sends it again: the
 receiver recognises the duplicate by its idempotency key (header ``Idempotency-Key``, field
 ``idempotencyKey``). Finished deliveries stay listed for :data:`KEEP_FINISHED` for the API.
+
+A channel only ever hears a group's current state, never an older one after a newer one (as
+Alertmanager, which sends the state of the group at each flush): a newer notification of the
+same group to the same channel *supersedes* the undelivered older ones (state ``superseded``,
+kept in the list with what replaced them), and a delivery older than one already delivered is
+superseded instead of sent. What each channel received is written to the delivered
+notification log (:mod:`.nflog`) in the transaction that marks the delivery delivered.
 """
 
 from __future__ import annotations
@@ -21,11 +28,20 @@ from typing import Any, Literal
 
 from opscope.config.notify import RetryConfig
 from opscope.notify.channels import Channel, DeliveryError
+from opscope.notify.nflog import DELIVERED, LogEntry, NotificationLog
 from opscope.store import Store
 
 log = logging.getLogger(__name__)
 
-DeliveryState = Literal["pending", "delivered", "failed", "expired"]
+DeliveryState = Literal["pending", "delivered", "failed", "expired", "superseded"]
+#: Every delivery state, for validating filters.
+DELIVERY_STATES: tuple[DeliveryState, ...] = (
+    "pending",
+    "delivered",
+    "failed",
+    "expired",
+    "superseded",
+)
 #: How long delivered, failed and expired notifications stay listed (seconds).
 KEEP_FINISHED = 7 * 86400.0
 _PREFIX = "outbox/"
@@ -61,6 +77,16 @@ class Delivery:
         """A delivery from its stored document."""
         return cls(**json.loads(text))
 
+    def told(self) -> LogEntry:
+        """What this notification tells its channel: fingerprints of its firing and resolved
+        alerts, at the time it was queued."""
+        alerts = [a for a in self.payload.get("alerts", []) if "fingerprint" in a]
+        return LogEntry(
+            frozenset(a["fingerprint"] for a in alerts if a.get("status") == "firing"),
+            frozenset(a["fingerprint"] for a in alerts if a.get("status") == "resolved"),
+            self.created_at,
+        )
+
 
 def backoff(attempts: int, retry: RetryConfig, rng: random.Random) -> float:
     """Seconds to wait after the ``attempts``-th failure: initial × 2^(attempts−1), capped at
@@ -76,6 +102,14 @@ class Outbox:
         self.store = store
         self.retry = retry
         self.rng = rng or random.Random()
+        #: What each channel last received of each group.
+        self.delivered = NotificationLog(store, DELIVERED)
+        for delivery in self.all():  # stores written before the delivered log was kept
+            if delivery.state == "delivered":
+                told = delivery.told()
+                known = self.delivered.get(delivery.channel, delivery.group_key)
+                if known is None or known.at < told.at:
+                    self.delivered.entries[(delivery.channel, delivery.group_key)] = told
 
     def new(
         self,
@@ -109,6 +143,36 @@ class Outbox:
         """Store documents of ``deliveries`` (to write with other state in one transaction)."""
         return {_PREFIX + d.id: d.to_json() for d in deliveries}
 
+    def supersede(
+        self, *, channel: str, group_key: str, by: Delivery | None, now: float
+    ) -> dict[str, str]:
+        """Mark the pending deliveries of ``group_key`` to ``channel`` superseded by ``by`` (the
+        group's new notification; ``None`` when the group's current state is nothing this
+        channel should hear). Returns their documents, to write with ``by``."""
+        reason = (
+            f"superseded by notification {by.key}"
+            if by is not None
+            else "superseded: the group changed and nothing of it is left to send"
+        )
+        changed = []
+        for delivery in self.all():
+            if (
+                delivery.channel == channel
+                and delivery.group_key == group_key
+                and delivery.state == "pending"
+                and (by is None or delivery.id != by.id)
+            ):
+                delivery.state = "superseded"
+                delivery.last_error = reason
+                delivery.history.append({"at": now, "superseded": reason})
+                changed.append(delivery)
+        return self.documents(changed)
+
+    def get(self, delivery_id: str) -> Delivery | None:
+        """The stored delivery with that id."""
+        found = self.store.load_state(_PREFIX + delivery_id).get(_PREFIX + delivery_id)
+        return Delivery.from_json(found[0]) if found is not None else None
+
     def all(self) -> list[Delivery]:
         """Every listed delivery, newest first."""
         found = [Delivery.from_json(text) for text, _ in self.store.load_state(_PREFIX).values()]
@@ -139,11 +203,23 @@ class Outbox:
         return tried
 
     async def _attempt(self, channel: Channel, delivery: Delivery, now: float) -> None:
+        stored = self.get(delivery.id)
+        if stored is None or stored.state != "pending":
+            return  # superseded (or finished) since the due list was read
+        delivery = stored
         if now >= delivery.expires_at:
             delivery.state = "expired"
             delivery.last_error = delivery.last_error or "expired before it could be delivered"
             self._save(delivery, now)
             log.error("notification %s to %s expired undelivered", delivery.key, channel.name)
+            return
+        newer = self.delivered.get(delivery.channel, delivery.group_key)
+        if newer is not None and newer.at > delivery.created_at:
+            reason = "superseded: a newer notification of the group was delivered first"
+            delivery.state = "superseded"
+            delivery.last_error = reason
+            delivery.history.append({"at": now, "superseded": reason})
+            self._save(delivery, now)
             return
         delivery.attempts += 1
         try:
@@ -153,7 +229,12 @@ class Outbox:
         except DeliveryError as exc:
             delivery.last_error = str(exc)
             delivery.history.append({"at": now, "error": str(exc), "permanent": exc.permanent})
-            if exc.permanent:
+            current = self.get(delivery.id)
+            if current is not None and current.state == "superseded":
+                # superseded while it was being sent: the newer notification goes instead
+                delivery.state = "superseded"
+                delivery.history = [*current.history, delivery.history[-1]]
+            elif exc.permanent:
                 delivery.state = "failed"
                 log.error(
                     "notification %s to %s failed for good: %s", delivery.key, channel.name, exc
@@ -169,6 +250,8 @@ class Outbox:
                     exc,
                 )
         else:
+            # Delivered, even if a newer one superseded it meanwhile: it arrived before that one,
+            # which this channel's worker sends only after this attempt.
             delivery.state = "delivered"
             delivery.delivered_at = now
             delivery.last_error = ""
@@ -176,7 +259,13 @@ class Outbox:
         self._save(delivery, now)
 
     def _save(self, delivery: Delivery, now: float) -> None:
-        self.store.put_state(self.documents([delivery]), at=now)
+        documents = self.documents([delivery])
+        if delivery.state == "delivered":
+            told = delivery.told()
+            previous = self.delivered.get(delivery.channel, delivery.group_key)
+            if previous is None or previous.at <= told.at:
+                documents.update(self.delivered.record(delivery.channel, delivery.group_key, told))
+        self.store.put_state(documents, at=now)
 
     def prune(self, now: float) -> int:
         """Forget finished deliveries older than :data:`KEEP_FINISHED`; returns how many."""

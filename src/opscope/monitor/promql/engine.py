@@ -23,7 +23,7 @@ Semantics follow Prometheus (``promql/engine.go``, ``promql/functions.go``):
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,8 +143,13 @@ class _Block:
         return self._last
 
 
+#: Samples written at one instant and not in the store yet: series id → (series, value).
+Pending = Mapping[int, tuple[SeriesRef, float]]
+
+
 class _Data:
-    """The samples every selector of an expression needs over ``[start, end]``, fetched once."""
+    """The samples every selector of an expression needs over ``[start, end]``, fetched once;
+    ``pending`` samples at ``pending_ms`` are added as if they were stored."""
 
     def __init__(
         self,
@@ -154,6 +159,9 @@ class _Data:
         end_ms: int,
         lookback_ms: int,
         max_samples: int,
+        *,
+        pending: Pending | None = None,
+        pending_ms: int = 0,
     ) -> None:
         self.blocks: dict[tuple[Selector, int, int], list[_Block]] = {}
         loaded = 0
@@ -165,9 +173,57 @@ class _Data:
             fetched = store.select_blocks(
                 sel.selector, start_ms - sel.offset_ms - width + 1, end_ms - sel.offset_ms
             )
+            if pending:
+                fetched = _with_pending(fetched, sel.selector, pending, pending_ms)
             loaded += sum(int(b.present.sum()) for b in fetched)
             _check_budget(loaded, max_samples)
             self.blocks[key] = [_Block.of(b) for b in fetched]
+
+
+def _with_pending(
+    blocks: list[SampleBlock], selector: Selector, pending: Pending, t_ms: int
+) -> list[SampleBlock]:
+    """``blocks`` with the ``pending`` samples ``selector`` selects added at ``t_ms``: a row in
+    the block that holds the series (after any stored row at the same time), or a block of
+    their own for series with nothing stored in the window."""
+    chosen = {
+        sid: (ref, value)
+        for sid, (ref, value) in pending.items()
+        if selector.matches(ref.name, ref.labels)
+    }
+    if not chosen:
+        return blocks
+    out = []
+    for block in blocks:
+        columns = [j for j, ref in enumerate(block.refs) if ref.id in chosen]
+        if not columns:
+            out.append(block)
+            continue
+        row = np.zeros(len(block.refs), dtype=np.float64)
+        present = np.zeros(len(block.refs), dtype=bool)
+        for j in columns:
+            row[j] = chosen.pop(block.refs[j].id)[1]
+            present[j] = True
+        at = int(np.searchsorted(block.timestamps, t_ms, side="right"))
+        out.append(
+            SampleBlock(
+                block.refs,
+                np.insert(block.timestamps, at, t_ms),
+                np.insert(block.values, at, row, axis=0),
+                np.insert(block.present, at, present, axis=0),
+            )
+        )
+    if chosen:
+        refs = [ref for ref, _ in chosen.values()]
+        out.append(
+            SampleBlock(
+                refs,
+                np.array([t_ms], dtype=np.int64),
+                np.array([[value for _, value in chosen.values()]], dtype=np.float64),
+                np.ones((1, len(refs)), dtype=bool),
+            )
+        )
+    return out
 
 
 def _check_budget(samples: int, max_samples: int) -> None:
@@ -195,9 +251,20 @@ class Evaluator:
         self.lookback_ms = lookback_ms
         self.max_samples = max_samples
 
-    def instant(self, node: Node, t_ms: int) -> Value:
-        """The value of ``node`` at ``t_ms``."""
-        data = _Data(self.store, node, t_ms, t_ms, self.lookback_ms, self.max_samples)
+    def instant(self, node: Node, t_ms: int, *, pending: Pending | None = None) -> Value:
+        """The value of ``node`` at ``t_ms``; ``pending`` samples (stamped ``t_ms``, staleness
+        markers allowed) are seen as if they were stored: what earlier rules of a rule group
+        wrote in the same evaluation."""
+        data = _Data(
+            self.store,
+            node,
+            t_ms,
+            t_ms,
+            self.lookback_ms,
+            self.max_samples,
+            pending=pending,
+            pending_ms=t_ms,
+        )
         return _Run(data, self.lookback_ms).eval(node, t_ms)
 
     def samples(self, node: MatrixNode, t_ms: int) -> list[tuple[Labels, IntArray, FloatArray]]:
