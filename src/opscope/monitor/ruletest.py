@@ -44,6 +44,7 @@ from opscope.monitor.promql import Evaluator, Scalar, compile_expr
 from opscope.monitor.rules import RuleEngine, RuleGroup, compile_groups
 from opscope.store import STALE_NAN, Batch, Store, label_set
 from opscope.store.labels import NAME_LABEL
+from opscope.store.parsing import parse_promql
 
 _TOKEN = re.compile(
     r"^(?P<start>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?Inf|NaN|_|stale)"
@@ -167,8 +168,8 @@ def expand_values(text: str) -> list[float | None]:
 def parse_series(text: str) -> tuple[str, dict[str, str]]:
     """``name{a="b"}`` → (name, labels); raises ``ValueError`` when it is not series notation."""
     try:
-        node = promql_parser.parse(text)
-    except ValueError as exc:
+        node = parse_promql(text)
+    except (ValueError, QueryError) as exc:
         raise ValueError(f"invalid series {text!r}: {exc}") from exc
     if not isinstance(node, promql_parser.VectorSelector):
         raise ValueError(f'invalid series {text!r}: expected name{{label="value", …}}')

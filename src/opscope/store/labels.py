@@ -22,6 +22,7 @@ import promql_parser
 import re2
 
 from opscope.errors import QueryError, UnsupportedQuery
+from opscope.store.parsing import parse_promql
 
 LabelSet = tuple[tuple[str, str], ...]
 MatchOp = Literal["=", "!=", "=~", "!~"]
@@ -137,7 +138,7 @@ def parse_selector(text: str) -> Selector:
     is PromQL but not a plain series selector.
     """
     try:
-        node = promql_parser.parse(text)
+        node = parse_promql(text)
     except ValueError as exc:
         raise QueryError(f"cannot parse selector {text!r}: {exc}") from exc
     if not isinstance(node, promql_parser.VectorSelector):
@@ -157,7 +158,7 @@ def parse_matchers(text: str) -> tuple[Matcher, ...]:
     # PromQL refuses selectors whose matchers all match "": a placeholder keeps the parser happy.
     placeholder = "__opscope_matchers__"
     try:
-        node = promql_parser.parse(f'{{{placeholder}="x", {inner}}}')
+        node = parse_promql(f'{{{placeholder}="x", {inner}}}')
     except ValueError as exc:
         raise QueryError(f"cannot parse matchers {text!r}: {exc}") from exc
     if not isinstance(node, promql_parser.VectorSelector) or not inner.strip():
