@@ -194,3 +194,58 @@ def test_severity_twice_is_an_error() -> None:
     (problem,) = info.value.problems
     assert problem.line == 3
     assert problem.message == "severity is given twice: as severity and as labels.severity"
+
+
+def test_rule_problems_point_at_the_field_at_fault(tmp_path: Path) -> None:
+    from opscope.monitor.rules import compile_groups
+
+    (tmp_path / "rules.yml").write_text(
+        "groups:\n"
+        "  - name: node\n"
+        "    rules:\n"
+        "      - alert: Bad\n"
+        "        for: 5m\n"
+        "        expr: topk(3, up)\n"
+        "      - alert: Worse\n"
+        "        expr: up == 0\n"
+        "        annotations:\n"
+        "          summary: ok\n"
+        "          detail: '{{ range $x }}{{ end }}'\n"
+    )
+    config = tmp_path / "opscope.yaml"
+    config.write_text("monitor:\n  rule_files: [rules.yml]\n")
+    with pytest.raises(ConfigFileError) as info:
+        compile_groups(load_config(config).rule_groups)
+    rules = tmp_path / "rules.yml"
+    # expr on line 6 from column 15, the detail annotation's value on line 11 from column 19
+    assert [str(p) for p in info.value.problems] == [
+        f'{rules}:6:15 groups[0].rules[0].expr: rule "Bad": the aggregation topk() is not '
+        "supported",
+        f'{rules}:11:19 groups[0].rules[1].annotations.detail: rule "Worse": the template '
+        "action 'range' is not supported",
+    ]
+
+
+def test_a_group_defined_twice_is_reported_at_its_name(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        "groups:\n"
+        "  - name: node\n"
+        "    rules: [{alert: A, expr: up == 0}]\n"
+        "  - name: node\n"
+        "    rules: [{alert: B, expr: up == 0}]\n"
+    )
+    config = tmp_path / "opscope.yaml"
+    config.write_text("monitor:\n  rule_files: [rules.yml]\n")
+    with pytest.raises(ConfigFileError) as info:
+        load_config(config)
+    assert [str(p) for p in info.value.problems] == [
+        f'{rules}:4:11: rule group "node" is defined twice'
+    ]
+
+
+def test_messages_name_fields_as_written() -> None:
+    with pytest.raises(ConfigFileError) as info:
+        parse_config("monitor:\n  rules:\n    - {alert: A, expr: up, fro: 1m}\n", environ={})
+    (problem,) = info.value.problems
+    assert "for, keep_firing_for" in problem.message and "for_" not in problem.message

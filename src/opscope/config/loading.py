@@ -58,20 +58,28 @@ _SCALAR_TYPES = (bool, int, float)
 
 @dataclass(frozen=True)
 class LoadedRule:
-    """A rule and where it was written (for error messages that name file, line and field)."""
+    """A rule and where it was written (for error messages that name file, line and field).
+
+    ``fields`` holds the position of the rule's own values — ``expr`` (the short form's
+    ``metric`` for a rule without one), ``labels.NAME``, ``annotations.NAME`` — as far as the
+    file gives them.
+    """
 
     config: RuleConfig
     file: str
     line: int | None
     column: int | None
     path: str
+    fields: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
 
     def problem(self, message: str, *, field: str = "expr") -> ConfigProblem:
-        """A problem of this rule's ``field``, positioned at the rule."""
+        """A problem of this rule's ``field``, positioned at that field's value (else the
+        rule)."""
+        line, column = self.fields.get(field, (self.line, self.column))
         return ConfigProblem(
             self.file,
-            self.line,
-            self.column,
+            line,
+            column,
             f"{self.path}.{field}",
             f'rule "{self.config.name}": {message}',
         )
@@ -89,6 +97,9 @@ class LoadedRuleGroup:
     inline: bool = False
     #: Most alerts (series) one rule may produce per evaluation; 0: no limit.
     limit: int = 0
+    #: Where the group was written: its name (the first rule for the implicit group).
+    line: int | None = None
+    column: int | None = None
 
 
 @dataclass
@@ -174,6 +185,7 @@ def parse_config(
     if unsupported:
         raise ConfigFileError(unsupported)
     semantic = [(("monitor", *loc), message) for loc, message in config.monitor.problems()]
+    semantic += [(("notify", *loc), message) for loc, message in config.notify.problems()]
     semantic += deploy_problems(config.environments, config.services)
     if semantic:
         raise ConfigFileError(
@@ -196,7 +208,19 @@ def parse_config(
 
 
 def _loaded_rule(rule: RuleConfig, filename: str, positions: Positions, loc: Loc) -> LoadedRule:
-    return LoadedRule(rule, filename, *positions.of(loc), format_loc(loc))
+    fields: dict[str, tuple[int, int]] = {}
+    expr = positions.values.get((*loc, "expr")) or positions.values.get((*loc, "metric"))
+    if expr is not None:
+        fields["expr"] = expr
+    for kind, names in (("labels", rule.labels), ("annotations", rule.annotations)):
+        for name in names:
+            where = positions.values.get((*loc, kind, name))
+            if where is not None:
+                fields[f"{kind}.{name}"] = where
+    severity = positions.values.get((*loc, "severity"))
+    if severity is not None:  # the short form's severity is the label
+        fields["labels.severity"] = severity
+    return LoadedRule(rule, filename, *positions.of(loc), format_loc(loc), fields)
 
 
 def _inline_groups(
@@ -220,13 +244,24 @@ def _inline_groups(
                     ],
                     inline=True,
                     limit=item.limit,
+                    line=positions.of((*loc, "name"))[0],
+                    column=positions.of((*loc, "name"))[1],
                 )
             )
         else:
             loose.append(_loaded_rule(item, filename, positions, loc))
     if loose:
         groups.insert(
-            0, LoadedRuleGroup(DEFAULT_GROUP, filename, default_interval, loose, inline=True)
+            0,
+            LoadedRuleGroup(
+                DEFAULT_GROUP,
+                filename,
+                default_interval,
+                loose,
+                inline=True,
+                line=loose[0].line,
+                column=loose[0].column,
+            ),
         )
     return groups
 
@@ -291,6 +326,8 @@ def read_rule_file(text: str, filename: str, default_interval: timedelta) -> lis
                 for j, r in enumerate(group.rules)
             ],
             limit=group.limit,
+            line=positions.of(("groups", g, "name"))[0],
+            column=positions.of(("groups", g, "name"))[1],
         )
         for g, group in enumerate(parsed.groups)
     ]
@@ -354,7 +391,11 @@ def _check_unique_groups(groups: list[LoadedRuleGroup]) -> None:
         if key in seen:
             problems.append(
                 ConfigProblem(
-                    group.file, None, None, "", f'rule group "{group.name}" is defined twice'
+                    group.file,
+                    group.line,
+                    group.column,
+                    "",
+                    f'rule group "{group.name}" is defined twice',
                 )
             )
         seen.add(key)
