@@ -414,3 +414,37 @@ def _unix(rfc3339: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def test_silence_commands_for_scripts(
+    serve_process: Callable[..., ServeProcess], http_server: LocalHTTPServer
+) -> None:
+    serve = serve_process(
+        "server: {port: {port}}\n"
+        "monitor: {system: {enabled: false}}\n"
+        f"notify: {{channels: {{hook: {{webhook: '{http_server.url}/hook'}}}}}}\n"
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "opscope", "silence", *args, "--url", serve.url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    # amtool's notation: a value without quotes
+    added = cli("add", "alertname=FooWarn", "--comment", "a long comment " * 8, "--json")
+    assert added.returncode == 0, added.stderr
+    silence_id = json.loads(added.stdout)["silenceID"]
+    assert json.loads(added.stdout)["matchers"] == ['alertname="FooWarn"']
+    listed = cli("list")  # piped: whole ids, one silence per line
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()
+    assert line.split("\t")[:3] == [silence_id, "active", 'alertname="FooWarn"']
+    expired = cli("expire", silence_id[:8])  # a unique start of the id is enough
+    assert expired.returncode == 0, expired.stderr
+    assert expired.stdout == f"silence {silence_id} expired\n"
+    missing = cli("expire", "zzzz")
+    assert missing.returncode == 2 and "no silence zzzz" in missing.stderr

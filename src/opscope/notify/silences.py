@@ -174,6 +174,8 @@ def _checked(
         )
     except QueryError as exc:
         raise SilenceError(str(exc)) from exc
+    # one matcher per item, written the one way (alertname=X becomes alertname="X")
+    silence.matchers = [str(m) for m in silence._compiled]
     if all(m.matches("") for m in silence._compiled):
         raise SilenceError("at least one matcher must not match the empty string")
     if ends_at <= starts_at:
