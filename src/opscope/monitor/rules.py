@@ -241,8 +241,9 @@ class RuleEngine:
         if self._ids_version != self.store.index.version:  # a series came or went
             self._ids.clear()
             self._ids_version = self.store.index.version
-        # What this evaluation writes so far, visible to the rules that follow.
-        written: dict[int, tuple[SeriesRef, float]] = {}
+        # What this evaluation writes so far, by metric name, visible to the rules that follow.
+        written: dict[str, dict[int, tuple[SeriesRef, float]]] = {}
+        values: dict[int, float] = {}
         changes: list[Change] = []
         for rule in group.rules:
             rule_started = time.perf_counter()
@@ -254,15 +255,16 @@ class RuleEngine:
             else:
                 rule.health, rule.last_error = "ok", ""
                 ids = {self._series(name, labels): value for name, labels, value in produced}
-                for series_id in rule.written - ids.keys():
-                    written[series_id] = (self.store.index.ref(series_id), STALE_NAN)
-                for series_id, value in ids.items():
-                    written[series_id] = (self.store.index.ref(series_id), value)
+                stopped = {series_id: STALE_NAN for series_id in rule.written - ids.keys()}
+                for series_id, value in (*ids.items(), *stopped.items()):
+                    ref = self.store.index.ref(series_id)
+                    written.setdefault(ref.name, {})[series_id] = (ref, value)
+                    values[series_id] = value
                 rule.written = set(ids)
                 changes += changed
             rule.last_evaluation = t
             rule.evaluation_duration = time.perf_counter() - rule_started
-        self._write(group, t_ms, {sid: v for sid, (_, v) in written.items()}, t)
+        self._write(group, t_ms, values, t)
         group.last_evaluation = t
         group.evaluation_duration = time.perf_counter() - started
         return GroupResult(group, changes)
@@ -280,7 +282,7 @@ class RuleEngine:
         rule: Rule,
         t: float,
         t_ms: int,
-        written: dict[int, tuple[SeriesRef, float]],
+        written: dict[str, dict[int, tuple[SeriesRef, float]]],
         limit: int,
     ) -> tuple[list[tuple[str, Labels, float]], list[Change]]:
         """One rule's samples and alert transitions; raises ``ValueError`` (as Prometheus

@@ -143,8 +143,9 @@ class _Block:
         return self._last
 
 
-#: Samples written at one instant and not in the store yet: series id → (series, value).
-Pending = Mapping[int, tuple[SeriesRef, float]]
+#: Samples written at one instant and not in the store yet, by metric name:
+#: name → series id → (series, value).
+Pending = Mapping[str, Mapping[int, tuple[SeriesRef, float]]]
 
 
 class _Data:
@@ -186,9 +187,15 @@ def _with_pending(
     """``blocks`` with the ``pending`` samples ``selector`` selects added at ``t_ms``: a row in
     the block that holds the series (after any stored row at the same time), or a block of
     their own for series with nothing stored in the window."""
+    name = selector.metric_name
+    candidates = (
+        pending.get(name, {}).items()
+        if name is not None
+        else (item for by_id in pending.values() for item in by_id.items())
+    )
     chosen = {
         sid: (ref, value)
-        for sid, (ref, value) in pending.items()
+        for sid, (ref, value) in candidates
         if selector.matches(ref.name, ref.labels)
     }
     if not chosen:
