@@ -43,7 +43,7 @@ DELIVERY_STATES: tuple[DeliveryState, ...] = (
     "expired",
     "superseded",
 )
-#: How long delivered, failed and expired notifications stay listed (seconds).
+#: How long delivered, failed, expired and superseded notifications stay listed (seconds).
 KEEP_FINISHED = 7 * 86400.0
 _PREFIX = "outbox/"
 
