@@ -416,5 +416,21 @@ def test_cli_validate_reports_rule_errors_with_positions(tmp_path: Path) -> None
     result = run_cli("validate", "-c", str(config))
     assert result.returncode == 2
     assert result.stderr == (
-        f'error: {config}:3:7 monitor.rules[0].expr: rule "X": subqueries are not supported\n'
-    )
+        f'error: {config}:3:24 monitor.rules[0].expr: rule "X": subqueries are not supported\n'
+    )  # at the expression itself: line 3, column 24
+
+
+def test_cli_validate_takes_deep_rule_expressions(tmp_path: Path) -> None:
+    config = tmp_path / "opscope.yaml"
+    terms = " + ".join(["up"] * 500)  # Prometheus accepts it; so does opscope
+    config.write_text(f"monitor:\n  rules:\n    - {{alert: Many, expr: '{terms} > 1000'}}\n")
+    result = run_cli("validate", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "1 rule(s)" in result.stdout
+    deep = "(" * 5000 + "up" + ")" * 5000  # deeper than the parser can take safely
+    config.write_text(f"monitor:\n  rules:\n    - {{alert: Deep, expr: '{deep}'}}\n")
+    result = run_cli("validate", "-c", str(config))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.startswith(f'error: {config}:3:27 monitor.rules[0].expr: rule "Deep": ')
+    assert "nested too deeply" in result.stderr

@@ -361,3 +361,90 @@ def test_the_query_sample_limit_is_configurable(serve_process: Callable[..., Ser
     response = httpx.get(f"{serve.url}/api/v1/query", params={"query": '{job="system"}'}, timeout=5)
     assert response.status_code == 422
     assert "query processing would load too many samples" in response.json()["error"]
+
+
+def test_restarts_do_not_notify_again(
+    serve_process: Callable[..., ServeProcess],
+    http_server: LocalHTTPServer,
+    smtp_server: SMTPServer,
+) -> None:
+    # The webhook answers its first request after 2 s: SIGTERM arrives while it is in flight.
+    http_server.routes["/hook"] = Route(status=200, delay=2.0)
+    closed = f"127.0.0.1:{free_port()}"
+    config = NOTIFYING % {
+        "closed": closed,
+        "smtp": smtp_server.url,
+        "hook": f"{http_server.url}/hook",
+    }
+    first = serve_process(config)
+    wait_until(
+        lambda: len(smtp_server.messages) == 1 and http_server.hits.get("/hook") == 1,
+        timeout=20,
+        what="the email and the webhook request",
+    )
+    first.process.send_signal(signal.SIGTERM)  # the webhook delivery is still being sent
+    assert first.process.wait(timeout=20) == 0
+    http_server.routes["/hook"] = Route(status=200)
+    port = int(first.url.rsplit(":", 1)[1])
+    for stop in ("SIGTERM", "kill -9"):
+        again = serve_process(config, port=port, data_dir=first.data_dir)
+        restarted = time.time()
+
+        def evaluated_twice_since_restart(
+            serve: ServeProcess = again, since: float = restarted
+        ) -> bool:
+            groups = httpx.get(f"{serve.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+            last = groups[0]["lastEvaluation"]
+            return last is not None and _unix(last) >= since + 2.5
+
+        # the alert is handed to the notifier at every evaluation (1 s), groups flush every 1 s
+        wait_until(evaluated_twice_since_restart, timeout=20, what="evaluations after restart")
+        if stop == "SIGTERM":
+            again.process.send_signal(signal.SIGTERM)
+            assert again.process.wait(timeout=20) == 0
+        else:
+            again.process.kill()
+            again.process.wait(timeout=10)
+    # Alertmanager's notification log: nothing again before repeat_interval (4 h)
+    assert len(smtp_server.messages) == 1
+    assert http_server.hits["/hook"] == 1
+
+
+def _unix(rfc3339: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def test_silence_commands_for_scripts(
+    serve_process: Callable[..., ServeProcess], http_server: LocalHTTPServer
+) -> None:
+    serve = serve_process(
+        "server: {port: {port}}\n"
+        "monitor: {system: {enabled: false}}\n"
+        f"notify: {{channels: {{hook: {{webhook: '{http_server.url}/hook'}}}}}}\n"
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "opscope", "silence", *args, "--url", serve.url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    # amtool's notation: a value without quotes
+    added = cli("add", "alertname=FooWarn", "--comment", "a long comment " * 8, "--json")
+    assert added.returncode == 0, added.stderr
+    silence_id = json.loads(added.stdout)["silenceID"]
+    assert json.loads(added.stdout)["matchers"] == ['alertname="FooWarn"']
+    listed = cli("list")  # piped: whole ids, one silence per line
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()
+    assert line.split("\t")[:3] == [silence_id, "active", 'alertname="FooWarn"']
+    expired = cli("expire", silence_id[:8])  # a unique start of the id is enough
+    assert expired.returncode == 0, expired.stderr
+    assert expired.stdout == f"silence {silence_id} expired\n"
+    missing = cli("expire", "zzzz")
+    assert missing.returncode == 2 and "no silence zzzz" in missing.stderr

@@ -440,33 +440,53 @@ def silence_list(
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List silences (active, pending and expired)."""
+    """List silences (active, pending and expired); piped, one per line, tab-separated."""
     data = _api("GET", f"{_server_url(config, url)}/api/v1/silences")
     if as_json:
         out.print_json(json.dumps(data))
         return
-    table = Table("id", "state", "matchers", "ends", "by", "comment")
-    for s in data:
-        table.add_row(
+    rows = [
+        (
             s["id"],
             s["status"]["state"],
             ", ".join(s["matchers"]),
             s["endsAt"],
             s["createdBy"],
-            s["comment"],
+            " ".join(s["comment"].split()),
         )
+        for s in data
+    ]
+    if not out.is_terminal:  # for scripts: whole ids, never cut to a terminal's width
+        for row in rows:
+            sys.stdout.write("\t".join(row) + "\n")
+        return
+    table = Table("id", "state", "matchers", "ends", "by", "comment")
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = max((len(row[0]) for row in rows), default=2)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 
 @silence_app.command("expire")
 def silence_expire(
-    silence_id: Annotated[str, typer.Argument(help="The silence id.")],
+    silence_ids: Annotated[
+        list[str], typer.Argument(help="Silence ids, or the start of one (unique).")
+    ],
     config: ConfigOption = Path("opscope.yaml"),
     url: UrlOption = None,
 ) -> None:
-    """End a silence now."""
-    data = _api("DELETE", f"{_server_url(config, url)}/api/v1/silences/{silence_id}")
-    out.print(f"silence {data['id']} expired", highlight=False)
+    """End silences now."""
+    base = _server_url(config, url)
+    known = [s["id"] for s in _api("GET", f"{base}/api/v1/silences")]
+    for given in silence_ids:
+        found = [i for i in known if i == given] or [i for i in known if i.startswith(given)]
+        if not found:
+            raise _fail(f"no silence {given}", 2)
+        if len(found) > 1:
+            raise _fail(f'"{given}" starts {len(found)} silence ids; give more of it', 2)
+        data = _api("DELETE", f"{base}/api/v1/silences/{found[0]}")
+        out.print(f"silence {data['id']} expired", highlight=False)
 
 
 @app.command()

@@ -184,10 +184,12 @@ def test_unsupported_constructs_are_refused_at_load_with_rule_and_position() -> 
     )
     with pytest.raises(ConfigFileError) as info:
         compile_groups(loaded.rule_groups)
+    # positioned at the value at fault: expr's on line 3, column 26; x's on line 4, column 52
     assert [str(p) for p in info.value.problems] == [
-        'opscope.yaml:3:7 monitor.rules[0].expr: rule "Top": the aggregation topk() is not supported',
-        "opscope.yaml:4:7 monitor.rules[1].annotations.x: rule \"T\": the template action 'if' is "
-        "not supported",
+        'opscope.yaml:3:26 monitor.rules[0].expr: rule "Top": the aggregation topk() is not '
+        "supported",
+        "opscope.yaml:4:52 monitor.rules[1].annotations.x: rule \"T\": the template action 'if' "
+        "is not supported",
     ]
 
 

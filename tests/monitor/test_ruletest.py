@@ -50,6 +50,8 @@ CASES = DATA / "promtool_cases"
         ("evaluation_error_test.yml", 1),
         ("values_test.yml", 0),
         ("values_failing_test.yml", 1),
+        ("limit_test.yml", 0),
+        ("limit_exceeded_test.yml", 1),
     ],
 )
 def test_cases_get_promtools_verdict(name: str, verdict_of_promtool: int) -> None:
@@ -113,6 +115,8 @@ def test_failing_files_fail_in_both(tmp_path: Path, source: Path, old: str, new:
         ("evaluation_error_test.yml", "", ""),
         # values as Go's FormatFloat(v, 'E', -1, 64): 6.25E-02, +Inf, NaN; {} without labels
         ("values_failing_test.yml", "", ""),
+        # a group's limit exceeded by an alerting and a recording rule
+        ("limit_exceeded_test.yml", "", ""),
     ],
 )
 def test_failures_read_as_promtools(tmp_path: Path, name: str, old: str, new: str) -> None:

@@ -296,3 +296,18 @@ async def test_no_resolution_where_the_firing_notification_failed(
     # channels that received the firing notification.
     assert received(http_server, "/ok") == [[("a", "firing")], [("a", "resolved")]]
     assert received(http_server, "/bad") == [[("a", "firing")]]
+
+
+async def test_emails_keep_the_lines_of_the_message(smtp_server: SMTPServer, store: Store) -> None:
+    import email
+
+    config = channels_config(f"    email: '{smtp_server.url}'\n")
+    channel = AppriseChannel("email", config.channels["email"])
+    text = "Firing (1):\n- CPU at 93% on web1\n  labels: alertname=HighCPU, instance=web1\n"
+    await channel.send(title="[FIRING:1] HighCPU", body=text, payload={}, key="k")
+    (raw,) = smtp_server.messages
+    message = email.message_from_bytes(raw)
+    plain = [p for p in message.walk() if p.get_content_type() == "text/plain"]
+    assert len(plain) == 1
+    received = plain[0].get_payload(decode=True).decode().replace("\r\n", "\n")
+    assert received.splitlines() == text.splitlines()

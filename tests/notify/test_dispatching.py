@@ -82,6 +82,10 @@ def flush(dispatcher: Dispatcher, now: float) -> list[Delivery]:
     return queued
 
 
+def recorders() -> dict[str, Any]:
+    return {"email": Recorder("email"), "hook": Recorder("hook", send_resolved=False)}
+
+
 def sent(queued: list[Any]) -> list[tuple[str, str, list[str]]]:
     return sorted(
         (
@@ -288,3 +292,49 @@ def test_hovering_values_notify_at_most_once_each_way(tmp_path: Path) -> None:
     kinds = [(d.channel, d.status) for d in queued]
     assert kinds.count(("email", "firing")) == 1
     assert kinds.count(("email", "resolved")) == 1
+
+
+def test_a_restart_notifies_nothing_new_until_the_repeat_interval(tmp_path: Path) -> None:
+    """Alertmanager keeps its notification log across restarts: after one, a group already
+    notified is notified again only when repeat_interval (4 h here) has passed."""
+    config = parse_config(NOTIFY, environ={}).config.notify
+    firing = alert("Down", severity="critical", service="api")
+    with Store.open(tmp_path) as store:
+        first = Dispatcher(config, store, channels=recorders())
+        first.receive("r", [firing], now=0)
+        assert len(flush(first, now=30)) == 2
+    for restart in (1000.0, 2000.0):  # two restarts, each re-sent the alert by its rule
+        with Store.open(tmp_path) as store:
+            again = Dispatcher(config, store, channels=recorders())
+            again.receive("r", [firing], now=restart)
+            assert flush(again, now=restart) == []
+            assert flush(again, now=restart + 300) == []
+    with Store.open(tmp_path) as store:
+        later = Dispatcher(config, store, channels=recorders())
+        later.receive("r", [firing], now=30 + 4 * 3600)
+        assert sent(flush(later, now=30 + 4 * 3600)) == [
+            ("email", "firing", ["Down:firing"]),
+            ("hook", "firing", ["Down:firing"]),
+        ]
+
+
+def test_a_resolution_during_a_restart_is_still_notified(tmp_path: Path) -> None:
+    """An alert that resolved while opscope was down is reported resolved after the restart to
+    the channel that was told it was firing (Alertmanager: the resolved alert meets the firing
+    entry of the notification log), if it sends resolutions ("hook" does not)."""
+    config = parse_config(NOTIFY, environ={}).config.notify
+    labels = {"severity": "critical", "service": "api"}
+    with Store.open(tmp_path) as store:
+        first = Dispatcher(config, store, channels=recorders())
+        first.receive("r", [alert("Down", starts=0, **labels)], now=0)
+        assert len(flush(first, now=30)) == 2
+    with Store.open(tmp_path) as store:
+        again = Dispatcher(config, store, channels=recorders())
+        # the rule engine restored the alert, found it gone and resolved it
+        again.receive("r", [alert("Down", starts=0, ends=500, **labels)], now=500)
+        assert sent(flush(again, now=500)) == [("email", "resolved", ["Down:resolved"])]
+        again.receive("r", [alert("Down", starts=0, ends=500, **labels)], now=515)
+        assert flush(again, now=800) == []  # once
+        # an alert never notified anywhere stays ignored when it resolves
+        again.receive("r", [alert("Other", starts=600, ends=610, **labels)], now=610)
+        assert flush(again, now=1200) == []

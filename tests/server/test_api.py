@@ -420,3 +420,36 @@ async def test_a_slow_query_does_not_block_the_server(api: Api) -> None:
     finally:
         release.set()
     assert (await pending).status_code == 200
+
+
+async def test_deep_expressions_are_evaluated(api: Api) -> None:
+    api.put("foo", {"job": "a"}, [(NOW, 2.0)])
+    # Prometheus evaluates both; the values are hand-computed: 500 × 2 and 2
+    terms = await api.client.get("/api/v1/query", params={"query": "+".join(["foo"] * 500)})
+    assert terms.status_code == 200, terms.text
+    assert terms.json()["data"]["result"] == [{"metric": {"job": "a"}, "value": [NOW, "1000"]}]
+    nested = "(" * 1000 + "foo" + ")" * 1000
+    parens = await api.client.get("/api/v1/query", params={"query": nested})
+    assert parens.status_code == 200, parens.text
+    assert parens.json()["data"]["result"][0]["value"] == [NOW, "2"]
+    ranged = await api.client.get(
+        "/api/v1/query_range",
+        params={"query": "-" * 999 + "foo", "start": str(NOW), "end": str(NOW), "step": "1"},
+    )
+    assert ranged.json()["data"]["result"][0]["values"] == [[NOW, "-2"]]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "(" * 50_000 + "foo" + ")" * 50_000,  # deep enough to crash the PromQL parser
+        "+".join(["foo"] * 20_000),
+        "abs(" * 10_000 + "foo" + ")" * 10_000,
+    ],
+)
+async def test_expressions_too_deep_to_parse_are_400(api: Api, query: str) -> None:
+    for path in ("/api/v1/query", "/api/v1/series"):
+        key = "query" if path.endswith("query") else "match[]"
+        response = await api.client.post(path, data={key: query})
+        assert response.status_code == 400, response.text
+        assert "nested too deeply" in response.json()["error"]

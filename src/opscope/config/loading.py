@@ -31,7 +31,13 @@ from pydantic import ValidationError
 
 from opscope.config.deploy import deploy_problems
 from opscope.config.models import RESERVED_SECTIONS, OpscopeConfig
-from opscope.config.rules import DEFAULT_GROUP, RuleConfig, RuleFileConfig, RuleGroupConfig
+from opscope.config.rules import (
+    DEFAULT_GROUP,
+    SHORT_FORM_FIELDS,
+    RuleConfig,
+    RuleFileConfig,
+    RuleGroupConfig,
+)
 from opscope.config.yamlfile import (
     Loc,
     Positions,
@@ -52,20 +58,28 @@ _SCALAR_TYPES = (bool, int, float)
 
 @dataclass(frozen=True)
 class LoadedRule:
-    """A rule and where it was written (for error messages that name file, line and field)."""
+    """A rule and where it was written (for error messages that name file, line and field).
+
+    ``fields`` holds the position of the rule's own values — ``expr`` (the short form's
+    ``metric`` for a rule without one), ``labels.NAME``, ``annotations.NAME`` — as far as the
+    file gives them.
+    """
 
     config: RuleConfig
     file: str
     line: int | None
     column: int | None
     path: str
+    fields: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
 
     def problem(self, message: str, *, field: str = "expr") -> ConfigProblem:
-        """A problem of this rule's ``field``, positioned at the rule."""
+        """A problem of this rule's ``field``, positioned at that field's value (else the
+        rule)."""
+        line, column = self.fields.get(field, (self.line, self.column))
         return ConfigProblem(
             self.file,
-            self.line,
-            self.column,
+            line,
+            column,
             f"{self.path}.{field}",
             f'rule "{self.config.name}": {message}',
         )
@@ -81,6 +95,11 @@ class LoadedRuleGroup:
     rules: list[LoadedRule]
     #: Written in the configuration file (``monitor.rules``), not in a rule file.
     inline: bool = False
+    #: Most alerts (series) one rule may produce per evaluation; 0: no limit.
+    limit: int = 0
+    #: Where the group was written: its name (the first rule for the implicit group).
+    line: int | None = None
+    column: int | None = None
 
 
 @dataclass
@@ -153,13 +172,20 @@ def parse_config(
         for name in RESERVED_SECTIONS
         if name in data
     ]
+    monitor = data.get("monitor")
+    inline = monitor.get("rules") if isinstance(monitor, dict) else None
+    unsupported = _unsupported_fields(
+        inline, ("monitor", "rules"), positions, filename, rule_file=False
+    )
     try:
         config = OpscopeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigFileError(
-            problems_from(exc, OpscopeConfig, positions, filename, data)
-        ) from None
+        found = problems_from(exc, OpscopeConfig, positions, filename, data)
+        raise ConfigFileError(_merged(unsupported, found)) from None
+    if unsupported:
+        raise ConfigFileError(unsupported)
     semantic = [(("monitor", *loc), message) for loc, message in config.monitor.problems()]
+    semantic += [(("notify", *loc), message) for loc, message in config.notify.problems()]
     semantic += deploy_problems(config.environments, config.services)
     if semantic:
         raise ConfigFileError(
@@ -182,7 +208,19 @@ def parse_config(
 
 
 def _loaded_rule(rule: RuleConfig, filename: str, positions: Positions, loc: Loc) -> LoadedRule:
-    return LoadedRule(rule, filename, *positions.of(loc), format_loc(loc))
+    fields: dict[str, tuple[int, int]] = {}
+    expr = positions.values.get((*loc, "expr")) or positions.values.get((*loc, "metric"))
+    if expr is not None:
+        fields["expr"] = expr
+    for kind, names in (("labels", rule.labels), ("annotations", rule.annotations)):
+        for name in names:
+            where = positions.values.get((*loc, kind, name))
+            if where is not None:
+                fields[f"{kind}.{name}"] = where
+    severity = positions.values.get((*loc, "severity"))
+    if severity is not None:  # the short form's severity is the label
+        fields["labels.severity"] = severity
+    return LoadedRule(rule, filename, *positions.of(loc), format_loc(loc), fields)
 
 
 def _inline_groups(
@@ -205,13 +243,25 @@ def _inline_groups(
                         for j, r in enumerate(item.rules)
                     ],
                     inline=True,
+                    limit=item.limit,
+                    line=positions.of((*loc, "name"))[0],
+                    column=positions.of((*loc, "name"))[1],
                 )
             )
         else:
             loose.append(_loaded_rule(item, filename, positions, loc))
     if loose:
         groups.insert(
-            0, LoadedRuleGroup(DEFAULT_GROUP, filename, default_interval, loose, inline=True)
+            0,
+            LoadedRuleGroup(
+                DEFAULT_GROUP,
+                filename,
+                default_interval,
+                loose,
+                inline=True,
+                line=loose[0].line,
+                column=loose[0].column,
+            ),
         )
     return groups
 
@@ -257,12 +307,15 @@ def read_rule_file(text: str, filename: str, default_interval: timedelta) -> lis
     """
     data, positions = read_yaml(text, filename)
     data = untemplate(data) if data is not None else {}
+    groups = data.get("groups") if isinstance(data, dict) else None
+    unsupported = _unsupported_fields(groups, ("groups",), positions, filename, rule_file=True)
     try:
         parsed = RuleFileConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigFileError(
-            problems_from(exc, RuleFileConfig, positions, filename, data)
-        ) from None
+        found = problems_from(exc, RuleFileConfig, positions, filename, data)
+        raise ConfigFileError(_merged(unsupported, found)) from None
+    if unsupported:
+        raise ConfigFileError(unsupported)
     return [
         LoadedRuleGroup(
             group.name,
@@ -272,9 +325,62 @@ def read_rule_file(text: str, filename: str, default_interval: timedelta) -> lis
                 _loaded_rule(r, filename, positions, ("groups", g, "rules", j))
                 for j, r in enumerate(group.rules)
             ],
+            limit=group.limit,
+            line=positions.of(("groups", g, "name"))[0],
+            column=positions.of(("groups", g, "name"))[1],
         )
         for g, group in enumerate(parsed.groups)
     ]
+
+
+def _merged(first: list[ConfigProblem], then: list[ConfigProblem]) -> list[ConfigProblem]:
+    """``first``, then the problems of ``then`` about other fields."""
+    shown = {p.path for p in first}
+    return first + [p for p in then if p.path not in shown]
+
+
+def _unsupported_fields(
+    items: Any, loc: Loc, positions: Positions, filename: str, *, rule_file: bool
+) -> list[ConfigProblem]:
+    """Fields Prometheus knows and opscope does not support (a group's ``query_offset``), and
+    in a rule file — read by Prometheus too — the seed's short form and ``severity``, which
+    only ``monitor.rules`` accepts. Each is reported at its key."""
+    problems: list[ConfigProblem] = []
+    if not isinstance(items, list):
+        return problems
+
+    def report(where: Loc, message: str) -> None:
+        line, column = positions.of(where, key=True)
+        problems.append(ConfigProblem(filename, line, column, format_loc(where), message))
+
+    for g, group in enumerate(items):
+        if not isinstance(group, dict):
+            continue
+        if "query_offset" in group:
+            report(
+                (*loc, g, "query_offset"),
+                "query_offset is not supported: opscope evaluates a group's rules at the "
+                "group's scheduled time (remove it, or offset the selectors in expr)",
+            )
+        rules = group.get("rules")
+        if not rule_file or not isinstance(rules, list):
+            continue
+        for r, rule in enumerate(rules):
+            if not isinstance(rule, dict):
+                continue
+            for name in SHORT_FORM_FIELDS:
+                if name in rule:
+                    hint = (
+                        "write labels: {severity: …}"
+                        if name == "severity"
+                        else "write expr: METRIC OP THRESHOLD"
+                    )
+                    report(
+                        (*loc, g, "rules", r, name),
+                        f"unknown field: {name} is not in Prometheus's rule format ({hint}; "
+                        "the short form is for monitor.rules only)",
+                    )
+    return problems
 
 
 def _check_unique_groups(groups: list[LoadedRuleGroup]) -> None:
@@ -285,7 +391,11 @@ def _check_unique_groups(groups: list[LoadedRuleGroup]) -> None:
         if key in seen:
             problems.append(
                 ConfigProblem(
-                    group.file, None, None, "", f'rule group "{group.name}" is defined twice'
+                    group.file,
+                    group.line,
+                    group.column,
+                    "",
+                    f'rule group "{group.name}" is defined twice',
                 )
             )
         seen.add(key)

@@ -25,18 +25,21 @@
 
 A channel is an apprise URL (``mailto://``, ``mailtos://``, ``slack://``, ``twilio://``,
 ``json://``, ``form://`` and every other apprise service) or a native ``webhook`` that posts
-Alertmanager's version 4 webhook payload, signed with HMAC-SHA256 when ``secret`` is set.
+Alertmanager's version 4 webhook payload, signed with HMAC-SHA256 when ``secret`` is set. An
+apprise URL is checked with apprise itself when the configuration loads: a scheme apprise has no
+service for, or a URL its service cannot use, is a configuration error.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
-from opscope.config.types import Duration, HttpURL, Model, PositiveDuration
+from opscope.config.types import LABEL_NAME, Duration, HttpURL, Model, PositiveDuration
 from opscope.errors import QueryError
 from opscope.store.labels import Matcher, parse_matchers
 
@@ -68,6 +71,45 @@ def _not_zero(value: timedelta) -> timedelta:
 NotifyInterval = Annotated[Duration, AfterValidator(_not_zero)]
 
 
+def _group_by(names: list[str]) -> list[str]:
+    """Alertmanager's rules: label names, or ``...`` alone (every label)."""
+    for name in names:
+        if name != "..." and not LABEL_NAME.match(name):
+            raise PydanticCustomError(
+                "label_name", 'invalid label name "{n}" in group_by list', {"n": name}
+            )
+    if "..." in names and len(names) > 1:
+        raise PydanticCustomError(
+            "label_name", "group_by cannot have ... (every label) and other labels at once", {}
+        )
+    return names
+
+
+#: Labels that split alerts into groups: label names, or ``["..."]`` for every label.
+GroupBy = Annotated[list[str], AfterValidator(_group_by)]
+
+
+def _apprise_problem(url: str) -> str | None:
+    """Why apprise cannot deliver to ``url`` (``None``: it can). The URL itself is left out
+    of the message: it may hold a password."""
+    # Imported here: every command reads configurations, few have apprise channels.
+    import apprise  # noqa: PLC0415
+
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in apprise.NotificationManager():  # type: ignore[no-untyped-call]
+        return f'apprise has no service for "{scheme}://" URLs (see apprise\'s list of services)'
+    quiet = logging.getLogger(apprise.LOGGER_NAME)
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL + 1)  # apprise logs the refusal itself, URL and all
+    try:
+        usable = apprise.Apprise.instantiate(url, suppress_exceptions=True) is not None
+    finally:
+        quiet.setLevel(level)
+    if usable:
+        return None
+    return f"apprise cannot use this {scheme}:// URL: a part it needs is missing or invalid"
+
+
 class ChannelConfig(Model):
     """One channel: an apprise ``url`` or a native ``webhook`` (exactly one of them)."""
 
@@ -97,6 +139,10 @@ class ChannelConfig(Model):
                 'expected an apprise URL like "mailto://…" or "slack://…", got "{u}"',
                 {"u": self.url},
             )
+        if self.url is not None:
+            problem = _apprise_problem(self.url)
+            if problem is not None:
+                raise PydanticCustomError("channel", problem, {})
         if self.secret is not None and self.webhook is None:
             raise PydanticCustomError("channel", "secret is only for webhook channels", {})
         return self
@@ -113,7 +159,7 @@ class RouteConfig(Model):
     """Channels notified."""
     continue_: StrictBool = Field(default=False, alias="continue")
     """Keep matching the following routes after this one matched."""
-    group_by: list[str] | None = None
+    group_by: GroupBy | None = None
     """Labels that split alerts into notifications; ``["..."]`` groups by every label."""
     group_wait: Duration | None = None
     """Wait before the first notification of a new group (to batch alerts)."""
@@ -163,7 +209,7 @@ class NotifyConfig(Model):
     """Routes, tried in order; the first match wins unless it has ``continue: true``."""
     channels_default: list[str] = Field(default_factory=list)
     """Channels of alerts no route matched (none: such alerts are not notified)."""
-    group_by: list[str] = Field(default_factory=lambda: ["alertname"])
+    group_by: GroupBy = Field(default_factory=lambda: ["alertname"])
     """Default ``group_by`` of the routes."""
     group_wait: Duration = timedelta(seconds=30)
     """Default ``group_wait`` (Alertmanager's 30s)."""
@@ -178,19 +224,23 @@ class NotifyConfig(Model):
     external_url: str | None = None
     """Link to this opscope in notifications (``externalURL`` of the webhook payload)."""
 
-    @model_validator(mode="after")
-    def _known_channels(self) -> NotifyConfig:
+    def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Checks across fields, as ``(location under notify, message)`` pairs: every channel
+        a route or ``channels_default`` names exists."""
+        known = ", ".join(self.channels) or "none"
+        found: list[tuple[tuple[str | int, ...], str]] = []
         for index, route in enumerate(self.routes):
-            for name in route.channels:
+            for position, name in enumerate(route.channels):
                 if name not in self.channels:
-                    raise PydanticCustomError(
-                        "channel",
-                        'routes[{i}].channels: unknown channel "{n}" (known: {k})',
-                        {"i": index, "n": name, "k": ", ".join(self.channels) or "none"},
+                    found.append(
+                        (
+                            ("routes", index, "channels", position),
+                            f'unknown channel "{name}" (known: {known})',
+                        )
                     )
-        for name in self.channels_default:
+        for position, name in enumerate(self.channels_default):
             if name not in self.channels:
-                raise PydanticCustomError(
-                    "channel", 'channels_default: unknown channel "{n}"', {"n": name}
+                found.append(
+                    (("channels_default", position), f'unknown channel "{name}" (known: {known})')
                 )
-        return self
+        return found

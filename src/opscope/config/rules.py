@@ -15,10 +15,14 @@ A rule file (``monitor.rule_files``) is exactly Prometheus's::
           - record: job:up:sum
             expr: sum by (job) (up)
 
+A group may set ``limit``, Prometheus's bound on the alerts an alerting rule (series a recording
+rule) may produce: an evaluation producing more fails. ``query_offset`` is refused (not
+supported). An unquoted number is a valid ``expr`` (``expr: 1``), as in Prometheus.
+
 Inline, ``monitor.rules`` is a list whose items are groups (with ``rules``) or single rules
 (gathered into the group ``opscope``). A single rule may use the seed's short form —
 ``metric``, ``op``, ``threshold`` (and ``severity``) — which compiles to ``expr``
-(``metric op threshold``) and ``labels.severity``.
+(``metric op threshold``) and ``labels.severity``; rule files, read by Prometheus too, may not.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    BeforeValidator,
     Discriminator,
     Field,
     StrictFloat,
     StrictInt,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -44,6 +50,19 @@ from opscope.config.types import LABEL_NAME, Duration, Interval, Model
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 #: The group inline rules without a group are gathered into.
 DEFAULT_GROUP = "opscope"
+#: Fields of the seed's short form, allowed inline only (not in Prometheus's rule format).
+SHORT_FORM_FIELDS = ("metric", "op", "threshold", "severity")
+
+
+def _number_as_text(value: Any) -> Any:
+    """``expr: 1`` (a YAML number) is the expression ``1``, as Prometheus reads it."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+#: An expression: a string, or a number written without quotes.
+Expression = Annotated[str, BeforeValidator(_number_as_text)]
 
 
 class RuleConfig(Model):
@@ -53,7 +72,7 @@ class RuleConfig(Model):
     """Name of the alert (the ``alertname`` label)."""
     record: str | None = None
     """Name of the series a recording rule writes."""
-    expr: str | None = None
+    expr: Expression | None = None
     """PromQL expression; every result element is an alert (or a recorded sample)."""
     metric: str | None = None
     """Short form: the metric compared with ``threshold`` (instead of ``expr``)."""
@@ -74,10 +93,14 @@ class RuleConfig(Model):
 
     @field_validator("labels")
     @classmethod
-    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+    def _label_names(cls, labels: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         for name in labels:
             if not LABEL_NAME.match(name) or name.startswith("__"):
                 raise PydanticCustomError("label_name", 'invalid label name "{n}"', {"n": name})
+        if "severity" in labels and info.data.get("severity") is not None:
+            raise PydanticCustomError(
+                "rule", "severity is given twice: as severity and as labels.severity", {}
+            )
         return labels
 
     @model_validator(mode="after")
@@ -133,6 +156,9 @@ class RuleGroupConfig(Model):
     """Name of the group (unique)."""
     interval: Interval | None = None
     """Evaluation interval; defaults to ``monitor.evaluation_interval``."""
+    limit: StrictInt = 0
+    """Most alerts an alerting rule, or series a recording rule, may produce in one evaluation;
+    more fails the evaluation (Prometheus's ``limit``). 0 (or less): no limit."""
     rules: list[RuleConfig] = Field(default_factory=list)
     """The rules, evaluated in order."""
 

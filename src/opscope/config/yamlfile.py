@@ -212,7 +212,7 @@ def _message(error: Any, model: type[BaseModel], loc: Loc, data: dict[str, Any])
     if kind == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
         if parent is not None:
-            names = ", ".join(parent.model_fields)
+            names = ", ".join(_fields_by_alias(parent))
             return f"unknown field (expected one of: {names})"
         return "unknown field"
     message: str = error["msg"]
@@ -266,11 +266,16 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
-        info = current.model_fields.get(part)
+        info = _fields_by_alias(current).get(part)
         if info is None:
             return None
         current = _model_in(info.annotation)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _fields_by_alias(model: type[BaseModel]) -> dict[str, Any]:
+    """The fields of ``model`` by the name written in files (``for``, not ``for_``)."""
+    return {(info.alias or name): info for name, info in model.model_fields.items()}
 
 
 def _model_in(annotation: Any) -> Any:

@@ -23,10 +23,11 @@ new state and the transitions it made.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
+
+from opscope.monitor.templates import go_exponent
 
 AlertState = Literal["inactive", "pending", "firing"]
 Transition = Literal["pending", "firing", "resolved", "dropped"]
@@ -155,8 +156,8 @@ def _settle(
 
 
 def alert_json(alert: Alert) -> dict[str, object]:
-    """An alert in the JSON shape of Prometheus's ``/api/v1/alerts`` (times as RFC 3339)."""
-    value = alert.value
+    """An alert in the JSON shape of Prometheus's ``/api/v1/alerts``: times as RFC 3339, the
+    value as a string as Prometheus writes it (``strconv.FormatFloat(v, 'e', -1, 64)``)."""
     return {
         "labels": dict(alert.labels),
         "annotations": dict(alert.annotations),
@@ -165,7 +166,7 @@ def alert_json(alert: Alert) -> dict[str, object]:
         "firedAt": _iso(alert.fired_at),
         "resolvedAt": _iso(alert.resolved_at),
         "keepFiringSince": _iso(alert.keep_firing_since),
-        "value": value if math.isfinite(value) else repr(value),
+        "value": go_exponent(alert.value),
     }
 
 

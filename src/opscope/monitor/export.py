@@ -55,11 +55,10 @@ def prometheus_rules(groups: list[LoadedRuleGroup]) -> dict[str, str]:
         target = targets[group.file]
         if not group.rules:
             continue
-        entry: dict[str, Any] = {
-            "name": group.name,
-            "interval": format_duration(group.interval),
-            "rules": [],
-        }
+        entry: dict[str, Any] = {"name": group.name, "interval": format_duration(group.interval)}
+        if group.limit > 0:
+            entry["limit"] = group.limit
+        entry["rules"] = []
         for loaded in group.rules:
             rule = loaded.config
             out: dict[str, Any] = (

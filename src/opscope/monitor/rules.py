@@ -93,6 +93,8 @@ class RuleGroup:
     last_evaluation: float | None = None
     evaluation_duration: float = 0.0
     written: set[int] = field(default_factory=set)
+    #: Most alerts (series) one rule may produce per evaluation; 0: no limit.
+    limit: int = 0
 
     @property
     def store_group(self) -> str:
@@ -128,7 +130,11 @@ def compile_groups(groups: Iterable[LoadedRuleGroup]) -> list[RuleGroup]:
                         problems.append(loaded.problem(str(exc), field=f"{kind}.{name}"))
             key = f"{group.file}:{group.name}:{index}:{loaded.config.name}"
             rules.append(Rule(loaded, key, node, templates["labels"], templates["annotations"]))
-        compiled.append(RuleGroup(group.name, group.file, group.interval.total_seconds(), rules))
+        compiled.append(
+            RuleGroup(
+                group.name, group.file, group.interval.total_seconds(), rules, limit=group.limit
+            )
+        )
     if problems:
         raise ConfigFileError(problems)
     return compiled
@@ -235,28 +241,30 @@ class RuleEngine:
         if self._ids_version != self.store.index.version:  # a series came or went
             self._ids.clear()
             self._ids_version = self.store.index.version
-        # What this evaluation writes so far, visible to the rules that follow.
-        written: dict[int, tuple[SeriesRef, float]] = {}
+        # What this evaluation writes so far, by metric name, visible to the rules that follow.
+        written: dict[str, dict[int, tuple[SeriesRef, float]]] = {}
+        values: dict[int, float] = {}
         changes: list[Change] = []
         for rule in group.rules:
             rule_started = time.perf_counter()
             try:
-                produced, changed = self._evaluate_rule(rule, t, t_ms, written)
+                produced, changed = self._evaluate_rule(rule, t, t_ms, written, group.limit)
             except (QueryError, ValueError) as exc:
                 rule.health, rule.last_error = "err", str(exc)
                 log.warning("rule %s in group %s failed: %s", rule.name, group.name, exc)
             else:
                 rule.health, rule.last_error = "ok", ""
                 ids = {self._series(name, labels): value for name, labels, value in produced}
-                for series_id in rule.written - ids.keys():
-                    written[series_id] = (self.store.index.ref(series_id), STALE_NAN)
-                for series_id, value in ids.items():
-                    written[series_id] = (self.store.index.ref(series_id), value)
+                stopped = {series_id: STALE_NAN for series_id in rule.written - ids.keys()}
+                for series_id, value in (*ids.items(), *stopped.items()):
+                    ref = self.store.index.ref(series_id)
+                    written.setdefault(ref.name, {})[series_id] = (ref, value)
+                    values[series_id] = value
                 rule.written = set(ids)
                 changes += changed
             rule.last_evaluation = t
             rule.evaluation_duration = time.perf_counter() - rule_started
-        self._write(group, t_ms, {sid: v for sid, (_, v) in written.items()}, t)
+        self._write(group, t_ms, values, t)
         group.last_evaluation = t
         group.evaluation_duration = time.perf_counter() - started
         return GroupResult(group, changes)
@@ -270,8 +278,15 @@ class RuleEngine:
         return series_id
 
     def _evaluate_rule(
-        self, rule: Rule, t: float, t_ms: int, written: dict[int, tuple[SeriesRef, float]]
+        self,
+        rule: Rule,
+        t: float,
+        t_ms: int,
+        written: dict[str, dict[int, tuple[SeriesRef, float]]],
+        limit: int,
     ) -> tuple[list[tuple[str, Labels, float]], list[Change]]:
+        """One rule's samples and alert transitions; raises ``ValueError`` (as Prometheus
+        fails the rule) for duplicate label sets and results over the group's ``limit``."""
         value = self.evaluator.instant(rule.node, t_ms, pending=written)
         vector = (
             [(tuple[tuple[str, str], ...](), value.value)]
@@ -279,6 +294,8 @@ class RuleEngine:
             else [(s.labels, s.value) for s in value]
         )
         if not rule.is_alerting:
+            if 0 < limit < len(vector):
+                raise ValueError(f"exceeded limit of {limit} with {len(vector)} series")
             out: list[tuple[str, Labels, float]] = []
             seen: set[Labels] = set()
             extra = {k: t.source for k, t in rule.labels.items()}
@@ -319,6 +336,10 @@ class RuleEngine:
             hold=config.for_.total_seconds(),
             keep_firing_for=config.keep_firing_for.total_seconds(),
         )
+        if 0 < limit < len(candidates):
+            # Prometheus forgets every alert of the rule and fails the evaluation
+            rule.alerts = {}
+            raise ValueError(f"exceeded limit of {limit} with {len(candidates)} alerts")
         return active_series(rule.alerts), changes
 
     def _write(self, group: RuleGroup, t_ms: int, values: dict[int, float], t: float) -> None:

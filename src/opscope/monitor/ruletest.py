@@ -28,7 +28,6 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +41,10 @@ from opscope.durations import format_duration
 from opscope.errors import ConfigError, ConfigFileError, ConfigProblem, QueryError
 from opscope.monitor.promql import Evaluator, Scalar, compile_expr
 from opscope.monitor.rules import RuleEngine, RuleGroup, compile_groups
+from opscope.monitor.templates import go_exponent
 from opscope.store import STALE_NAN, Batch, Store, label_set
 from opscope.store.labels import NAME_LABEL
+from opscope.store.parsing import parse_promql
 
 _TOKEN = re.compile(
     r"^(?P<start>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?Inf|NaN|_|stale)"
@@ -167,8 +168,8 @@ def expand_values(text: str) -> list[float | None]:
 def parse_series(text: str) -> tuple[str, dict[str, str]]:
     """``name{a="b"}`` → (name, labels); raises ``ValueError`` when it is not series notation."""
     try:
-        node = promql_parser.parse(text)
-    except ValueError as exc:
+        node = parse_promql(text)
+    except (ValueError, QueryError) as exc:
         raise ValueError(f"invalid series {text!r}: {exc}") from exc
     if not isinstance(node, promql_parser.VectorSelector):
         raise ValueError(f'invalid series {text!r}: expected name{{label="value", …}}')
@@ -271,20 +272,6 @@ def run_test_group(
     return failures
 
 
-def _go_float(value: float) -> str:
-    """A value as promtool prints it (Go's ``strconv.FormatFloat(v, 'E', -1, 64)``):
-    ``6.25E-02``, ``1E+00``, ``+Inf``, ``NaN``."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
-    assert isinstance(exponent, int)
-    exponent += len(digits) - 1
-    mantissa = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
-    return f"{'-' if sign else ''}{mantissa}E{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
-
-
 def _go_duration(seconds: float) -> str:
     """A duration as Go's ``time.Duration`` prints it (promtool's evaluation times): ``0s``,
     ``1m30s``, ``2h0m0s``, ``500ms``."""
@@ -362,9 +349,8 @@ def _check_expr(case: PromQLTest, evaluator: Evaluator, fuzzy: bool) -> list[str
         return []
 
     def text(samples: list[tuple[dict[str, str], float]]) -> str:
-        return (
-            ", ".join(f"{_braces(labels)} {_go_float(value)}" for labels, value in samples) or "nil"
-        )
+        shown = [f"{_braces(labels)} {go_exponent(value, upper=True)}" for labels, value in samples]
+        return ", ".join(shown) or "nil"
 
     return [f"{where}\n        exp: {text(expected)}\n        got: {text(got)}"]
 

@@ -63,6 +63,22 @@ def go_float(value: float) -> str:
     return ("-" if sign else "") + out
 
 
+def go_exponent(value: float, *, upper: bool = False) -> str:
+    """``value`` as Go's ``strconv.FormatFloat(v, 'e', -1, 64)`` writes it (``'E'`` when
+    ``upper``): the shortest digits, always in exponent form — ``5e+00``, ``6.25E-02``,
+    ``NaN``, ``+Inf``. Prometheus's API gives alert values so; promtool prints samples so."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    exponent += len(digits) - 1
+    mantissa = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
+    e = "E" if upper else "e"
+    return f"{'-' if sign else ''}{mantissa}{e}{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+
+
 def _g4(value: float) -> str:
     """Go's ``%.4g``."""
     if math.isnan(value):

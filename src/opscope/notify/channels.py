@@ -107,7 +107,11 @@ class AppriseChannel:
             raise DeliveryError(f"{self.name}: apprise could not deliver (see the log)")
 
     def _notify(self, title: str, body: str) -> bool:
-        return bool(self._apprise.notify(body=body, title=title, timeout=self.timeout))
+        return bool(
+            self._apprise.notify(
+                body=body, title=title, body_format=apprise.NotifyFormat.TEXT, timeout=self.timeout
+            )
+        )
 
 
 def build_channels(configs: dict[str, ChannelConfig]) -> dict[str, Channel]:

@@ -171,14 +171,20 @@ class Dispatcher:
     def receive(self, source: str, alerts: Iterable[NotifyAlert], now: float) -> None:
         """Take the current alerts of ``source`` (one rule group): firing ones and ones resolved.
 
-        A resolved alert never seen firing is ignored; an alert of ``source`` missing from the
-        list is taken as resolved now.
+        A resolved alert is ignored unless it was received firing — by this process, or by
+        one before a restart that notified a channel of it (the notification log still has it
+        firing: the resolution is due there); an alert of ``source`` missing from the list is
+        taken as resolved now.
         """
         current: set[str] = set()
+        logged: set[str] | None = None
         for alert in alerts:
             fingerprint = alert.fingerprint
             if alert.status == "resolved" and fingerprint not in self.alerts:
-                continue
+                if logged is None:
+                    logged = {fp for entry in self.log.entries.values() for fp in entry.firing}
+                if fingerprint not in logged:
+                    continue
             current.add(fingerprint)
             self._insert(alert, now)
         for gone in self._sources.get(source, set()) - current:

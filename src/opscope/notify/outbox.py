@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -42,7 +43,7 @@ DELIVERY_STATES: tuple[DeliveryState, ...] = (
     "expired",
     "superseded",
 )
-#: How long delivered, failed and expired notifications stay listed (seconds).
+#: How long delivered, failed, expired and superseded notifications stay listed (seconds).
 KEEP_FINISHED = 7 * 86400.0
 _PREFIX = "outbox/"
 
@@ -194,10 +195,15 @@ class Outbox:
         ]
         return min(times, default=None)
 
-    async def deliver_due(self, channel: Channel, now: float) -> int:
-        """Try every due delivery of ``channel`` once, in order; returns how many were tried."""
+    async def deliver_due(
+        self, channel: Channel, now: float, *, stop: Callable[[], bool] | None = None
+    ) -> int:
+        """Try every due delivery of ``channel`` once, in order (until ``stop()`` says to stop
+        before the next one); returns how many were tried."""
         tried = 0
         for delivery in self.due(channel.name, now):
+            if stop is not None and stop():
+                break
             tried += 1
             await self._attempt(channel, delivery, now)
         return tried

@@ -3,7 +3,9 @@ channel, as named asyncio tasks.
 
 New alerts wake the dispatcher at once (so ``group_wait: 0`` notifies without delay); queued
 notifications wake their channel's worker. Each worker sends its own channel's notifications in
-order, so a slow or failing channel never delays the others.
+order, so a slow or failing channel never delays the others. Stopped (cancelled), a worker
+first finishes the delivery it is sending, for up to :data:`DRAIN_TIMEOUT`, and records it: a
+clean restart sends nothing twice (a killed process resends what was in flight, recognisably).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 IDLE_WAIT = 30.0
 #: How often finished deliveries are pruned (seconds).
 PRUNE_PERIOD = 3600.0
+#: How long a stopping worker waits for the delivery it is sending (seconds).
+DRAIN_TIMEOUT = 4.0
 
 
 class Notifier:
@@ -44,6 +48,7 @@ class Notifier:
         self.outbox = self.dispatcher.outbox
         self._changed: asyncio.Event | None = None
         self._wake: dict[str, asyncio.Event] = {}
+        self._stopping = False
 
     @property
     def channels(self) -> dict[str, Channel]:
@@ -87,8 +92,14 @@ class Notifier:
         wake = self._wake[channel.name]
         while True:
             wake.clear()
+            sending = asyncio.ensure_future(
+                self.outbox.deliver_due(channel, self.clock.time(), stop=lambda: self._stopping)
+            )
             try:
-                await self.outbox.deliver_due(channel, self.clock.time())
+                await asyncio.shield(sending)
+            except asyncio.CancelledError:
+                await self._drain(channel, sending)
+                raise
             except Exception:  # keep the worker alive whatever one delivery did
                 log.exception("delivery to %s failed unexpectedly", channel.name)
             due = self.outbox.next_due(channel.name)
@@ -96,6 +107,16 @@ class Notifier:
             timeout = IDLE_WAIT if due is None else max(0.0, min(IDLE_WAIT, due - now))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
+
+    async def _drain(self, channel: Channel, sending: asyncio.Future[int]) -> None:
+        """Let the delivery in flight finish and be recorded, then no other (stopping)."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(sending, DRAIN_TIMEOUT)
+        except TimeoutError:
+            log.warning("stopping: a notification to %s is still being sent", channel.name)
+        except Exception:
+            log.exception("delivery to %s failed unexpectedly", channel.name)
 
     async def _prune_loop(self) -> None:
         while True:

@@ -1,8 +1,12 @@
 """Silences: matchers that mute notifications between two times (Alertmanager's model).
 
 A silence mutes every alert whose labels satisfy all its matchers while it is active
-(``starts_at <= now < ends_at``). Expiring a silence sets its end to now. Silences are stored as
-documents in the store, so they survive restarts and are shared with ``opscope silence``.
+(``starts_at <= now < ends_at``). Expiring a silence sets its end to now. Changing a silence
+follows Alertmanager (``silences.Set``): it is changed in place when its matchers stay the same
+and the times allow it (an active silence keeps its start and may not end in the past; a pending
+one may not start in the past); otherwise it is expired and a new silence, with a new id,
+replaces it. Silences are stored as documents in the store, so they survive restarts and are
+shared with ``opscope silence``.
 """
 
 from __future__ import annotations
@@ -97,24 +101,38 @@ class Silences:
         """Create a silence. Raises :class:`SilenceError` for bad matchers, an end not after
         the start or in the past, or matchers that would all match an empty label (they would
         silence everything, as Alertmanager also refuses)."""
-        if not matchers:
-            raise SilenceError("a silence needs at least one matcher")
-        try:
-            silence = Silence(
-                uuid.uuid4().hex, list(matchers), starts_at, ends_at, created_by, comment, now, now
-            )
-        except QueryError as exc:
-            raise SilenceError(str(exc)) from exc
-        if all(m.matches("") for m in silence._compiled):
-            raise SilenceError("at least one matcher must not match the empty string")
-        if ends_at <= starts_at:
-            raise SilenceError("the end of a silence must be after its start")
-        if ends_at <= now:
-            raise SilenceError("the end of a silence must be in the future")
-        if not created_by.strip():
-            raise SilenceError("the author (createdBy) is required")
+        silence = _checked(uuid.uuid4().hex, matchers, starts_at, ends_at, created_by, comment, now)
         self._save(silence, now)
         return silence
+
+    def update(
+        self,
+        silence_id: str,
+        *,
+        matchers: list[str],
+        starts_at: float,
+        ends_at: float,
+        created_by: str,
+        comment: str,
+        now: float,
+    ) -> Silence:
+        """Change the silence ``silence_id`` as Alertmanager does (see the module): in place
+        when allowed, else by expiring it and creating a new one, which is returned. Raises
+        :class:`KeyError` when there is no such silence and :class:`SilenceError` as
+        :meth:`add`."""
+        previous = self.get(silence_id)
+        if previous is None:
+            raise KeyError(silence_id)
+        changed = _checked(silence_id, matchers, starts_at, ends_at, created_by, comment, now)
+        if _can_update(previous, changed, now):
+            changed.created_at = previous.created_at
+            self._save(changed, now)
+            return changed
+        if previous.state(now) != "expired":
+            self.expire(silence_id, now)
+        changed.id = uuid.uuid4().hex
+        self._save(changed, now)
+        return changed
 
     def expire(self, silence_id: str, now: float) -> Silence:
         """End a silence now; raises :class:`KeyError` when it does not exist."""
@@ -136,3 +154,46 @@ class Silences:
         self.all()
         assert self._cache is not None
         self._cache[silence.id] = silence
+
+
+def _checked(
+    silence_id: str,
+    matchers: list[str],
+    starts_at: float,
+    ends_at: float,
+    created_by: str,
+    comment: str,
+    now: float,
+) -> Silence:
+    """A valid new silence, or :class:`SilenceError` saying what is wrong."""
+    if not matchers:
+        raise SilenceError("a silence needs at least one matcher")
+    try:
+        silence = Silence(
+            silence_id, list(matchers), starts_at, ends_at, created_by, comment, now, now
+        )
+    except QueryError as exc:
+        raise SilenceError(str(exc)) from exc
+    # one matcher per item, written the one way (alertname=X becomes alertname="X")
+    silence.matchers = [str(m) for m in silence._compiled]
+    if all(m.matches("") for m in silence._compiled):
+        raise SilenceError("at least one matcher must not match the empty string")
+    if ends_at <= starts_at:
+        raise SilenceError("the end of a silence must be after its start")
+    if ends_at <= now:
+        raise SilenceError("the end of a silence must be in the future")
+    if not created_by.strip():
+        raise SilenceError("the author (createdBy) is required")
+    return silence
+
+
+def _can_update(previous: Silence, changed: Silence, now: float) -> bool:
+    """Alertmanager's ``canUpdate``: same matchers, and times the silence's state allows."""
+    if previous._compiled != changed._compiled:
+        return False
+    state = previous.state(now)
+    if state == "active":
+        return changed.starts_at == previous.starts_at and changed.ends_at >= now
+    if state == "pending":
+        return changed.starts_at >= now
+    return False

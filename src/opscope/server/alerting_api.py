@@ -7,27 +7,54 @@ durable outbox — every notification, its channel, state, attempts and last err
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
 
 from opscope.errors import QueryError
 from opscope.monitor.alerts import alert_json
 from opscope.monitor.rules import Rule
 from opscope.notify import Notifier
+from opscope.notify.outbox import DELIVERY_STATES
 from opscope.server.api import JSONBody, QueryContext, iso, success
 from opscope.server.params import check_time, parse_time
 
+#: A time in a request body: RFC 3339 text or Unix seconds (never true/false).
+TimeValue = StrictStr | StrictInt | StrictFloat
+
+
+class Matcher(BaseModel):
+    """A matcher as Alertmanager's API v2 writes it."""
+
+    name: StrictStr = Field(min_length=1, description="Label name")
+    value: StrictStr = Field(description="Value, or regular expression when isRegex")
+    isRegex: bool = Field(False, description="=~ (or !~) instead of = (or !=)")
+    isEqual: bool = Field(True, description="= or =~ (false: != or !~)")
+
+    def text(self) -> str:
+        """The matcher in text form: ``name="value"``, ``name!~"regex"``."""
+        op = ("=~" if self.isRegex else "=") if self.isEqual else ("!~" if self.isRegex else "!=")
+        return f"{self.name}{op}{json.dumps(self.value)}"
+
 
 class SilenceRequest(BaseModel):
-    """A new silence: matchers (``alertname="X"``) and when it ends."""
+    """A silence: matchers and when it ends; with ``id``, a change of that silence."""
 
-    matchers: list[str] = Field(min_length=1, description='Matchers like alertname="HighCPU"')
-    startsAt: str | float | None = Field(None, description="RFC 3339 or Unix seconds; default now")
-    endsAt: str | float = Field(description="RFC 3339 or Unix seconds")
-    createdBy: str = Field(min_length=1, description="Author")
-    comment: str = Field("", description="Why")
+    id: StrictStr | None = Field(None, description="The silence to change (Alertmanager's POST)")
+    matchers: list[StrictStr | Matcher] = Field(
+        min_length=1,
+        description='Matchers: text like alertname="HighCPU", or Alertmanager\'s objects',
+    )
+    startsAt: TimeValue | None = Field(None, description="RFC 3339 or Unix seconds; default now")
+    endsAt: TimeValue = Field(description="RFC 3339 or Unix seconds")
+    createdBy: StrictStr = Field(min_length=1, description="Author")
+    comment: StrictStr = Field("", description="Why")
+
+    def matcher_texts(self) -> list[str]:
+        """Every matcher in text form."""
+        return [m if isinstance(m, str) else m.text() for m in self.matchers]
 
 
 def _silence_json(silence: Any, now: float) -> dict[str, Any]:
@@ -69,17 +96,25 @@ def alerting_router(ctx: QueryContext, notifier: Notifier | None) -> APIRouter:
         now = ctx.now()
         return success([_silence_json(s, now) for s in need_notifier().dispatcher.silences.all()])
 
-    @router.post("/silences", summary="Create a silence")
+    @router.post("/silences", summary="Create a silence, or change one (with its id)")
     async def create_silence(request: SilenceRequest) -> JSONBody:
         now = ctx.now()
-        silence = need_notifier().dispatcher.silences.add(
-            matchers=request.matchers,
-            starts_at=_time(request.startsAt, "startsAt", now),
-            ends_at=_time(request.endsAt, "endsAt", now),
-            created_by=request.createdBy,
-            comment=request.comment,
-            now=now,
-        )
+        silences = need_notifier().dispatcher.silences
+        fields: dict[str, Any] = {
+            "matchers": request.matcher_texts(),
+            "starts_at": _time(request.startsAt, "startsAt", now),
+            "ends_at": _time(request.endsAt, "endsAt", now),
+            "created_by": request.createdBy,
+            "comment": request.comment,
+            "now": now,
+        }
+        if request.id is None:
+            silence = silences.add(**fields)
+        else:
+            try:
+                silence = silences.update(request.id, **fields)
+            except KeyError:
+                raise NotFound(f"no silence {request.id}") from None
         return success({"silenceID": silence.id, **_silence_json(silence, now)})
 
     @router.delete("/silences/{silence_id}", summary="Expire a silence")
@@ -95,9 +130,14 @@ def alerting_router(ctx: QueryContext, notifier: Notifier | None) -> APIRouter:
     async def notifications(
         limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
         state: Annotated[
-            str | None, Query(description="pending, delivered, failed, expired")
+            str | None, Query(description="pending, delivered, failed, expired, superseded")
         ] = None,
     ) -> JSONBody:
+        if state and state not in DELIVERY_STATES:
+            raise QueryError(
+                f'invalid parameter "state": expected one of {", ".join(DELIVERY_STATES)}, '
+                f'got "{state}"'
+            )
         items = need_notifier().outbox.all()
         if state:
             items = [d for d in items if d.state == state]

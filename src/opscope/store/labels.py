@@ -14,6 +14,8 @@ refused, as Prometheus refuses it).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,6 +24,7 @@ import promql_parser
 import re2
 
 from opscope.errors import QueryError, UnsupportedQuery
+from opscope.store.parsing import parse_promql
 
 LabelSet = tuple[tuple[str, str], ...]
 MatchOp = Literal["=", "!=", "=~", "!~"]
@@ -137,7 +140,7 @@ def parse_selector(text: str) -> Selector:
     is PromQL but not a plain series selector.
     """
     try:
-        node = promql_parser.parse(text)
+        node = parse_promql(text)
     except ValueError as exc:
         raise QueryError(f"cannot parse selector {text!r}: {exc}") from exc
     if not isinstance(node, promql_parser.VectorSelector):
@@ -149,15 +152,17 @@ def parse_selector(text: str) -> Selector:
 
 def parse_matchers(text: str) -> tuple[Matcher, ...]:
     """Parse Alertmanager-style matchers: ``severity="critical"``, ``job=~"api|web"``, or several
-    separated by commas (braces optional). Unlike a selector, they may all match the empty
-    string. Raises :class:`QueryError` naming the text when it does not parse."""
+    separated by commas (braces optional); as in Alertmanager, a value may be written without
+    quotes (``alertname=HighCPU``). Unlike a selector, they may all match the empty string.
+    Raises :class:`QueryError` naming the text when it does not parse."""
     inner = text.strip()
     if inner.startswith("{") and inner.endswith("}"):
         inner = inner[1:-1]
+    inner = ", ".join(_quoted(part) for part in _split_matchers(inner))
     # PromQL refuses selectors whose matchers all match "": a placeholder keeps the parser happy.
     placeholder = "__opscope_matchers__"
     try:
-        node = promql_parser.parse(f'{{{placeholder}="x", {inner}}}')
+        node = parse_promql(f'{{{placeholder}="x", {inner}}}')
     except ValueError as exc:
         raise QueryError(f"cannot parse matchers {text!r}: {exc}") from exc
     if not isinstance(node, promql_parser.VectorSelector) or not inner.strip():
@@ -167,6 +172,39 @@ def parse_matchers(text: str) -> tuple[Matcher, ...]:
         for m in node.matchers.matchers
         if m.name != placeholder
     )
+
+
+_UNQUOTED = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!=|!~|=)\s*(.*?)\s*$", re.DOTALL)
+
+
+def _split_matchers(text: str) -> list[str]:
+    """``text`` cut at the commas outside quotes."""
+    parts, current, quote, escaped = [], "", "", False
+    for char in text:
+        if quote:
+            escaped = char == "\\" and not escaped
+            if char == quote and not escaped:
+                quote = ""
+        elif char in "\"'`":
+            quote = char
+        elif char == ",":
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    parts.append(current)
+    return parts if any(p.strip() for p in parts) else []
+
+
+def _quoted(matcher: str) -> str:
+    """``name=value`` with the value quoted when it was written bare (Alertmanager's form)."""
+    match = _UNQUOTED.match(matcher)
+    if match is None:
+        return matcher
+    name, op, value = match.groups()
+    if value[:1] in ('"', "'", "`"):
+        return matcher
+    return f"{name}{op}{json.dumps(value)}"
 
 
 def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:

@@ -143,8 +143,9 @@ class _Block:
         return self._last
 
 
-#: Samples written at one instant and not in the store yet: series id → (series, value).
-Pending = Mapping[int, tuple[SeriesRef, float]]
+#: Samples written at one instant and not in the store yet, by metric name:
+#: name → series id → (series, value).
+Pending = Mapping[str, Mapping[int, tuple[SeriesRef, float]]]
 
 
 class _Data:
@@ -186,9 +187,15 @@ def _with_pending(
     """``blocks`` with the ``pending`` samples ``selector`` selects added at ``t_ms``: a row in
     the block that holds the series (after any stored row at the same time), or a block of
     their own for series with nothing stored in the window."""
+    name = selector.metric_name
+    candidates = (
+        pending.get(name, {}).items()
+        if name is not None
+        else (item for by_id in pending.values() for item in by_id.items())
+    )
     chosen = {
         sid: (ref, value)
-        for sid, (ref, value) in pending.items()
+        for sid, (ref, value) in candidates
         if selector.matches(ref.name, ref.labels)
     }
     if not chosen:
@@ -313,21 +320,39 @@ class _Run:
         self.lookback_ms = lookback_ms
 
     def eval(self, node: Node, t: int) -> Value:
+        """The value of ``node`` at ``t``: operands first, left to right, with an explicit
+        stack, so that an expression thousands of operators deep needs no deep recursion."""
+        values: dict[int, Value] = {}
+        stack: list[tuple[Node, bool]] = [(node, False)]
+        while stack:
+            current, ready = stack.pop()
+            operands = _operands(current)
+            if operands and not ready:
+                stack.append((current, True))
+                stack.extend((operand, False) for operand in reversed(operands))
+                continue
+            values[id(current)] = self._apply(
+                current, [values.pop(id(operand)) for operand in operands], t
+            )
+        return values[id(node)]
+
+    def _apply(self, node: Node, operands: list[Value], t: int) -> Value:
+        """``node``'s operation on the values of its operands (see :func:`_operands`)."""
         if isinstance(node, NumberNode):
             return Scalar(node.value)
         if isinstance(node, VectorNode):
             return self._select(node, t)
         if isinstance(node, NegateNode):
-            inner = self.eval(node.expr, t)
+            (inner,) = operands
             if isinstance(inner, Scalar):
                 return Scalar(-inner.value)
             return _unique(Vector([drop_name(lbl) for lbl in inner.labels], -inner.values))
         if isinstance(node, BinaryNode):
-            return self._binary(node, t)
+            return self._binary(node, *operands)
         if isinstance(node, AggregateNode):
-            return self._aggregate(node, t)
+            return self._aggregate(node, operands[0])
         if isinstance(node, CallNode):
-            return self._call(node, t)
+            return self._call(node, operands, t)
         raise QueryError("a range vector cannot be used here")
 
     # ------------------------------------------------------------------------------ selectors
@@ -371,9 +396,7 @@ class _Run:
                 yield block.labels[j], ts[mask], values[mask, j]
 
     # ---------------------------------------------------------------------------- operations
-    def _binary(self, node: BinaryNode, t: int) -> Value:
-        lhs = self.eval(node.lhs, t)
-        rhs = self.eval(node.rhs, t)
+    def _binary(self, node: BinaryNode, lhs: Value, rhs: Value) -> Value:
         op = node.op
         if isinstance(lhs, Scalar) and isinstance(rhs, Scalar):
             if op in COMPARISON:
@@ -391,8 +414,7 @@ class _Run:
         assert isinstance(lhs, Scalar) and isinstance(rhs, Vector)
         return _vector_scalar(node, rhs, lhs.value, scalar_left=True)
 
-    def _aggregate(self, node: AggregateNode, t: int) -> Vector:
-        inner = self.eval(node.expr, t)
+    def _aggregate(self, node: AggregateNode, inner: Value) -> Vector:
         if isinstance(inner, Scalar):
             raise QueryError(f"expected an instant vector in {node.op}()")
         key_of = _grouping(node.grouping, node.without)
@@ -414,12 +436,14 @@ class _Run:
         (np.fmin if node.op == "min" else np.fmax).at(out, positions, inner.values)
         return Vector(keys, out)
 
-    def _call(self, node: CallNode, t: int) -> Value:
+    def _call(self, node: CallNode, operands: list[Value], t: int) -> Value:
+        """A function call; ``operands`` are the values of the arguments that are not range
+        vectors (range functions read their range vector themselves)."""
         name = node.func
         if name == "time":
             return Scalar(t / 1000.0)
         if name == "absent":
-            arg = self.eval(node.args[0], t)
+            arg = operands[0]
             assert isinstance(arg, Vector)
             return _vector([], []) if len(arg) else _vector([_absent_labels(node.args[0])], [1.0])
         if name == "absent_over_time":
@@ -428,12 +452,12 @@ class _Run:
             return _vector([], []) if found else _vector([_absent_labels(node.args[0])], [1.0])
         if isinstance(node.args[0], MatrixNode):
             return self._range_function(name, node.args[0], t)
-        arg = self.eval(node.args[0], t)
+        arg = operands[0]
         assert isinstance(arg, Vector)
         labels = [drop_name(lbl) for lbl in arg.labels]
         if name == "abs":
             return _unique(Vector(labels, np.abs(arg.values)))
-        bound = self.eval(node.args[1], t)
+        bound = operands[1]
         assert isinstance(bound, Scalar)
         limit = np.float64(bound.value)
         if name == "clamp_min":
@@ -462,6 +486,18 @@ class _Run:
                     labels.append(drop_name(block.labels[j]))
                     values.append(np.array([value]))
         return _unique(Vector(labels, np.concatenate(values) if values else _EMPTY))
+
+
+def _operands(node: Node) -> tuple[Node, ...]:
+    """The sub-expressions evaluated before ``node`` (range vectors are read by the function
+    that takes them)."""
+    if isinstance(node, NegateNode | AggregateNode):
+        return (node.expr,)
+    if isinstance(node, BinaryNode):
+        return (node.lhs, node.rhs)
+    if isinstance(node, CallNode):
+        return tuple(arg for arg in node.args if not isinstance(arg, MatrixNode))
+    return ()
 
 
 def _regular(

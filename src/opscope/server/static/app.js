@@ -1004,7 +1004,7 @@ function alertRow({ alert, key, muted }, canSilence) {
   since.title = [
     `Active since ${formatLocal(alert.activeAt)}`,
     alert.firedAt ? `firing since ${formatLocal(alert.firedAt)}` : "",
-    alert.value != null ? `value ${alert.value}` : "",
+    alert.value != null ? `value ${Number(alert.value)}` : "",
   ].filter(Boolean).join(", ");
 
   const actions = element("div", "row-actions");
