@@ -1,0 +1,1 @@
+"""Business reports from CRM and finance data: load, compute, render, schedule."""
