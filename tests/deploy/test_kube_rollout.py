@@ -458,3 +458,34 @@ def _td(seconds: float) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def slow_polling(tmp_path: Path) -> Iterator[Kube]:
+    """The emulator with a poll interval of one hour: only the API watches can move a wait."""
+    cluster = RunningCluster()
+    try:
+        cluster.kubeconfig(tmp_path / "kubeconfig")
+        text = CONFIG.replace("poll_interval: 20ms", "poll_interval: 1h").replace(
+            "timeout: 20s", "timeout: 2h"
+        )
+        loaded = parse_config(text, filename=str(tmp_path / "opscope.yaml"), environ={})
+        yield Kube(cluster, Controller(cluster), loaded.config, tmp_path)
+    finally:
+        cluster.stop()
+
+
+async def test_the_wait_follows_watch_events_not_only_the_poll_interval(
+    slow_polling: Kube,
+) -> None:
+    # As kubectl rollout status: a status change ends the wait at once; with a poll interval
+    # of one hour, polling alone would keep these deploys waiting past the test's timeout.
+    kube = slow_polling
+    first = await kube.deploy_ready(kube.spec(version="1.0.0"))
+    assert (first.outcome, first.revision) == ("deployed", 1)
+    task = kube.deploy(kube.spec(version="2.0.0-bad"))
+    await kube.roll("web", "crashloop", generation=2)  # a pod event, no Deployment deadline
+    await kube.roll("web", "ready", generation=3)  # the automatic rollback's rollout
+    result = await asyncio.wait_for(task, 10)
+    assert (result.outcome, result.rolled_back_to) == ("rolled-back", 1)
+    assert "CrashLoopBackOff" in result.message

@@ -291,27 +291,71 @@ class KubeBackend:
         selector = _deployment(payload["manifests"])["spec"]["selector"]["matchLabels"]
         poll = self.settings.poll_interval.total_seconds()
         last = "waiting for the rollout"
-        while True:
-            live = await self.api.get("apps/v1", "Deployment", name, self.namespace)
-            if live is None:
-                return Verdict("failed", f"Deployment {self.namespace}/{name} disappeared")
-            status = deployment_status(live)
-            last = status.message
-            report(status.message, status)
-            if status.phase == "done":
-                return Verdict("done", status.message)
-            if status.phase == "paused":
-                return Verdict("paused", status.message)
-            failure = await self._failing_pod(live, selector)
-            if status.phase == "failed":
-                return Verdict("failed", status.message, failure or "")
-            if failure:
-                first = failure.splitlines()[0]
-                return Verdict("failed", f"rollout cannot succeed: {first}", failure)
-            now = self.clock.time()
-            if now >= deadline:
-                return Verdict("timeout", f"timed out waiting for the rollout: {last}")
-            await self.clock.sleep(min(poll, deadline - now))
+        async with self._watching(name, selector) as changed:
+            while True:
+                changed.clear()  # before reading: a change after the read wakes the next round
+                verdict, last = await self._judge(name, selector, report)
+                if verdict is not None:
+                    return verdict
+                now = self.clock.time()
+                if now >= deadline:
+                    return Verdict("timeout", f"timed out waiting for the rollout: {last}")
+                await self._pause(changed, min(poll, deadline - now))
+
+    async def _judge(
+        self, name: str, selector: dict[str, str], report: Report
+    ) -> tuple[Verdict | None, str]:
+        """One look at the rollout: a final verdict, or ``None`` and the status message."""
+        live = await self.api.get("apps/v1", "Deployment", name, self.namespace)
+        if live is None:
+            message = f"Deployment {self.namespace}/{name} disappeared"
+            return Verdict("failed", message), message
+        status = deployment_status(live)
+        report(status.message, status)
+        if status.phase == "done":
+            return Verdict("done", status.message), status.message
+        if status.phase == "paused":
+            return Verdict("paused", status.message), status.message
+        failure = await self._failing_pod(live, selector)
+        if status.phase == "failed":
+            return Verdict("failed", status.message, failure or ""), status.message
+        if failure:
+            first = failure.splitlines()[0]
+            return Verdict("failed", f"rollout cannot succeed: {first}", failure), status.message
+        return None, status.message
+
+    @contextlib.asynccontextmanager
+    async def _watching(self, name: str, selector: dict[str, str]) -> AsyncIterator[asyncio.Event]:
+        """An event set whenever the Deployment or one of its pods changes (two API watches),
+        so that a rollout is judged again at once instead of at the next poll; polling stays
+        the fallback when watching is not possible."""
+        changed = asyncio.Event()
+        watches = [
+            asyncio.create_task(
+                self.api.watch_changes(
+                    "apps/v1", "Deployment", self.namespace, changed, fields={"metadata.name": name}
+                )
+            ),
+            asyncio.create_task(
+                self.api.watch_changes("v1", "Pod", self.namespace, changed, labels=selector)
+            ),
+        ]
+        try:
+            yield changed
+        finally:
+            for task in watches:
+                task.cancel()
+            await asyncio.gather(*watches, return_exceptions=True)
+
+    async def _pause(self, changed: asyncio.Event, seconds: float) -> None:
+        """Wait ``seconds`` on the injected clock, or less when ``changed`` is set."""
+        sleep = asyncio.ensure_future(self.clock.sleep(seconds))
+        wake = asyncio.ensure_future(changed.wait())
+        try:
+            await asyncio.wait({sleep, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            wake.cancel()
 
     async def _failing_pod(
         self, deployment: dict[str, Any], selector: dict[str, str]

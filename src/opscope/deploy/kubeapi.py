@@ -12,6 +12,7 @@ message), :class:`~opscope.errors.KubeUnavailable` when the API server cannot be
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
@@ -207,6 +208,36 @@ class KubeAPI:
                 return False
             raise
         return True
+
+    async def watch_changes(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        changed: asyncio.Event,
+        *,
+        labels: dict[str, str] | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        """Set ``changed`` on every watch event of the matching objects, until cancelled.
+
+        The events themselves are not used: a waiter re-reads what it judges, so a missed or
+        coalesced event costs at most one poll interval. Returns quietly when the watch
+        cannot be held (no ``watch`` permission, a proxy that cuts streams, a dropped
+        connection): callers keep polling, as ``kubectl rollout status`` falls back to
+        re-listing.
+        """
+        res = resource_class(api_version, kind)
+        try:
+            async for _event in self._client.watch(
+                res,
+                namespace=namespace,
+                labels=dict(labels) if labels else None,
+                fields=dict(fields) if fields else None,
+            ):
+                changed.set()
+        except (ApiError, httpx2.HTTPError, msgspec.MsgspecError, ValueError, KeyError):
+            return
 
     async def proxy_get(
         self, namespace: str, service: str, port: int | str, path: str
