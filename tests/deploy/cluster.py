@@ -20,11 +20,13 @@ in-process code and ``opscope`` subprocesses can reach it through a kubeconfig.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import itertools
 import json
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -119,6 +121,8 @@ class Cluster(kmock.KubernetesEmulator):
     writes: list[tuple[str, str, dict[str, str], str, Any]] = attrs.field(factory=list)
     #: Service proxy answers per (namespace, service): (status, body). Default 200 {"status":"ok"}.
     health: dict[tuple[str, str], tuple[int, str]] = attrs.field(factory=dict)
+    #: When each (kind, name, generation) was first stored (wall clock): for benchmarks.
+    stored_at: dict[tuple[str, str, int], float] = attrs.field(factory=dict)
 
     def _key(self, request: kmock.Request, name: str | None = None) -> Any:
         return (request.resource, request.namespace, name or request.name)
@@ -126,9 +130,13 @@ class Cluster(kmock.KubernetesEmulator):
     def _get(self, key: Any) -> dict[str, Any] | None:
         if key not in self._objects or self._objects[key].deleted:
             return None
-        return copy.deepcopy(self._objects[key].raw)
+        found: dict[str, Any] = copy.deepcopy(self._objects[key].raw)
+        return found
 
     async def _store(self, key: Any, obj: dict[str, Any], event: str) -> None:
+        meta = obj.get("metadata", {})
+        stamp = (obj.get("kind", ""), meta.get("name", ""), meta.get("generation", 0))
+        self.stored_at.setdefault(stamp, time.time())
         if key in self._objects:
             self._objects[key].create(obj)
         else:
@@ -157,6 +165,12 @@ class Cluster(kmock.KubernetesEmulator):
         return obj
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        # kmock keeps every request for its assertion DSL and scans that list on each new one
+        # (quadratic over a long run); this emulator asserts on ``writes`` instead, so only the
+        # recent requests (those still being handled) are kept.
+        for history in [self._requests] + [payload._requests for payload in self._payloads]:
+            if len(history) > 32:
+                del history[:-8]
         if request.resource is None or not request.resource.plural:  # discovery
             return await self._discovery(request)
         method = str(request.method.value).upper()
@@ -179,6 +193,14 @@ class Cluster(kmock.KubernetesEmulator):
             return await self._delete(request)
         if method == "GET" and not request.name and request.params.get("watch") != "true":
             return self._list(request)
+        if method == "GET" and request.params.get("watch") == "true":
+            return await self._watch(request)
+        if method == "GET" and request.name and not request.subresource:
+            found = self._get(self._key(request))
+            if found is None:
+                plural = request.resource.plural
+                return _status(404, "NotFound", f'{plural} "{request.name}" not found')
+            return _json(found)
         response = await super()._handle(request)
         if response.content_type == "application/json":
             response.headers["Content-Type"] = "application/json"
@@ -188,6 +210,44 @@ class Cluster(kmock.KubernetesEmulator):
         response = await super()._handle(request)
         if response.content_type == "application/json":
             response.headers["Content-Type"] = "application/json"
+        if request.url.path.rstrip("/") == "/api/v1" and isinstance(response, aiohttp.web.Response):
+            # kmock names the core group version "/v1"; the API server (and kubectl) say "v1"
+            body = json.loads(response.body)  # type: ignore[arg-type]
+            body["groupVersion"] = "v1"
+            return _json(body)
+        return response
+
+    async def _watch(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """A watch stream as the API server serves it: ``application/json``, one event per line,
+        the current objects first as ``ADDED`` (none when a ``resourceVersion`` is given, as
+        when watching on from a list), then every change, filtered like :meth:`_list`."""
+        labels = request.params.get("labelSelector", "")
+        fields = request.params.get("fieldSelector", "")
+
+        def wanted(obj: dict[str, Any]) -> bool:
+            meta = obj.get("metadata", {})
+            if request.namespace is not None and meta.get("namespace") != request.namespace:
+                return False
+            if labels and not _matches_labels(meta.get("labels") or {}, labels):
+                return False
+            return not (fields and not _matches_fields(obj, fields))
+
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request._raw_request)  # type: ignore[arg-type]
+        bus = self._buses[request.resource]  # type: ignore[index]
+        marker = await bus.mark()  # before listing: no change falls between the two
+        if not request.params.get("resourceVersion"):
+            for (resource, _, _), obj in list(self._objects.items()):
+                if resource == request.resource and not obj.deleted and wanted(obj.raw):
+                    line = json.dumps({"type": "ADDED", "object": obj.raw}) + "\n"
+                    await response.write(line.encode())
+        try:
+            with contextlib.suppress(ConnectionError):
+                async for event in bus.stream(since=marker):
+                    if wanted(event.get("object", {})):
+                        await response.write((json.dumps(event) + "\n").encode())
+        finally:
+            await bus.unmark(marker)
         return response
 
     async def _apply(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
@@ -516,6 +576,7 @@ class Controller:
         labels = replica_set["metadata"]["labels"]
         container = replica_set["spec"]["template"]["spec"]["containers"][0]["name"]
         path = f"/api/v1/namespaces/{namespace}/pods"
+        events = f"/api/v1/namespaces/{namespace}/events"
         made = []
         for index in range(count):
             name = f"{replica_set['metadata']['name']}-p{index}"
@@ -566,12 +627,10 @@ class Controller:
                     "containerStatuses": [status],
                 },
             }
-            if self.cluster.get(f"{path}/{name}") is not None:
-                self.cluster.delete(f"{path}/{name}")
-            made.append(self.cluster.create(path, pod))
-            if mode == "crashloop":
+            if mode == "crashloop" and self.cluster.get(f"{events}/{name}.backoff") is None:
+                # the kubelet records BackOff as the restarts happen, before a status reports it
                 self.cluster.create(
-                    f"/api/v1/namespaces/{namespace}/events",
+                    events,
                     {
                         "apiVersion": "v1",
                         "kind": "Event",
@@ -584,6 +643,9 @@ class Controller:
                         "type": "Warning",
                     },
                 )
+            if self.cluster.get(f"{path}/{name}") is not None:
+                self.cluster.delete(f"{path}/{name}")
+            made.append(self.cluster.create(path, pod))
         return made
 
     def remove_old_pods(self, namespace: str, deployment: dict[str, Any], keep_hash: str) -> None:
@@ -667,7 +729,8 @@ def running_cluster() -> Iterator[RunningCluster]:
 class AutoController:
     """Rolls out every new Deployment generation on its own, like the real controller, in the
     mode set in :attr:`modes` for the container image or else for the Deployment name (default
-    ``ready``), from a background thread polling every 10 ms."""
+    ``ready``). Like the real controller it watches Deployments (from a background thread) and
+    acts on what the objects say, so a reconnect that replays them loses nothing."""
 
     def __init__(self, cluster: RunningCluster, namespace: str) -> None:
         self.cluster = cluster
@@ -687,16 +750,27 @@ class AutoController:
 
     def _loop(self) -> None:
         path = f"/apis/apps/v1/namespaces/{self.namespace}/deployments"
-        while not self._stop.wait(0.01):
+        while not self._stop.is_set():
             try:
-                deployments = self.cluster.list(path)
+                # a short read timeout: the stream is re-opened (replaying every Deployment as
+                # ADDED) so that the stop flag is seen within a quarter second
+                with self.cluster.http.stream(
+                    "GET", path, params={"watch": "true"}, timeout=httpx.Timeout(10, read=0.25)
+                ) as stream:
+                    for line in stream.iter_lines():
+                        if self._stop.is_set():
+                            return
+                        if line.strip():
+                            self._react(json.loads(line).get("object") or {})
             except httpx.HTTPError:
                 continue
-            for deployment in deployments:
-                meta, status = deployment["metadata"], deployment.get("status") or {}
-                if deployment["spec"].get("paused"):
-                    continue
-                if meta.get("generation", 1) > status.get("observedGeneration", 0):
-                    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-                    mode = self.modes.get(image, self.modes.get(meta["name"], "ready"))
-                    self.controller.roll(self.namespace, meta["name"], mode)
+
+    def _react(self, deployment: dict[str, Any]) -> None:
+        meta, status = deployment.get("metadata", {}), deployment.get("status") or {}
+        spec = deployment.get("spec", {})
+        if spec.get("paused") or not meta.get("name"):
+            return
+        if meta.get("generation", 1) > status.get("observedGeneration", 0):
+            image = spec["template"]["spec"]["containers"][0]["image"]
+            mode = self.modes.get(image, self.modes.get(meta["name"], "ready"))
+            self.controller.roll(self.namespace, meta["name"], mode)
