@@ -175,10 +175,13 @@ def build_report(name: str, data: Dataset, request: ReportRequest) -> ReportDocu
 
     Raises :class:`ReportError` for an unknown name.
     """
-    from opscope.report import sales
+    from opscope.report import automation, competitive, executive, sales
 
     builders: dict[str, Builder] = {
         "sales_performance": sales.sales_performance,
+        "executive_summary": executive.executive_summary,
+        "automation_impact": automation.automation_impact,
+        "competitive_analysis": competitive.competitive_analysis,
     }
     builder = builders.get(name)
     if builder is None:
