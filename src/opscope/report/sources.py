@@ -320,7 +320,7 @@ _SQL_TYPES = {
 def _amount_sql(x: str, decimal: str) -> str:
     """SQL turning text ``x`` into a DOUBLE: currency symbols and thousands separators dropped,
     ``(…)`` negative."""
-    kept = f"regexp_replace({x}, '[^0-9,.()-]', '', 'g')"
+    kept = f"regexp_replace({x}, '[\\p{{Sc}}\\s]|^[A-Z]{{3}}|[A-Z]{{3}}$', '', 'g')"
     if decimal == ",":
         kept = f"replace(replace({kept}, '.', ''), ',', '.')"
     else:
@@ -539,7 +539,8 @@ def _match_names(dataset: Dataset, column: str, lookup: str | None) -> None:
         for spellings in groups.values():
             if len(spellings) < 2:
                 continue
-            keep = max(spellings, key=lambda v: (counts[v], v))
+            # The most frequent; on a tie, a capitalised spelling over an all-lowercase one.
+            keep = min(spellings, key=lambda v: (-counts[v], v.islower(), v))
             for value in spellings:
                 if value != keep:
                     replace[value] = keep
@@ -558,7 +559,8 @@ def _match_names(dataset: Dataset, column: str, lookup: str | None) -> None:
     nulls = con.execute(
         f"SELECT count(*), count(*) FILTER (status = 'open') FROM deals WHERE {column} IS NULL"
     ).fetchone()
-    if nulls and nulls[0]:
+    total = con.execute("SELECT count(*) FROM deals").fetchone()
+    if nulls and nulls[0] and total and nulls[0] < total[0]:  # all empty: not in the source
         open_note = " (all open)" if nulls[0] == nulls[1] else ""
         dataset.quality.append(
             f"deals: {_n(nulls[0])} deal(s) without {column}{open_note}: shown as (none)"
