@@ -244,8 +244,9 @@ class _Reader:
             self.con.register(f"{view}_frame", _excel_frame(path, mapping.sheet))
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_frame")
         else:
+            # Read once into a table: parsing and the quality checks both scan it.
             self.con.execute(
-                f"CREATE VIEW {view} AS SELECT * FROM read_csv({_lit(str(path))}, "
+                f"CREATE TEMP TABLE {view} AS SELECT * FROM read_csv({_lit(str(path))}, "
                 "all_varchar = true, header = true)"
             )
 
@@ -443,13 +444,17 @@ def _finish_deals(dataset: Dataset, mapping: ResolvedMapping) -> None:
             f"WHEN lower(stage) IN ({lost_in}) THEN 'lost' ELSE 'open' END"
         )
     probability = "probability / 100.0" if deals.probability_percent else "probability"
+    if no_id or dup:
+        con.execute(
+            "CREATE OR REPLACE TABLE deals AS SELECT * FROM (SELECT *, row_number() OVER () "
+            "AS _row FROM deals) WHERE id IS NOT NULL "
+            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY _row) = 1"
+        )
+        con.execute("ALTER TABLE deals DROP COLUMN _row")
     con.execute(
         "CREATE OR REPLACE TABLE deals AS SELECT * EXCLUDE (status, probability), "
-        f"{status} AS status, {probability} AS probability FROM ("
-        "SELECT *, row_number() OVER () AS _row FROM deals) WHERE id IS NOT NULL "
-        "QUALIFY row_number() OVER (PARTITION BY id ORDER BY _row) = 1"
+        f"{status} AS status, {probability} AS probability FROM deals"
     )
-    con.execute("ALTER TABLE deals DROP COLUMN _row")
     if not has_flags and not won:
         quality.append("deals: the mapping names no won stages: every deal counts as open")
     known = {s.lower() for s in [*deals.stage_order, *deals.won_stages, *deals.lost_stages]}
