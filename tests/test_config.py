@@ -100,12 +100,10 @@ def test_unknown_field_points_at_the_key_and_lists_the_valid_ones() -> None:
     assert "targets" in found[0] and "metrics_path" in found[0]
 
 
-def test_unknown_top_level_section_is_an_error_but_reserved_ones_warn() -> None:
+def test_unknown_top_level_section_is_an_error_and_reports_are_read() -> None:
     assert problems("monitr: {}\n")[0].startswith("opscope.yaml:1:1 monitr: unknown field")
     loaded = parse_config("services:\n  api: {image: x}\nreports: {}\n", environ={})
-    assert [str(w) for w in loaded.warnings] == [
-        "opscope.yaml:3:1 reports: section not used by this version of opscope (ignored)",
-    ]
+    assert loaded.warnings == []
 
 
 def test_every_problem_is_reported_once_with_its_own_line() -> None:

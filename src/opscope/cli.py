@@ -592,6 +592,10 @@ from opscope.cli_deploy import register as _register_deploy_commands  # noqa: E4
 
 _register_deploy_commands(app)
 
+from opscope.cli_report import register as _register_report_command  # noqa: E402
+
+_register_report_command(app)
+
 
 def main() -> None:
     """Console-script entry point."""

@@ -17,6 +17,8 @@ are caught at the boundary where they happen and re-raised as one of these, chai
     │   │   └── KubeUnavailable   …or could not be reached
     │   └── LocalProcessError  the local backend cannot start, reach or control a service's
     │                          processes (front port taken, supervisor unreachable, …)
+    ├── ReportError            a report cannot be computed (unknown report, empty data, …)
+    │   └── SourceError        a report's data source cannot be read or does not fit its mapping
     └── CollectError           one collection from one target failed
         ├── ScrapeError        HTTP or network failure, bad status, timeout
         └── ExpositionError    the payload is not valid Prometheus text exposition format
@@ -118,6 +120,15 @@ class KubeUnavailable(KubeError):
 class LocalProcessError(DeployError):
     """The local backend cannot start, reach or control the processes of a service: the front
     port is taken, the supervisor does not answer, a secret is missing, a request is refused."""
+
+
+class ReportError(OpscopeError):
+    """A report cannot be computed: unknown report name, a period or option it cannot take."""
+
+
+class SourceError(ReportError):
+    """A data source cannot be read (missing file, database unreachable) or does not fit its
+    mapping (a mapped column is missing); the message names the file or table and column."""
 
 
 class CollectError(OpscopeError):

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from opscope.config.deploy import deploy_problems
 from opscope.config.models import RESERVED_SECTIONS, OpscopeConfig
+from opscope.config.reports import report_problems
 from opscope.config.rules import (
     DEFAULT_GROUP,
     SHORT_FORM_FIELDS,
@@ -187,6 +188,7 @@ def parse_config(
     semantic = [(("monitor", *loc), message) for loc, message in config.monitor.problems()]
     semantic += [(("notify", *loc), message) for loc, message in config.notify.problems()]
     semantic += deploy_problems(config.environments, config.services)
+    semantic += report_problems(config.sources, config.reports, set(config.notify.channels))
     if semantic:
         raise ConfigFileError(
             [

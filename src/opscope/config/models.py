@@ -6,10 +6,8 @@ Durations are Prometheus duration strings (``15s``, ``5m``, ``1h30m``) parsed on
 
 Top-level sections: ``project``, ``data_dir``, ``server``, ``monitor`` and ``notify`` are
 modelled here; ``environments``, ``services`` and ``deploy`` in :mod:`opscope.config.deploy`.
-The names of the sections the reporting part of opscope defines (``reports``, ``sources``)
-are *reserved*: a file may
-already carry them, they are ignored with a warning until the part that reads them exists. Any
-other top-level name is an error (it is almost always a typo such as ``monitr``).
+``sources`` and ``reports`` in :mod:`opscope.config.reports`. Any other top-level name is an
+error (it is almost always a typo such as ``monitr``).
 """
 
 from __future__ import annotations
@@ -17,13 +15,14 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from opscope.config.deploy import DeploySettings, EnvironmentConfig, ServiceConfig
 from opscope.config.notify import NotifyConfig
+from opscope.config.reports import ReportConfig, SourceConfig
 from opscope.config.rules import InlineRule
 from opscope.config.types import (
     LABEL_NAME,
@@ -39,7 +38,7 @@ from opscope.config.types import (
 from opscope.durations import format_duration
 
 #: Top-level sections that other parts of opscope define; accepted and ignored with a warning.
-RESERVED_SECTIONS = ("reports", "sources")
+RESERVED_SECTIONS: tuple[str, ...] = ()
 
 
 class TLSConfig(Model):
@@ -293,7 +292,7 @@ class OpscopeConfig(Model):
     """How deploys wait, verify, roll back and keep history."""
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     """Alert notifications: channels, routes, grouping, inhibition, retries."""
-    reports: Any = None
-    """Reserved for scheduled reports; ignored with a warning by this version."""
-    sources: Any = None
-    """Reserved for report data sources; ignored with a warning by this version."""
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    """Business data for reports: files (CSV, Parquet, Excel) or databases, with a mapping."""
+    reports: dict[str, ReportConfig] = Field(default_factory=dict)
+    """Reports: which data, period, formats, schedule, timezone and recipients."""

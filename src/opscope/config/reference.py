@@ -40,6 +40,14 @@ from opscope.config.notify import (
     RetryConfig,
     RouteConfig,
 )
+from opscope.config.reports import (
+    DealsMapping,
+    ForecastConfig,
+    MappingConfig,
+    ReportConfig,
+    SourceConfig,
+    TableMapping,
+)
 from opscope.config.rules import RuleConfig, RuleGroupConfig
 from opscope.durations import format_duration
 
@@ -69,6 +77,12 @@ _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("….readiness / ….liveness", HttpProbe, "one probe"),
     ("services.NAME.autoscaling", Autoscaling, "services.NAME.autoscaling"),
     ("deploy", DeploySettings, "deploy"),
+    ("sources.NAME", SourceConfig, "sources (one entry per data source)"),
+    ("sources.NAME.mapping", MappingConfig, "sources.NAME.mapping (or a preset name)"),
+    ("….deals", DealsMapping, "mapping.deals"),
+    ("….TABLE", TableMapping, "mapping.owners, products, accounts, leads, targets, …"),
+    ("reports.NAME", ReportConfig, "reports (one entry per report)"),
+    ("reports.NAME.forecast", ForecastConfig, "reports.NAME.forecast"),
 ]
 
 

@@ -234,6 +234,7 @@ _OWN_MESSAGES = frozenset(
     {"channel", "matcher", "rule"}
     | {"duration", "target", "url", "label_name", "path", "regex", "host", "header", "tls"}
     | {"quantity", "namespace", "autoscaling", "env"}
+    | {"cron", "timezone", "fraction", "source"}
 )
 #: Plain wording for pydantic's common error types (its own wording names Python classes).
 _PLAIN_MESSAGES = {

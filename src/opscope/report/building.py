@@ -1,0 +1,189 @@
+"""What every report shares: the request, the period block, KPI status and the data-quality
+section, and :func:`build_report`, the one entry point from a name to a document."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from opscope.config.reports import ReportConfig
+from opscope.errors import ReportError
+from opscope.report.document import Kpi, Notes, Period, ReportDocument, Section, Status, Trend
+from opscope.report.periods import ReportPeriod, local_today, partial_reason
+from opscope.report.sources import Dataset
+
+REPORT_NAMES = (
+    "sales_performance",
+    "executive_summary",
+    "automation_impact",
+    "competitive_analysis",
+)
+TITLES = {
+    "sales_performance": "Sales performance",
+    "executive_summary": "Executive summary",
+    "automation_impact": "Automation impact",
+    "competitive_analysis": "Competitive analysis",
+}
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """What to report: the period, the timezone it is in, "now" (for partial periods and the
+    generation stamp) and the report's settings (stages, probabilities, benchmarks, targets,
+    forecast)."""
+
+    period: ReportPeriod
+    timezone: str
+    now: datetime
+    settings: ReportConfig = field(default_factory=ReportConfig)
+
+    @property
+    def stage_order(self) -> list[str]:
+        """Funnel stages: the report's, else the mapping's (set by :func:`build_report`)."""
+        return list(self.settings.stages)
+
+
+def new_document(
+    name: str, data: Dataset, request: ReportRequest, partial: str | None
+) -> ReportDocument:
+    """An empty document of report ``name`` with its period, currency, locale and the period
+    metrics (``period.label``, ``period.start``, ``period.end``, ``period.partial``)."""
+    p = request.period
+    doc = ReportDocument(
+        report=name,
+        title=f"{TITLES[name]} — {p.label}",
+        period=Period(
+            p.label,
+            p.start.isoformat(),
+            p.end.isoformat(),
+            request.timezone,
+            partial=partial is not None,
+        ),
+        generated_at=request.now.isoformat(timespec="seconds"),
+        currency=data.currency,
+        locale=data.locale,
+    )
+    doc.metrics.update(
+        {
+            "period.label": p.label,
+            "period.start": p.start.isoformat(),
+            "period.end": p.end.isoformat(),
+            "period.partial": int(partial is not None),
+            "period.previous": p.previous().label,
+            "period.last_year": p.same_period_last_year().label,
+        }
+    )
+    return doc
+
+
+def period_partial(
+    data: Dataset, request: ReportRequest, first: object, last: object
+) -> str | None:
+    """Why the request's period is partial (see :func:`periods.partial_reason`)."""
+    from datetime import date
+
+    today = local_today(request.now, request.timezone)
+    return partial_reason(
+        request.period,
+        today=today,
+        first=first if isinstance(first, date) else None,
+        last=last if isinstance(last, date) else None,
+    )
+
+
+def quality_section(doc: ReportDocument, data: Dataset, extra: list[str]) -> None:
+    """Append the data-quality section (every report has one) and fill ``doc.data_quality``."""
+    lines = [*data.quality, *extra]
+    doc.data_quality = lines
+    doc.sections.append(
+        Section(
+            id="data_quality",
+            title="Data quality",
+            blocks=[Notes("Data quality", lines or ["no problems found"], style="warnings")],
+        )
+    )
+
+
+Direction = Literal["higher", "lower"]
+
+
+def growth(current: float | None, previous: float | None) -> float | None:
+    """(current − previous) / previous; ``None`` when previous is missing or 0."""
+    if current is None or previous is None or previous == 0:
+        return None
+    return (current - previous) / previous
+
+
+def trend(current: float | None, previous: float | None) -> Trend:
+    """``new`` when previous is 0 and current is not; ``up``/``down`` beyond ±1 %, else
+    ``flat``; ``n/a`` when either is missing."""
+    if current is None or previous is None:
+        return "n/a"
+    if previous == 0:
+        return "new" if current != 0 else "flat"
+    change = (current - previous) / abs(previous)
+    if abs(change) < 0.01:
+        return "flat"
+    return "up" if change > 0 else "down"
+
+
+def status(current: float | None, target: float | None, direction: Direction = "higher") -> Status:
+    """On track at or past the target, at risk within 10 % of it, off track beyond
+    (for ``lower`` metrics such as the sales cycle, the other way round)."""
+    if target is None or current is None:
+        return "no_target"
+    if direction == "higher":
+        if current >= target:
+            return "on_track"
+        return "at_risk" if current >= 0.9 * target else "off_track"
+    if current <= target:
+        return "on_track"
+    return "at_risk" if current <= 1.1 * target else "off_track"
+
+
+def kpi(
+    name: str,
+    kind: str,
+    current: float | None,
+    *,
+    previous: float | None,
+    last_year: float | None,
+    target: float | None,
+    direction: Direction = "higher",
+) -> Kpi:
+    """A KPI card with growth, trend and status computed by the rules above."""
+    return Kpi(
+        name=name,
+        kind=kind,  # type: ignore[arg-type]
+        current=current,
+        previous=previous,
+        same_period_last_year=last_year,
+        target=target,
+        growth=growth(current, previous),
+        status=status(current, target, direction),
+        trend=trend(current, previous),
+    )
+
+
+Builder = Callable[[Dataset, ReportRequest], ReportDocument]
+
+
+def build_report(name: str, data: Dataset, request: ReportRequest) -> ReportDocument:
+    """Compute report ``name`` over ``data`` for ``request``.
+
+    Raises :class:`ReportError` for an unknown name.
+    """
+    from opscope.report import automation, competitive, executive, sales
+
+    builders: dict[str, Builder] = {
+        "sales_performance": sales.sales_performance,
+        "executive_summary": executive.executive_summary,
+        "automation_impact": automation.automation_impact,
+        "competitive_analysis": competitive.competitive_analysis,
+    }
+    builder = builders.get(name)
+    if builder is None:
+        raise ReportError(f'unknown report "{name}" (reports: {", ".join(REPORT_NAMES)})')
+    return builder(data, request)

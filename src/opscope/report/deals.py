@@ -1,0 +1,288 @@
+"""Deal metrics in DuckDB SQL, shared by the sales and executive reports.
+
+Definitions (the field's standard ones; sources named):
+
+* a deal *closes in* a period when its ``close_date`` falls in ``[start, end)``;
+* **win rate** = won / (won + lost) over deals closed in the period (HubSpot's and
+  Salesforce's definition; open deals do not count);
+* **average deal size** = won revenue / won deals;
+* **sales cycle** of a won deal = close date − created date (the engaged date where the source
+  has no created date), in days; mean and median over deals won in the period;
+* **open pipeline** at the end of a period = deals open then: not closed by the period's end and
+  created before it (a deal with no date at all counts when the source shows it open). A deal's
+  value is its amount, or its product's list price when the source gives no amount for open
+  deals (counted in a note);
+* **weighted pipeline** = Σ value × probability of the deal's stage (from configuration; a
+  deal's own ``probability`` column where the source has one);
+* **pipeline velocity** = open deals × win rate × average deal size / mean sales cycle (money
+  per day; HubSpot's and Salesforce's "sales velocity").
+
+Every function returns plain numbers; a ratio whose denominator is 0 is ``None`` ("n/a").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from opscope.report.sources import Dataset
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or ``None`` when either is missing or the denominator is 0."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+@dataclass(frozen=True)
+class ClosedDeals:
+    """What closed in a period: counts, won revenue, win rate, deal size and sales cycle."""
+
+    won: int
+    lost: int
+    revenue: float
+    win_rate: float | None
+    average_deal: float | None
+    cycle_mean_days: float | None
+    cycle_median_days: float | None
+
+
+_FIRST_DATE = "coalesce(created_date, engaged_date)"
+
+
+def closed_deals(data: Dataset, start: date, end: date, where: str = "") -> ClosedDeals:
+    """Deals that closed in ``[start, end)`` (optionally filtered by the SQL ``where``)."""
+    extra = f" AND ({where})" if where else ""
+    row = data.con.execute(
+        f"""
+        SELECT count(*) FILTER (status = 'won'), count(*) FILTER (status = 'lost'),
+               coalesce(sum(amount) FILTER (status = 'won'), 0),
+               count(amount) FILTER (status = 'won'),
+               avg(close_date - {_FIRST_DATE}) FILTER (status = 'won'),
+               median(close_date - {_FIRST_DATE}) FILTER (status = 'won')
+        FROM deals
+        WHERE close_date >= ? AND close_date < ? AND status <> 'open'{extra}
+        """,
+        [start, end],
+    ).fetchone()
+    assert row is not None
+    won, lost, revenue, priced = int(row[0]), int(row[1]), float(row[2]), int(row[3])
+    return ClosedDeals(
+        won=won,
+        lost=lost,
+        revenue=revenue,
+        win_rate=ratio(won, won + lost),
+        average_deal=ratio(revenue, priced),
+        cycle_mean_days=None if row[4] is None else float(row[4]),
+        cycle_median_days=None if row[5] is None else float(row[5]),
+    )
+
+
+NO_DATA = ClosedDeals(0, 0, 0.0, None, None, None, None)
+
+
+def closed_in(
+    data: Dataset, start: date, end: date, span: tuple[date | None, date | None]
+) -> ClosedDeals | None:
+    """:func:`closed_deals` of ``[start, end)``, or ``None`` when that range lies wholly outside
+    ``span`` (the first and last close dates): no data, rather than zeros."""
+    first, last = span
+    if first is None or last is None or end <= first or start > last:
+        return None
+    return closed_deals(data, start, end)
+
+
+@dataclass(frozen=True)
+class OpenPipeline:
+    """Deals open at a moment: count, value, weighted value and how values were found."""
+
+    count: int
+    value: float
+    weighted: float | None
+    valued_at_list_price: int
+    without_value: int
+    without_probability: int
+
+
+def _value_sql(data: Dataset) -> tuple[str, str]:
+    """SQL of a deal's value and the join it needs (list price when there is no amount)."""
+    if "products" in data.tables:
+        return (
+            "coalesce(d.amount, p.list_price)",
+            "LEFT JOIN (SELECT DISTINCT ON (product) * FROM products) p USING (product)",
+        )
+    return "d.amount", ""
+
+
+def open_at(end: date) -> str:
+    """SQL condition: the deal ``d`` was open at the start of the day ``end``."""
+    first = "coalesce(d.created_date, d.engaged_date)"
+    return (
+        f"(d.status = 'open' OR d.close_date >= DATE '{end.isoformat()}') "
+        f"AND ({first} < DATE '{end.isoformat()}' OR ({first} IS NULL AND d.status = 'open'))"
+    )
+
+
+def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
+    """Deals open at the start of day ``end`` (see the module's definitions)."""
+    value, join = _value_sql(data)
+    stages = {k.lower(): v for k, v in probabilities.items()}
+    if stages:
+        cases = " ".join(
+            f"WHEN '{k.replace(chr(39), chr(39) * 2)}' THEN {v!r}" for k, v in stages.items()
+        )
+        stage_p = f"CASE lower(d.stage) {cases} END"
+    else:
+        stage_p = "NULL"
+    probability = f"coalesce(d.probability, {stage_p})"
+    row = data.con.execute(
+        f"""
+        SELECT count(*), coalesce(sum({value}), 0), sum({value} * {probability}),
+               count(*) FILTER (d.amount IS NULL AND {value} IS NOT NULL),
+               count(*) FILTER ({value} IS NULL),
+               count(*) FILTER ({probability} IS NULL)
+        FROM deals d {join}
+        WHERE {open_at(end)}
+        """
+    ).fetchone()
+    assert row is not None
+    count, missing_p = int(row[0]), int(row[5])
+    if count == 0:
+        weighted: float | None = 0.0
+    elif missing_p == count:
+        weighted = None  # no probabilities at all: n/a rather than 0
+    else:
+        weighted = float(row[2] or 0.0)
+    return OpenPipeline(
+        count=count,
+        value=float(row[1]),
+        weighted=weighted,
+        valued_at_list_price=int(row[3]),
+        without_value=int(row[4]),
+        without_probability=missing_p,
+    )
+
+
+def velocity(open_deals: int, closed: ClosedDeals) -> float | None:
+    """Pipeline velocity = open deals × win rate × average deal / mean sales cycle (per day)."""
+    if closed.win_rate is None or closed.average_deal is None:
+        return None
+    return ratio(open_deals * closed.win_rate * closed.average_deal, closed.cycle_mean_days)
+
+
+@dataclass(frozen=True)
+class FunnelStage:
+    """One funnel step: deals that reached ``stage``, and the conversion from the step before
+    (``None`` for the first) and from the first step."""
+
+    stage: str
+    reached: int
+    conversion: float | None
+    from_first: float | None
+
+
+FUNNEL_METHOD = (
+    "Funnel: deals whose created date (engaged date where there is none) falls in the period. "
+    "A deal has reached its current stage and every stage before it in the stage order; a won "
+    "deal has reached every stage; a lost deal every stage before the last (the source does "
+    "not record where it was lost). Conversion = deals reaching a stage / deals reaching the "
+    "stage before."
+)
+
+
+def undated_deals(data: Dataset) -> int:
+    """Deals with neither a created nor an engaged date (in no period's funnel)."""
+    row = data.con.execute(f"SELECT count(*) FROM deals WHERE {_FIRST_DATE} IS NULL").fetchone()
+    return int(row[0]) if row else 0
+
+
+def funnel(data: Dataset, start: date, end: date, order: list[str]) -> list[FunnelStage]:
+    """Deals reaching each stage of ``order`` among deals created in ``[start, end)``."""
+    if not order:
+        return []
+    rows = data.con.execute(
+        f"""
+        SELECT status, lower(stage), count(*) FROM deals
+        WHERE {_FIRST_DATE} >= ? AND {_FIRST_DATE} < ?
+        GROUP BY ALL
+        """,
+        [start, end],
+    ).fetchall()
+    index = {s.lower(): i for i, s in enumerate(order)}
+    last = len(order) - 1
+    reached = [0] * len(order)
+    for status, stage, count in rows:
+        if status == "won":
+            depth = last
+        elif status == "lost":
+            depth = last - 1
+        elif stage in index:
+            depth = index[stage]
+        else:
+            continue
+        for i in range(depth + 1):
+            reached[i] += int(count)
+    return [
+        FunnelStage(
+            stage=name,
+            reached=reached[i],
+            conversion=None if i == 0 else ratio(reached[i], reached[i - 1]),
+            from_first=ratio(reached[i], reached[0]),
+        )
+        for i, name in enumerate(order)
+    ]
+
+
+def by_dimension(data: Dataset, column: str, start: date, end: date) -> list[dict[str, Any]]:
+    """Won revenue, won and lost deals and win rate per value of the deals' ``column``
+    (``product``, ``region``, ``segment``, ``team``, ``owner``) for deals closed in the period,
+    largest revenue first; a missing value is ``(none)``."""
+    rows = data.con.execute(
+        f"""
+        SELECT coalesce({column}, '(none)') AS key,
+               coalesce(sum(amount) FILTER (status = 'won'), 0) AS revenue,
+               count(*) FILTER (status = 'won') AS won,
+               count(*) FILTER (status = 'lost') AS lost
+        FROM deals WHERE close_date >= ? AND close_date < ? AND status <> 'open'
+        GROUP BY 1 ORDER BY revenue DESC, key
+        """,
+        [start, end],
+    ).fetchall()
+    return [
+        {
+            "key": key,
+            "revenue": float(revenue),
+            "won": int(won),
+            "lost": int(lost),
+            "win_rate": ratio(int(won), int(won) + int(lost)),
+        }
+        for key, revenue, won, lost in rows
+    ]
+
+
+def revenue_series(data: Dataset, buckets: list[tuple[date, date]]) -> list[float]:
+    """Won revenue per bucket ``[start, end)`` (0 for a bucket without won deals)."""
+    if not buckets:
+        return []
+    starts = [b[0] for b in buckets]
+    rows = data.con.execute(
+        """
+        SELECT b.i, coalesce(sum(d.amount), 0)
+        FROM (SELECT unnest(?::DATE[]) AS s, unnest(?::DATE[]) AS e,
+                     unnest(range(?)) AS i) b
+        LEFT JOIN deals d ON d.status = 'won' AND d.close_date >= b.s AND d.close_date < b.e
+        GROUP BY b.i ORDER BY b.i
+        """,
+        [starts, [b[1] for b in buckets], len(buckets)],
+    ).fetchall()
+    return [float(v) for _, v in rows]
+
+
+def close_date_span(data: Dataset) -> tuple[date | None, date | None]:
+    """First and last close date of the closed deals (the span the closed metrics cover)."""
+    row = data.con.execute(
+        "SELECT min(close_date), max(close_date) FROM deals WHERE status <> 'open'"
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)

@@ -1,0 +1,117 @@
+"""`opscope report`: one-off runs without a configuration file, configured runs, errors."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "opscope", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_one_off_sales_report_as_json(crm_dir: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "report",
+        "sales_performance",
+        "--data",
+        str(crm_dir),
+        "--mapping",
+        "maven_crm",
+        "--period",
+        "2017-Q4",
+        "--format",
+        "json",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    written = tmp_path / "sales_performance-2017-Q4.json"
+    assert summary["written"] == [str(written)]
+    doc = json.loads(written.read_text())
+    with (crm_dir / "sales_pipeline.csv").open(newline="") as f:
+        won = [
+            r
+            for r in csv.DictReader(f)
+            if r["deal_stage"] == "Won" and r["close_date"] >= "2017-10-01"
+        ]
+    assert doc["metrics"]["revenue.won"] == sum(int(r["close_value"]) for r in won)
+    assert doc["metrics"]["deals.won"] == len(won)
+    assert doc["period"] == {
+        "label": "2017-Q4",
+        "start": "2017-10-01",
+        "end": "2018-01-01",
+        "timezone": "UTC",
+        "partial": False,
+    }
+
+
+def test_a_configured_report(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "deals.csv").write_text(
+        "Record ID,Deal Name,Deal Stage,Amount,Deal owner,Close Date,Create Date,Pipeline\n"
+        '1,a,Closed Won,"$1,500.00",Ann,2017-12-04,2017-11-01,Sales\n'
+        "2,b,Closed Lost,$0,Ann,2017-12-05,2017-11-01,Sales\n"
+    )
+    (tmp_path / "opscope.yaml").write_text(
+        "sources:\n  hub: {path: data, mapping: hubspot_deals}\n"
+        "reports:\n  weekly-sales: {report: sales_performance, period: weekly, "
+        "timezone: Europe/Madrid}\n"
+    )
+    result = run_cli(
+        "report",
+        "weekly-sales",
+        "-c",
+        str(tmp_path / "opscope.yaml"),
+        "--period",
+        "2017-W49",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((tmp_path / "out" / "sales_performance-2017-W49.json").read_text())
+    assert (doc["metrics"]["revenue.won"], doc["metrics"]["win_rate"]) == (1500, 0.5)
+    assert doc["period"]["timezone"] == "Europe/Madrid"
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    data = str(tmp_path)
+    result = run_cli("report", "sales_performance", "--data", data, "--period", "2017-Q5")
+    assert (result.returncode, result.stderr.startswith("error: --period: unknown period")) == (
+        2,
+        True,
+    )
+    result = run_cli("report", "sales_performance", "--data", data, "--format", "docx")
+    assert result.returncode == 2 and "unknown format docx" in result.stderr
+    result = run_cli("report", "weekly", "--data", data)
+    assert result.returncode == 2 and 'unknown report "weekly"' in result.stderr
+    result = run_cli(
+        "report", "sales_performance", "--data", str(tmp_path / "none"), "--period", "2017"
+    )
+    assert result.returncode == 1 and "no such file or folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("opscope.report.render") is not None,
+    reason="the renderers are part of this build",
+)
+def test_formats_without_renderers_are_refused(tmp_path: Path) -> None:
+    result = run_cli("report", "sales_performance", "--data", str(tmp_path), "--format", "json,pdf")
+    assert result.returncode == 2
+    assert "format pdf not available" in result.stderr

@@ -1,0 +1,99 @@
+"""Acceptance on the real CRM dataset (mapping maven_crm): figures computed independently here
+with the csv module, or hand-verified."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opscope.config.reports import SourceConfig
+from opscope.report.building import ReportRequest
+from opscope.report.periods import parse_period
+from opscope.report.sales import sales_performance
+from opscope.report.sources import Dataset, load_source
+from tests.report.conftest import NOW
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def crm(crm_dir: Path) -> Dataset:
+    return load_source(SourceConfig(path=crm_dir, mapping="maven_crm"), timezone="UTC")
+
+
+def sales(data: Dataset, period: str) -> Any:
+    return sales_performance(data, ReportRequest(parse_period(period, now=NOW), "UTC", NOW))
+
+
+def test_won_revenue_win_rate_and_average_deal(crm: Dataset, crm_dir: Path) -> None:
+    deals = rows(crm_dir / "sales_pipeline.csv")
+    won = [d for d in deals if d["deal_stage"] == "Won"]
+    lost = [d for d in deals if d["deal_stage"] == "Lost"]
+    revenue = sum(int(d["close_value"]) for d in won)
+    assert (revenue, len(won), len(lost)) == (10_005_534, 4_238, 2_473)
+    # Every closed deal closed in 2017, so the year 2017 holds them all.
+    assert {d["close_date"][:4] for d in won + lost} == {"2017"}
+    doc = sales(crm, "2017")
+    m = doc.metrics
+    assert m["revenue.won"] == revenue
+    assert (m["deals.won"], m["deals.lost"]) == (4_238, 2_473)
+    assert m["win_rate"] == pytest.approx(0.6315, abs=5e-5)
+    assert m["win_rate"] == pytest.approx(4_238 / 6_711)
+    assert m["deal_size.average"] == pytest.approx(2_360.91, abs=0.005)
+
+
+def test_gtxpro_deals_are_matched_to_gtx_pro_with_a_warning(crm: Dataset, crm_dir: Path) -> None:
+    spelled = [d for d in rows(crm_dir / "sales_pipeline.csv") if d["product"] == "GTXPro"]
+    assert len(spelled) == 1_480
+    assert "GTXPro" not in {p["product"] for p in rows(crm_dir / "products.csv")}
+    count = crm.con.execute("SELECT count(*) FROM deals WHERE product = 'GTX Pro'").fetchone()
+    assert count == (1_480,)
+    assert crm.con.execute("SELECT count(*) FROM deals").fetchone() == (8_800,)
+    doc = sales(crm, "2017")
+    assert any(
+        "1,480" in line and "'GTXPro'" in line and "'GTX Pro'" in line for line in doc.data_quality
+    )
+
+
+def test_agents_without_deals_are_in_the_leaderboard(crm: Dataset, crm_dir: Path) -> None:
+    agents = {t["sales_agent"] for t in rows(crm_dir / "sales_teams.csv")}
+    with_deals = {d["sales_agent"] for d in rows(crm_dir / "sales_pipeline.csv")}
+    idle = agents - with_deals
+    assert len(idle) == 5
+    doc = sales(crm, "2017")
+    board = next(s for s in doc.sections if s.id == "leaderboard").blocks[0]
+    listed = {r["owner"]: r for r in board.rows}
+    assert set(listed) == agents
+    for name in idle:
+        assert listed[name]["win_rate"] is None and listed[name]["rank"] is None
+        assert listed[name]["revenue"] == 0 and listed[name]["won"] == 0
+    assert doc.metrics["reps.without_deals"] == 5
+    # No NaN or Inf anywhere in what scripts read.
+    text = str(doc.to_dict())
+    assert "nan" not in text and "inf" not in text.replace("info", "")
+
+
+def test_2017_q1_is_flagged_partial(crm: Dataset) -> None:
+    doc = sales(crm, "2017-Q1")
+    assert doc.period.partial is True
+    assert doc.metrics["period.partial"] == 1
+    assert any("2017-Q1 is partial" in line and "2017-03-01" in line for line in doc.data_quality)
+    assert sales(crm, "2017-Q4").period.partial is False
+
+
+def test_q4_figures_match_a_hand_count(crm: Dataset, crm_dir: Path) -> None:
+    deals = rows(crm_dir / "sales_pipeline.csv")
+    q4 = [
+        d for d in deals if d["close_date"] >= "2017-10-01" and d["deal_stage"] in ("Won", "Lost")
+    ]
+    won = [d for d in q4 if d["deal_stage"] == "Won"]
+    m = sales(crm, "2017-Q4").metrics
+    assert m["deals.won"] == len(won)
+    assert m["revenue.won"] == sum(int(d["close_value"]) for d in won)
+    assert m["win_rate"] == pytest.approx(len(won) / len(q4))
