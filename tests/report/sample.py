@@ -105,8 +105,12 @@ def revenue_forecast(points: int = 60, horizon: int = 4) -> Chart:
     forecast: list[float | None] = [None] * history + [
         100_000 + 2_000 * i for i in range(history, points)
     ]
-    lower = [None if v is None else v - 9_000 - 1_000 * k for k, v in enumerate(forecast)]
-    upper = [None if v is None else v + 9_000 + 1_000 * k for k, v in enumerate(forecast)]
+    lower = [
+        None if v is None else v - 9_000 - 1_000 * (k - history) for k, v in enumerate(forecast)
+    ]
+    upper = [
+        None if v is None else v + 9_000 + 1_000 * (k - history) for k, v in enumerate(forecast)
+    ]
     return Chart(
         title="Revenue by quarter",
         kind="line",
@@ -213,7 +217,12 @@ def sales_document(
             f"Won deals per quarter, team {k + 1}",
             "line",
             QUARTERS[:chart_points],
-            [Series("Won deals", [float(50 + (k * 13 + i * 7) % 40) for i in range(chart_points)])],
+            [
+                Series(
+                    f"Won deals of team {k + 1}",
+                    [float(50 + (k * 13 + i * 7) % 40) for i in range(chart_points)],
+                )
+            ],
             value_kind="count",
         )
         for k in range(extra_charts)

@@ -52,8 +52,8 @@ def render(doc: ReportDocument, fmt: str, path: Path) -> Path:
     except OSError as exc:
         raise RenderError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
     return path
 
 

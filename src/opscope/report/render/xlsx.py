@@ -33,11 +33,13 @@ from typing import Any
 
 import xlsxwriter
 from xlsxwriter.chart import Chart as XlsxChart
+from xlsxwriter.exceptions import FileCreateError
 from xlsxwriter.format import Format
 from xlsxwriter.utility import quote_sheetname
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
+from opscope.errors import RenderError
 from opscope.report.document import (
     Chart,
     KpiCards,
@@ -533,7 +535,10 @@ def write_xlsx(doc: ReportDocument, path: Path) -> Path:
             _section(workbook, formats, section, name)
         _data_quality(workbook, formats, doc)
     finally:
-        workbook.close()
+        try:
+            workbook.close()
+        except FileCreateError as exc:
+            raise RenderError(f"cannot write {path}: {exc}") from exc
     return path
 
 
