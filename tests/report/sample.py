@@ -224,6 +224,7 @@ def sales_document(
                 )
             ],
             value_kind="count",
+            note=f"Closed won deals of team {k + 1}, by close date.",
         )
         for k in range(extra_charts)
     ]

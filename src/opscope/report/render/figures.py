@@ -84,12 +84,12 @@ def figure(chart: Chart, style: NumberStyle, *, width: int | None = None) -> dic
         return None
     layout: dict[str, Any] = {
         "height": CHART_HEIGHT,
-        "margin": {"l": 64, "r": 16, "t": 16, "b": 48},
+        "margin": {"l": 64, "r": 16, "t": 40, "b": 48},
         "separators": style.decimal_symbol + style.group_symbol,
         "font": {"family": "DejaVu Sans, Helvetica, Arial, sans-serif", "size": 12},
         "paper_bgcolor": "white",
         "plot_bgcolor": "white",
-        "legend": {"orientation": "h", "y": -0.2},
+        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
         "showlegend": True,
     }
     if width is not None:

@@ -34,6 +34,7 @@ from pptx.enum.dml import MSO_LINE_DASH_STYLE
 from pptx.enum.shapes import MSO_SHAPE
 from pptx.enum.text import PP_ALIGN
 from pptx.oxml.ns import qn
+from pptx.oxml.xmlchemy import OxmlElement
 from pptx.presentation import Presentation as PresentationType
 from pptx.slide import Slide
 from pptx.util import Emu, Inches, Pt
@@ -386,9 +387,11 @@ def _chart(
     drawn.chart_title.text_frame.paragraphs[0].runs[0].font.size = Pt(12)
     drawn.chart_title.text_frame.paragraphs[0].runs[0].font.bold = True
     drawn.font.size = Pt(9)
-    blanks = drawn._chartSpace.chart.find(qn("c:dispBlanksAs"))
-    if blanks is None:
-        blanks = drawn._chartSpace.chart.get_or_add_dispBlanksAs()
+    chart_element = drawn._chartSpace.chart
+    blanks = chart_element.find(qn("c:dispBlanksAs"))
+    if blanks is None:  # every python-pptx chart template has one; keep the schema order
+        blanks = OxmlElement("c:dispBlanksAs")
+        chart_element.insert_element_before(blanks, "c:showDLblsOverMax", "c:extLst")
     blanks.set("val", "gap")
     if kind == "pie":
         drawn.has_legend = True
