@@ -51,3 +51,18 @@ def test_the_rules_see_the_package() -> None:
         area(p) for p in PACKAGE.rglob("*.py")
     }
     assert "opscope.store" in imports_of(PACKAGE / "monitor" / "running.py")
+
+
+def test_renderers_see_only_the_document() -> None:
+    # Every output format is a function of the ReportDocument alone (report/document.py).
+    render = PACKAGE / "report" / "render"
+    allowed = ("opscope.report.document", "opscope.report.render", "opscope.errors")
+    paths = list(render.rglob("*.py"))
+    assert len(paths) >= 6
+    problems = [
+        f"{path.name} imports {module}"
+        for path in paths
+        for module in imports_of(path)
+        if module.startswith("opscope") and not module.startswith(allowed)
+    ]
+    assert problems == []

@@ -19,9 +19,11 @@ are caught at the boundary where they happen and re-raised as one of these, chai
     │                          processes (front port taken, supervisor unreachable, …)
     ├── ReportError            a report cannot be computed (unknown report, empty data, …)
     │   └── SourceError        a report's data source cannot be read or does not fit its mapping
-    └── CollectError           one collection from one target failed
-        ├── ScrapeError        HTTP or network failure, bad status, timeout
-        └── ExpositionError    the payload is not valid Prometheus text exposition format
+    ├── CollectError           one collection from one target failed
+    │   ├── ScrapeError        HTTP or network failure, bad status, timeout
+    │   └── ExpositionError    the payload is not valid Prometheus text exposition format
+    └── RenderError            a report document cannot be rendered (unknown format, locale or
+                               currency, no Chromium for PDF, output not writable)
 
 Collection errors are *temporary* by nature: the collector records them for the target's health
 and tries again at the next interval; they never stop the server.
@@ -148,3 +150,7 @@ class ExpositionError(CollectError):
     def __init__(self, message: str, *, line: int) -> None:
         self.line = line
         super().__init__(f"line {line}: {message}")
+
+
+class RenderError(OpscopeError):
+    """A report document cannot be rendered in the asked format; the message says why."""

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -107,11 +104,36 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("opscope.report.render") is not None,
-    reason="the renderers are part of this build",
-)
-def test_formats_without_renderers_are_refused(tmp_path: Path) -> None:
-    result = run_cli("report", "sales_performance", "--data", str(tmp_path), "--format", "json,pdf")
-    assert result.returncode == 2
-    assert "format pdf not available" in result.stderr
+def test_one_off_report_in_every_format_shows_the_same_won_revenue(
+    crm_dir: Path, tmp_path: Path
+) -> None:
+    # 10,005,534 = the sum of close_value over won deals in sales_pipeline.csv (issue figure)
+    result = run_cli(
+        "report", "sales_performance", "--data", str(crm_dir), "--mapping", "maven_crm",
+        "--period", "2017", "--format", "json,html,xlsx,pptx,pdf", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stem = tmp_path / "sales_performance-2017"
+    document = json.loads(stem.with_suffix(".json").read_text())
+    assert document["metrics"]["revenue.won"] == 10_005_534
+    assert "$10,005,534.00" in stem.with_suffix(".html").read_text()
+
+    import openpyxl
+    import pptx
+    import pypdf
+
+    workbook = openpyxl.load_workbook(stem.with_suffix(".xlsx"))
+    cells = [c.value for ws in workbook.worksheets for row in ws.iter_rows() for c in row]
+    assert 10_005_534 in cells
+    deck = pptx.Presentation(str(stem.with_suffix(".pptx")))
+    texts = [
+        shape.text_frame.text
+        for slide in deck.slides
+        for shape in slide.shapes
+        if shape.has_text_frame
+    ]
+    assert any("$10,005,534" in t for t in texts)
+    pdf_text = "".join(
+        page.extract_text() for page in pypdf.PdfReader(stem.with_suffix(".pdf")).pages
+    )
+    assert "$10,005,534.00" in pdf_text
