@@ -116,7 +116,7 @@ def test_one_off_report_in_every_format_shows_the_same_won_revenue(
     stem = tmp_path / "sales_performance-2017"
     document = json.loads(stem.with_suffix(".json").read_text())
     assert document["metrics"]["revenue.won"] == 10_005_534
-    # the data starts in 2016-10 with no deal closed before 2017-03: 2016 is "no data", so the
+    # no deal in the data closed before 2017-03: 2016 is "no data", so the
     # cards compare with nothing (n/a), not with a revenue of $0 ("new")
     card = document["sections"][0]["blocks"][0]["kpis"][0]
     assert (card["name"], card["previous"], card["trend"]) == ("Won revenue", None, "n/a")
