@@ -45,6 +45,22 @@ def test_unknown_dependencies_and_overrides_name_their_line() -> None:
     ]
 
 
+def test_autoscaling_without_a_cpu_request_is_refused_when_the_config_loads() -> None:
+    # the HPA's averageUtilization is a percentage of the CPU request: without one the
+    # autoscaler cannot compute it (Kubernetes, "Horizontal Pod Autoscaling")
+    text = (
+        "environments:\n"
+        "  staging: {namespace: shop-staging}\n"
+        "  prod: {namespace: shop, resources: {cpu: 500m}}\n"
+        "services:\n"
+        "  web: {image: x:1, autoscaling: {min_replicas: 1, max_replicas: 3}}\n"
+    )
+    assert problems(text) == [
+        'opscope.yaml:5:8 services.web: service "web" autoscales on CPU in environment '
+        '"staging" but has no CPU request (resources.cpu)'
+    ]
+
+
 def test_each_backend_requires_what_it_runs() -> None:
     text = (
         "environments:\n"

@@ -391,6 +391,19 @@ def deploy_problems(
                     found.append(
                         (where, f'service "{name}" needs an image in environment "{env_name}"')
                     )
+                autoscaling = getattr(override, "autoscaling", None) or service.autoscaling
+                resources = getattr(override, "resources", None) or service.resources
+                cpu = (resources.cpu if resources else None) or env.resources.cpu
+                if autoscaling is not None and cpu is None:
+                    # the HPA's target is a percentage of the CPU request (Kubernetes docs,
+                    # "Horizontal Pod Autoscaling": undefined without a request)
+                    found.append(
+                        (
+                            where,
+                            f'service "{name}" autoscales on CPU in environment "{env_name}" '
+                            "but has no CPU request (resources.cpu)",
+                        )
+                    )
             else:
                 command = getattr(override, "command", None) or service.command
                 if not command:
