@@ -151,7 +151,7 @@ def kubectl_round(base: Path, specs: list[ServiceSpec], kubeconfig: Path) -> lis
         ]
         # the same objects under other names (and labels), beside opscope's
         path.write_text(yaml.safe_dump_all(manifests).replace(spec.service, "kc-" + spec.service))
-        env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"}
+        env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(base)}
         started = time.perf_counter()
         for argv in (
             ["kubectl", "apply", "--server-side", "--validate=false", "-f", str(path)],
@@ -221,7 +221,7 @@ async def crash_detection(
         )
         path = base / "crasher.yaml"
         path.write_text(yaml.safe_dump_all([m for m in manifests if m["kind"] == "Deployment"]))
-        env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"}
+        env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(base)}
         subprocess.run(
             ["kubectl", "apply", "--server-side", "--force-conflicts", "--validate=false",
              "-f", str(path)],
