@@ -24,12 +24,14 @@ import uvicorn
 
 from opscope.clock import Clock, SystemClock
 from opscope.config import LoadedConfig
-from opscope.errors import StoreError
+from opscope.errors import ConfigError, StoreError
 from opscope.monitor import Monitor
 from opscope.monitor.rules import GroupResult, compile_groups
 from opscope.notify import Notifier, NotifyAlert
 from opscope.server.app import ServerState, create_app
+from opscope.server.auth import is_loopback
 from opscope.server.live import LiveHub
+from opscope.server.tokens import TokenFile
 from opscope.store import Store
 from opscope.telemetry import Telemetry
 
@@ -127,6 +129,7 @@ class OpscopeServer:
         """
         config = self.loaded.config
         rule_groups = compile_groups(self.loaded.rule_groups)
+        tokens = self._tokens()
         self._lock_data_dir()
         try:
             self._socket = self._bind()
@@ -166,6 +169,7 @@ class OpscopeServer:
                 lookback_ms=lookback_ms,
                 max_samples=config.server.query_max_samples,
                 notifier=self.notifier,
+                tokens=tokens,
             )
         )
         uv_config = uvicorn.Config(
@@ -198,6 +202,25 @@ class OpscopeServer:
             self.url,
             self.data_dir / Store.FILENAME,
         )
+
+    def _tokens(self) -> TokenFile | None:
+        """The API tokens every request must carry, or ``None`` on loopback with ``server.auth:
+        auto``. Raises :class:`ConfigError` when tokens are needed but none exist."""
+        if self.loaded.config.server.auth != "required" and is_loopback(self.host):
+            return None
+        tokens = TokenFile(self.data_dir)
+        if not tokens.records():
+            why = (
+                f"binding {self.host} (not a loopback address)"
+                if not is_loopback(self.host)
+                else "server.auth: required"
+            )
+            raise ConfigError(
+                f"{why} needs API tokens and {tokens.path} has none; create one with "
+                f"`opscope token create --name NAME --scope admin --data-dir {self.data_dir}` "
+                "(scopes: read, write, admin), or bind 127.0.0.1"
+            )
+        return tokens
 
     def _notify(self, result: GroupResult) -> None:
         """Hand a rule group's firing and resolved alerts to the notifier (pending ones are not
