@@ -43,7 +43,7 @@ import numpy as np
 from opscope.config.business import PushConfig
 from opscope.errors import CollectError, ExpositionError
 from opscope.monitor.exposition import NO_TIMESTAMP, ScrapeDecoder, parse_sample_line, parse_value
-from opscope.store import STALE_NAN, Batch, LabelSet, Store, label_set
+from opscope.store import STALE_NAN, Batch, LabelSet, Store, is_stale, label_set
 from opscope.store.database import FloatArray, IntArray
 
 PushMethod = Literal["PUT", "POST"]
@@ -91,7 +91,8 @@ def decode_path_value(name: str, value: str) -> tuple[str, str]:
         return name, value
     text = value.rstrip("=")
     try:
-        decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8")
+        padded = text + "=" * (-len(text) % 4)
+        decoded = base64.b64decode(padded, altchars=b"-_", validate=True).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         raise PushRejected(f'invalid base64 value for "{name}"') from None
     return name.removesuffix("@base64"), decoded
@@ -115,15 +116,10 @@ class PushGroup:
     decoder: ScrapeDecoder | None = None
 
     def state(self) -> str:
-        """The JSON document saved in the store (ids and values as base64 little-endian)."""
+        """The JSON document saved in the store with every push: labels and push times (the
+        series and values are those of the group's last collection row)."""
         return json.dumps(
-            {
-                "labels": self.labels,
-                "ids": base64.b64encode(self.ids.astype("<i8").tobytes()).decode(),
-                "values": base64.b64encode(self.values.astype("<f8").tobytes()).decode(),
-                "push_time": self.push_time,
-                "failure_time": self.failure_time,
-            }
+            {"labels": self.labels, "push_time": self.push_time, "failure_time": self.failure_time}
         )
 
     def batch(self, t: float, stale: IntArray | None = None) -> Batch:
@@ -191,13 +187,17 @@ class PushRegistry:
 
     # ----------------------------------------------------------------------------- lifecycle
     def _restore(self) -> None:
+        """Groups from the store: labels and push times from the state documents, series and
+        values from each group's last collection (without its markers and push times)."""
         for key, (text, _) in self.store.load_state(_STATE_PREFIX).items():
             doc = json.loads(text)
             group = self._new_group(doc["labels"])
-            ids = np.frombuffer(base64.b64decode(doc["ids"]), dtype="<i8").astype(np.int64)
-            values = np.frombuffer(base64.b64decode(doc["values"]), dtype="<f8").copy()
-            known = np.array([self._known(int(i)) for i in ids], dtype=bool)
-            group.ids, group.values = ids[known], values[known]
+            last = self.store.last_collection(group.key)
+            if last is not None:
+                ids, values = last
+                keep = ~is_stale(values) & np.isin(ids, group.synthetic, invert=True)
+                keep &= np.array([self._known(int(i)) for i in ids], dtype=bool)
+                group.ids, group.values = ids[keep], values[keep]
             group.push_time = float(doc["push_time"])
             group.failure_time = float(doc["failure_time"])
             self._groups[key] = group
@@ -315,7 +315,10 @@ class PushRegistry:
             new_values = np.concatenate([current.values[keep], values[plain]])
         else:
             new_ids, new_values = ids[plain], values[plain]
-        stale = np.setdiff1d(current.ids, new_ids, assume_unique=True)
+        if np.array_equal(current.ids, new_ids):  # the usual push: same series, new values
+            stale = np.zeros(0, dtype=np.int64)
+        else:
+            stale = np.setdiff1d(current.ids, new_ids, assume_unique=True)
         updated = replace(
             current, ids=new_ids, values=new_values, push_time=now, decoder=pushed.decoder
         )
