@@ -201,8 +201,8 @@ def check_stored(url: str, last: list[str]) -> int:
     found = 0
     for item in response.json()["data"]["result"]:
         metric = item["metric"]
-        key = (metric["instance"], metric["__name__"], metric["shard"])
-        if expected.get(key) == float(item["value"][1]):
+        wanted = expected.get((metric["instance"], metric["__name__"], metric["shard"]))
+        if wanted == float(item["value"][1]):
             found += 1
     return found
 
