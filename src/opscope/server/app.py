@@ -76,9 +76,11 @@ class ServerState:
     notifier: Notifier | None = None
     #: API tokens every request is checked against; ``None``: no token needed.
     tokens: TokenFile | None = None
+    #: Masks the configuration's secrets in error messages and target URLs.
+    redact: Callable[[str], str] = str
 
 
-def error_response(status: int, message: str) -> JSONResponse:
+def _error_response(status: int, message: str) -> JSONResponse:
     """The one JSON error shape of the API."""
     return JSONResponse(
         {"status": "error", "errorType": _ERROR_TYPES.get(status, "bad_data"), "error": message},
@@ -97,7 +99,7 @@ def create_app(state: ServerState) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.opscope = state
-    _install_error_handlers(app)
+    _install_error_handlers(app, state.redact)
     static = resources.files("opscope.server") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
@@ -128,6 +130,7 @@ def create_app(state: ServerState) -> FastAPI:
         now=state.now,
         lookback_ms=state.lookback_ms,
         max_samples=state.max_samples,
+        redact=state.redact,
     )
     app.include_router(api_router(context))
     app.include_router(alerting_router(context, state.notifier))
@@ -143,7 +146,10 @@ def create_app(state: ServerState) -> FastAPI:
     return app
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, redact: Callable[[str], str]) -> None:
+    def error_response(status: int, message: str) -> JSONResponse:
+        return _error_response(status, redact(message))
+
     @app.exception_handler(PushRejected)
     async def push_rejected(_: Request, exc: PushRejected) -> JSONResponse:
         return error_response(400, str(exc))

@@ -28,6 +28,7 @@ from opscope.errors import ConfigError, StoreError
 from opscope.monitor import Monitor
 from opscope.monitor.rules import GroupResult, compile_groups
 from opscope.notify import Notifier, NotifyAlert
+from opscope.redaction import Redactor, config_secrets
 from opscope.server.app import ServerState, create_app
 from opscope.server.auth import is_loopback
 from opscope.server.live import LiveHub
@@ -79,6 +80,9 @@ class OpscopeServer:
         self.notifier: Notifier | None = None
         self.telemetry = Telemetry()
         self._stopped = asyncio.Event()
+        #: Masks the configuration's secrets; installed on the log handlers while serving.
+        self.redact = Redactor(config_secrets(loaded))
+        self._log_filter: logging.Filter | None = None
 
     @property
     def url(self) -> str:
@@ -130,6 +134,7 @@ class OpscopeServer:
         config = self.loaded.config
         rule_groups = compile_groups(self.loaded.rule_groups)
         tokens = self._tokens()
+        self._log_filter = self.redact.install()
         self._lock_data_dir()
         try:
             self._socket = self._bind()
@@ -170,6 +175,7 @@ class OpscopeServer:
                 max_samples=config.server.query_max_samples,
                 notifier=self.notifier,
                 tokens=tokens,
+                redact=self.redact,
             )
         )
         uv_config = uvicorn.Config(
@@ -262,6 +268,9 @@ class OpscopeServer:
         self._stopped.set()
 
     def _release(self) -> None:
+        if self._log_filter is not None:
+            Redactor.uninstall(self._log_filter)
+            self._log_filter = None
         if self.store is not None:
             self.store.close()
             self.store = None
