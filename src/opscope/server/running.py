@@ -134,8 +134,8 @@ class OpscopeServer:
         config = self.loaded.config
         rule_groups = compile_groups(self.loaded.rule_groups)
         tokens = self._tokens()
-        self._log_filter = self.redact.install()
         self._lock_data_dir()
+        self._log_filter = self.redact.install()
         try:
             self._socket = self._bind()
             self.store = Store.open(self.data_dir)
