@@ -55,8 +55,9 @@ def test_duration_formatting_is_prometheus_notation() -> None:
 def test_the_bundled_example_is_valid() -> None:
     loaded = load_config(EXAMPLE)
     monitor = loaded.config.monitor
-    assert [j.job for j in monitor.scrape] == ["node", "opscope"]
+    assert [j.job for j in monitor.scrape] == ["node", "opscope", "blatam"]
     assert monitor.scrape[0].targets == ["127.0.0.1:9100"]
+    assert [(q.name, q.url) for q in monitor.sql] == [("revenue_rate", "duckdb:///crm.duckdb")]
     assert monitor.probes[0].targets == ["http://127.0.0.1:8765/healthz"]
     assert monitor.retention == timedelta(days=15)
     assert loaded.config.server.host == "127.0.0.1"
@@ -221,9 +222,9 @@ def test_cli_validate_json_and_success(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == {
         "valid": True,
         "file": str(EXAMPLE),
-        "scrape_targets": 2,
+        "scrape_targets": 5,  # node, opscope and the three services
         "probe_targets": 1,
-        "rules": 6,
+        "rules": 13,  # rules/blatam.yml 6 + rules/business.yml 7
         "warnings": [],
     }
     config = tmp_path / "bad.yaml"

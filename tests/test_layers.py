@@ -7,7 +7,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "src" / "opscope"
 SUBSYSTEMS = {"deploy", "monitor", "report"}
-SHARED = {"config", "store", "errors", "clock", "durations", "telemetry", "notify"}
+SHARED = {
+    "config",
+    "store",
+    "errors",
+    "clock",
+    "durations",
+    "telemetry",
+    "notify",
+    "redaction",
+}
 
 
 def imports_of(path: Path) -> set[str]:

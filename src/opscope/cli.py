@@ -126,12 +126,6 @@ def serve(
     _setup_logging(log_level.value)
     loaded = _load(config)
     server = OpscopeServer(loaded, host=host, port=port, data_dir=data_dir)
-    if server.host not in ("127.0.0.1", "::1", "localhost"):
-        logging.getLogger("opscope").warning(
-            "binding %s: the API has no authentication; anyone who can reach this address can "
-            "read every metric",
-            server.host,
-        )
     try:
         asyncio.run(server.run())
     except ConfigError as exc:
@@ -381,10 +375,14 @@ def _server_url(config: Path, url: str | None) -> str:
 
 
 def _api(method: str, url: str, **kwargs: Any) -> Any:
+    import os
+
     import httpx
 
+    token = os.environ.get("OPSCOPE_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.request(method, url, timeout=10, **kwargs)
+        response = httpx.request(method, url, timeout=10, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         raise _fail(f"cannot reach opscope at {url}: {exc}", 1) from None
     body = (
@@ -595,6 +593,10 @@ _register_deploy_commands(app)
 from opscope.cli_report import register as _register_report_command  # noqa: E402
 
 _register_report_command(app)
+
+from opscope.cli_tokens import register as _register_token_commands  # noqa: E402
+
+_register_token_commands(app)
 
 
 def main() -> None:

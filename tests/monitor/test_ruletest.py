@@ -19,6 +19,7 @@ FILES = [
     DATA / "promtool_docs" / "test.yml",
     DATA / "promtool_scenarios" / "scenarios_test.yml",
     EXAMPLE.parent / "tests" / "rules_test.yml",
+    EXAMPLE.parent / "tests" / "business_test.yml",
 ]
 
 
@@ -29,6 +30,7 @@ def verdict(*argv: str) -> int:
 def test_the_example_rules_pass_promtool_check() -> None:
     promtool = require_tool("promtool")
     assert verdict(promtool, "check", "rules", str(EXAMPLE / "blatam.yml")) == 0
+    assert verdict(promtool, "check", "rules", str(EXAMPLE / "business.yml")) == 0
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)

@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from opscope.config.business import PushConfig, SqlQueryConfig
 from opscope.config.deploy import DeploySettings, EnvironmentConfig, ServiceConfig
 from opscope.config.notify import NotifyConfig
 from opscope.config.reports import ReportConfig, SourceConfig
@@ -64,7 +65,11 @@ class ServerConfig(Model):
     """The HTTP/WebSocket server of ``opscope serve``."""
 
     host: Host = "127.0.0.1"
-    """Address to bind. Loopback by default: the API has no authentication yet."""
+    """Address to bind. Loopback by default; any other address needs API tokens
+    (``opscope token create``), or the server refuses to start."""
+    auth: Literal["auto", "required"] = "auto"
+    """``auto``: tokens are required when binding a non-loopback address; ``required``: always
+    (e.g. behind a reverse proxy on loopback)."""
     port: StrictInt = Field(default=8765, ge=0, le=65535)
     """TCP port of the REST API, the WebSocket ``/ws`` and the dashboard ``/`` (0: any free)."""
     websocket_queue: StrictInt = Field(default=64, ge=1, le=100_000)
@@ -226,6 +231,10 @@ class MonitorConfig(Model):
     """Prometheus scrape jobs."""
     probes: list[ProbeConfig] = Field(default_factory=list)
     """HTTP probe jobs."""
+    sql: list[SqlQueryConfig] = Field(default_factory=list)
+    """SQL queries whose rows become samples (business metrics from databases)."""
+    push: PushConfig = Field(default_factory=PushConfig)
+    """The push API."""
     evaluation_interval: Interval | None = None
     """How often rule groups are evaluated unless they set ``interval``; defaults to
     ``monitor.interval``."""
@@ -249,28 +258,41 @@ class MonitorConfig(Model):
                 if job.job in seen:
                     found.append(((kind, index, "job"), f'job "{job.job}" is defined twice'))
                 seen.add(job.job)
-                interval = self.interval_of(job)
-                if job.timeout is not None and job.timeout > interval:
-                    found.append(
-                        (
-                            (kind, index, "timeout"),
-                            f"{format_duration(job.timeout)} is longer than the interval "
-                            f"{format_duration(interval)}",
-                        )
-                    )
+                found += _timeout_problem(kind, index, job.timeout, self.interval_of(job))
+        names: set[str] = set()
+        for index, query in enumerate(self.sql):
+            if query.name in names:
+                found.append((("sql", index, "name"), f'query "{query.name}" is defined twice'))
+            names.add(query.name)
+            found += _timeout_problem("sql", index, query.timeout, self.interval_of(query))
         return found
 
-    def timeout_of(self, job: JobConfig) -> timedelta:
-        """The effective timeout of ``job``: its own, else the default (10s for scrapes, 5s for
-        probes) capped at the job's interval, as Prometheus caps ``scrape_timeout``."""
+    def timeout_of(self, job: JobConfig | SqlQueryConfig) -> timedelta:
+        """The effective timeout of ``job``: its own, else the default (10s for scrapes and SQL
+        queries, 5s for probes) capped at the job's interval, as Prometheus caps
+        ``scrape_timeout``."""
         if job.timeout is not None:
             return job.timeout
-        default = timedelta(seconds=10 if isinstance(job, ScrapeConfig) else 5)
+        default = timedelta(seconds=5 if isinstance(job, ProbeConfig) else 10)
         return min(default, self.interval_of(job))
 
-    def interval_of(self, job: JobConfig | SystemConfig) -> timedelta:
+    def interval_of(self, job: JobConfig | SystemConfig | SqlQueryConfig) -> timedelta:
         """The effective interval of ``job``: its own, else ``monitor.interval``."""
         return job.interval or self.interval
+
+
+def _timeout_problem(
+    kind: str, index: int, timeout: timedelta | None, interval: timedelta
+) -> list[tuple[tuple[str | int, ...], str]]:
+    if timeout is not None and timeout > interval:
+        return [
+            (
+                (kind, index, "timeout"),
+                f"{format_duration(timeout)} is longer than the interval "
+                f"{format_duration(interval)}",
+            )
+        ]
+    return []
 
 
 class OpscopeConfig(Model):

@@ -17,8 +17,10 @@ Grammar (https://prometheus.io/docs/instrumenting/exposition_formats/)::
     label   = label_name "=" '"' escaped_value '"'         (escapes: \\\\  \\"  \\n)
     value   = Go float: digits, exponent, NaN, +Inf, -Inf
 
-Explicit timestamps are validated and then ignored: opscope stamps every sample of a scrape with
-the scrape's start time, as Prometheus does with ``honor_timestamps: false``.
+Explicit timestamps are validated and then ignored by the scrape loop: opscope stamps every sample
+of a scrape with the scrape's start time, as Prometheus does with ``honor_timestamps: false``. The
+push API (:mod:`opscope.monitor.pushing`) uses the same decoder and keeps them
+(:attr:`DecodedScrape.timestamps_ms`).
 """
 
 from __future__ import annotations
@@ -149,12 +151,19 @@ class DecodedScrape:
 
     ``samples_scraped`` counts every sample line (Prometheus's ``scrape_samples_scraped``);
     ``duplicates`` counts lines dropped because their series already appeared in the payload.
+    ``timestamps_ms`` holds each sample's explicit timestamp (milliseconds, :data:`NO_TIMESTAMP`
+    where a line has none), or is ``None`` when no line has one.
     """
 
     series_ids: IntArray
     values: FloatArray
     samples_scraped: int
     duplicates: int
+    timestamps_ms: IntArray | None = None
+
+
+#: Placeholder in :attr:`DecodedScrape.timestamps_ms` for a sample without a timestamp.
+NO_TIMESTAMP = np.iinfo(np.int64).min
 
 
 Resolver = Callable[[str, LabelSet], int]
@@ -165,12 +174,17 @@ class ScrapeDecoder:
 
     ``resolve(name, labels)`` returns the store id of a series; ``target_labels`` (``job``,
     ``instance`` and configured labels) are added to every series. A scraped label that collides
-    with a target label is kept as ``exported_<name>`` (Prometheus's ``honor_labels: false``).
+    with a target label is kept as ``exported_<name>`` (Prometheus's ``honor_labels: false``);
+    with ``override=True`` the target label simply replaces it (the Pushgateway's rule for the
+    labels of the grouping key).
     """
 
-    def __init__(self, resolve: Resolver, target_labels: dict[str, str]) -> None:
+    def __init__(
+        self, resolve: Resolver, target_labels: dict[str, str], *, override: bool = False
+    ) -> None:
         self._resolve = resolve
         self._target_labels = target_labels
+        self._override = override
         self._cache: dict[str, int] = {}
         # The previous payload's sample-line keys and ids, when it had no duplicate series:
         # a payload with the very same keys in the same order reuses the ids as they are.
@@ -206,6 +220,7 @@ class ScrapeDecoder:
         cache: dict[str, int] = {}
         ids: list[int] = []
         values: list[float] = []
+        timestamps: list[int] = []
         for number, raw in enumerate(text.split("\n"), start=1):
             stripped = raw.strip()
             if not stripped:
@@ -217,24 +232,42 @@ class ScrapeDecoder:
             series_id = self._resolve(sample.name, self._labels(sample.labels))
             ids.append(series_id)
             values.append(sample.value)
+            timestamps.append(NO_TIMESTAMP if sample.timestamp_ms is None else sample.timestamp_ms)
             if sample.timestamp_ms is None and raw == stripped:
                 # Cache under the exact text the fast path will look up (see decode()).
                 key = raw.rpartition(" ")[0]
                 if key.rstrip(" \t") == raw[:value_at]:
                     cache[key] = series_id
         self._cache = cache
-        return self._finish(ids, values, len(ids), None)
+        explicit = any(t != NO_TIMESTAMP for t in timestamps)
+        return self._finish(ids, values, len(ids), None, timestamps if explicit else None)
+
+    def remap(self, mapping: dict[int, int]) -> None:
+        """Replace series ids in the decoder's cache (``old → new``): the push API resolves
+        new series to placeholder ids until a request is accepted as a whole."""
+        if not mapping:
+            return
+        self._cache = {key: mapping.get(sid, sid) for key, sid in self._cache.items()}
+        if len(self._last_ids):
+            self._last_ids = np.array(
+                [mapping.get(sid, sid) for sid in self._last_ids.tolist()], dtype=np.int64
+            )
 
     def _labels(self, scraped: tuple[tuple[str, str], ...]) -> LabelSet:
         labels = dict(scraped)
         for name, value in self._target_labels.items():
-            if labels.get(name, "") != "":
+            if not self._override and labels.get(name, "") != "":
                 labels[f"exported_{name}"] = labels[name]
             labels[name] = value
         return label_set(labels)
 
     def _finish(
-        self, ids: list[int], values: list[float], scraped: int, keys: list[str] | None
+        self,
+        ids: list[int],
+        values: list[float],
+        scraped: int,
+        keys: list[str] | None,
+        timestamps: list[int] | None = None,
     ) -> DecodedScrape:
         duplicates = 0
         if len(set(ids)) != len(ids):
@@ -247,6 +280,8 @@ class ScrapeDecoder:
             duplicates = len(ids) - len(keep)
             ids = [ids[i] for i in keep]
             values = [values[i] for i in keep]
+            if timestamps is not None:
+                timestamps = [timestamps[i] for i in keep]
         id_array = np.array(ids, dtype=np.int64)
         self._last_keys = keys if duplicates == 0 else None
         self._last_ids = id_array
@@ -255,4 +290,5 @@ class ScrapeDecoder:
             values=np.array(values, dtype=np.float64),
             samples_scraped=scraped,
             duplicates=duplicates,
+            timestamps_ms=None if timestamps is None else np.array(timestamps, dtype=np.int64),
         )

@@ -15,6 +15,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -25,10 +26,13 @@ from opscope.monitor.collectors import (
     Collector,
     ProbeCollector,
     ScrapeCollector,
+    SqlCollector,
+    SqlEngines,
     SystemCollector,
     TargetHealth,
 )
 from opscope.monitor.collectors.http import make_client
+from opscope.monitor.pushing import PushRegistry
 from opscope.monitor.rules import GroupResult, RuleEngine, RuleGroup, next_evaluation
 from opscope.store import Store
 from opscope.telemetry import Telemetry
@@ -106,6 +110,33 @@ class Monitor:
                         where=f"monitor.probes[{index}].tls",
                     )
                 )
+        self._sql_engines = SqlEngines()
+        self._sql_executor: ThreadPoolExecutor | None = None
+        if config.sql:
+            self._sql_executor = ThreadPoolExecutor(
+                max_workers=min(8, len(config.sql)), thread_name_prefix="sql"
+            )
+        for query in config.sql:
+            assert self._sql_executor is not None
+            self.collectors.append(
+                SqlCollector(
+                    query=query,
+                    engines=self._sql_engines,
+                    executor=self._sql_executor,
+                    interval=config.interval_of(query).total_seconds(),
+                    timeout=config.timeout_of(query).total_seconds(),
+                    resolve=store.series_id,
+                )
+            )
+        #: Groups of pushed samples (``None`` when ``monitor.push.enabled`` is false).
+        self.push: PushRegistry | None = None
+        if config.push.enabled:
+            self.push = PushRegistry(
+                store,
+                config.push,
+                retention_s=config.retention.total_seconds(),
+                now=self.clock.time,
+            )
 
     @property
     def targets(self) -> list[TargetHealth]:
@@ -118,6 +149,9 @@ class Monitor:
             await collector.aclose()
         for client in self._clients:
             await client.aclose()
+        if self._sql_executor is not None:
+            self._sql_executor.shutdown(wait=False, cancel_futures=True)
+        self._sql_engines.dispose()
 
     async def run(self) -> None:
         """Run every collector, every rule group and retention until cancelled."""
@@ -130,6 +164,8 @@ class Monitor:
             for rule_group in self.rules.groups:
                 group.create_task(self._rule_loop(rule_group), name=f"rules:{rule_group.name}")
             group.create_task(self._retention_loop(), name="retention")
+            if self.push is not None:
+                group.create_task(self._push_loop(self.push), name="push")
 
     async def evaluate_rules(self, group: RuleGroup, t: float) -> GroupResult:
         """Evaluate one rule group at ``t`` (in a worker thread) and notify alert listeners."""
@@ -215,6 +251,17 @@ class Monitor:
         t.samples_ingested.labels(health.kind).inc(sum(len(b.values) for b in batches))
         t.collection_duration.labels(health.kind).observe(time.perf_counter() - started)
         t.store_series.set(len(self.store.index))
+
+    async def _push_loop(self, push: PushRegistry) -> None:
+        """Write the pushed groups' current values every ``monitor.interval``, as a scrape of
+        a Pushgateway would, so pushed values stay current until replaced or deleted."""
+        interval = self.config.interval.total_seconds()
+        while True:
+            await self.clock.sleep(interval)
+            try:
+                push.collect(self.clock.time())
+            except StoreError as exc:
+                log.error("push: %s", exc)
 
     async def _retention_loop(self) -> None:
         while True:

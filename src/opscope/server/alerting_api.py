@@ -155,8 +155,15 @@ def alerting_router(ctx: QueryContext, notifier: Notifier | None) -> APIRouter:
                     "createdAt": iso(d.created_at),
                     "nextAttempt": iso(d.next_attempt) if d.state == "pending" else None,
                     "deliveredAt": iso(d.delivered_at),
-                    "lastError": d.last_error,
-                    "history": [{**h, "at": iso(h["at"])} for h in d.history],
+                    "lastError": ctx.redact(d.last_error),
+                    "history": [
+                        {
+                            **h,
+                            "at": iso(h["at"]),
+                            **({"error": ctx.redact(h["error"])} if "error" in h else {}),
+                        }
+                        for h in d.history
+                    ],
                 }
                 for d in items[:limit]
             ]

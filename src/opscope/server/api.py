@@ -58,6 +58,8 @@ class QueryContext:
     now: Callable[[], float]
     lookback_ms: int
     max_samples: int
+    #: Masks the configuration's secrets in texts the API returns (errors, target URLs).
+    redact: Callable[[str], str] = str
 
 
 class JSONBody(Response):
@@ -304,10 +306,10 @@ def _targets(ctx: QueryContext) -> list[dict[str, Any]]:
         {
             "kind": t.kind,
             "scrapePool": t.job,
-            "scrapeUrl": t.url,
-            "labels": t.labels,
+            "scrapeUrl": ctx.redact(t.url),
+            "labels": {k: ctx.redact(v) for k, v in t.labels.items()},
             "health": t.health,
-            "lastError": t.last_error,
+            "lastError": ctx.redact(t.last_error),
             "lastScrape": iso(t.last_collection),
             "lastScrapeDuration": t.last_duration,
             "lastSamples": t.last_samples,

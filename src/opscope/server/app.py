@@ -3,15 +3,17 @@
 Endpoints follow Prometheus's HTTP API where one exists (same paths, parameters and JSON shapes,
 so tools that speak it can read opscope): ``/api/v1/query``, ``/api/v1/query_range``,
 ``/api/v1/series``, ``/api/v1/labels``, ``/api/v1/label/{name}/values``, ``/api/v1/targets``.
-opscope adds ``/api/v1/summary`` (trends), ``/healthz``, ``/metrics`` (its own metrics), ``/ws``
-(live updates) and the dashboard at ``/``.
+opscope adds ``/api/v1/summary`` (trends), ``/api/v1/push`` (the push API), ``/healthz``,
+``/metrics`` (its own metrics), ``/ws`` (live updates) and the dashboard at ``/``. With
+``tokens``, every request is checked by :class:`~opscope.server.auth.TokenAuth`.
 
 Every error, of any endpoint, has one JSON shape — Prometheus's::
 
     {"status": "error", "errorType": "bad_data", "error": "invalid parameter \\"step\\": …"}
 
-with ``errorType`` one of ``bad_data`` (400), ``not_found`` (404), ``method_not_allowed`` (405),
-``execution`` (422) and ``internal`` (500).
+with ``errorType`` one of ``bad_data`` (400, 413, 415), ``unauthorized`` (401), ``forbidden``
+(403), ``not_found`` (404), ``method_not_allowed`` (405), ``execution`` (422) and ``internal``
+(500).
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from opscope import __version__
 from opscope.errors import OpscopeError, QueryError, QueryTooLarge
 from opscope.monitor import Monitor
+from opscope.monitor.pushing import PushRejected
 from opscope.notify import Notifier
 from opscope.server.alerting_api import NotFound, alerting_router
 from opscope.server.api import QueryContext, api_router
+from opscope.server.auth import TokenAuth
 from opscope.server.live import LiveHub
+from opscope.server.push_api import push_router
+from opscope.server.tokens import TokenFile
 from opscope.store import Store
 from opscope.telemetry import Telemetry
 
@@ -43,9 +49,12 @@ log = logging.getLogger(__name__)
 
 _ERROR_TYPES = {
     400: "bad_data",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "bad_data",
+    415: "bad_data",
     422: "execution",
     500: "internal",
     503: "unavailable",
@@ -65,9 +74,13 @@ class ServerState:
     lookback_ms: int
     max_samples: int = 2_000_000
     notifier: Notifier | None = None
+    #: API tokens every request is checked against; ``None``: no token needed.
+    tokens: TokenFile | None = None
+    #: Masks the configuration's secrets in error messages and target URLs.
+    redact: Callable[[str], str] = str
 
 
-def error_response(status: int, message: str) -> JSONResponse:
+def _error_response(status: int, message: str) -> JSONResponse:
     """The one JSON error shape of the API."""
     return JSONResponse(
         {"status": "error", "errorType": _ERROR_TYPES.get(status, "bad_data"), "error": message},
@@ -86,7 +99,7 @@ def create_app(state: ServerState) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.opscope = state
-    _install_error_handlers(app)
+    _install_error_handlers(app, state.redact)
     static = resources.files("opscope.server") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
@@ -117,18 +130,30 @@ def create_app(state: ServerState) -> FastAPI:
         now=state.now,
         lookback_ms=state.lookback_ms,
         max_samples=state.max_samples,
+        redact=state.redact,
     )
     app.include_router(api_router(context))
     app.include_router(alerting_router(context, state.notifier))
+    app.include_router(push_router(state.monitor.push, state.monitor.config.push))
+    auth = TokenAuth(app, state.tokens) if state.tokens is not None else None
+    if state.tokens is not None:
+        app.add_middleware(TokenAuth, tokens=state.tokens)
 
     @app.websocket("/ws")
     async def live(websocket: WebSocket) -> None:
-        await state.hub.serve(websocket)
+        await state.hub.serve(websocket, authenticate=auth.authenticate if auth else None)
 
     return app
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, redact: Callable[[str], str]) -> None:
+    def error_response(status: int, message: str) -> JSONResponse:
+        return _error_response(status, redact(message))
+
+    @app.exception_handler(PushRejected)
+    async def push_rejected(_: Request, exc: PushRejected) -> JSONResponse:
+        return error_response(400, str(exc))
+
     @app.exception_handler(QueryError)
     async def bad_query(_: Request, exc: QueryError) -> JSONResponse:
         status = (

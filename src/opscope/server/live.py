@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -217,12 +217,21 @@ class LiveHub:
         )
 
     # ------------------------------------------------------------------------------ connection
-    async def serve(self, websocket: WebSocket) -> None:
-        """Run one client connection until it closes or is dropped."""
+    async def serve(
+        self,
+        websocket: WebSocket,
+        *,
+        authenticate: Callable[[WebSocket], Awaitable[bool]] | None = None,
+    ) -> None:
+        """Run one client connection until it closes or is dropped. With ``authenticate``,
+        the accepted connection is first checked (and closed by it when refused): only then
+        does it receive anything."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._loop_thread = threading.get_ident()
         await websocket.accept()
+        if authenticate is not None and not await authenticate(websocket):
+            return
         client = LiveClient(websocket, self.queue_size)
         self._clients.add(client)
         self.telemetry.websocket_clients.set(len(self._clients))

@@ -24,12 +24,15 @@ import uvicorn
 
 from opscope.clock import Clock, SystemClock
 from opscope.config import LoadedConfig
-from opscope.errors import StoreError
+from opscope.errors import ConfigError, StoreError
 from opscope.monitor import Monitor
 from opscope.monitor.rules import GroupResult, compile_groups
 from opscope.notify import Notifier, NotifyAlert
+from opscope.redaction import Redactor, config_secrets
 from opscope.server.app import ServerState, create_app
+from opscope.server.auth import is_loopback
 from opscope.server.live import LiveHub
+from opscope.server.tokens import TokenFile
 from opscope.store import Store
 from opscope.telemetry import Telemetry
 
@@ -77,6 +80,9 @@ class OpscopeServer:
         self.notifier: Notifier | None = None
         self.telemetry = Telemetry()
         self._stopped = asyncio.Event()
+        #: Masks the configuration's secrets; installed on the log handlers while serving.
+        self.redact = Redactor(config_secrets(loaded))
+        self._log_filter: logging.Filter | None = None
 
     @property
     def url(self) -> str:
@@ -127,7 +133,9 @@ class OpscopeServer:
         """
         config = self.loaded.config
         rule_groups = compile_groups(self.loaded.rule_groups)
+        tokens = self._tokens()
         self._lock_data_dir()
+        self._log_filter = self.redact.install()
         try:
             self._socket = self._bind()
             self.store = Store.open(self.data_dir)
@@ -166,6 +174,8 @@ class OpscopeServer:
                 lookback_ms=lookback_ms,
                 max_samples=config.server.query_max_samples,
                 notifier=self.notifier,
+                tokens=tokens,
+                redact=self.redact,
             )
         )
         uv_config = uvicorn.Config(
@@ -198,6 +208,25 @@ class OpscopeServer:
             self.url,
             self.data_dir / Store.FILENAME,
         )
+
+    def _tokens(self) -> TokenFile | None:
+        """The API tokens every request must carry, or ``None`` on loopback with ``server.auth:
+        auto``. Raises :class:`ConfigError` when tokens are needed but none exist."""
+        if self.loaded.config.server.auth != "required" and is_loopback(self.host):
+            return None
+        tokens = TokenFile(self.data_dir)
+        if not tokens.records():
+            why = (
+                f"binding {self.host} (not a loopback address)"
+                if not is_loopback(self.host)
+                else "server.auth: required"
+            )
+            raise ConfigError(
+                f"{why} needs API tokens and {tokens.path} has none; create one with "
+                f"`opscope token create --name NAME --scope admin --data-dir {self.data_dir}` "
+                "(scopes: read, write, admin), or bind 127.0.0.1"
+            )
+        return tokens
 
     def _notify(self, result: GroupResult) -> None:
         """Hand a rule group's firing and resolved alerts to the notifier (pending ones are not
@@ -239,6 +268,9 @@ class OpscopeServer:
         self._stopped.set()
 
     def _release(self) -> None:
+        if self._log_filter is not None:
+            Redactor.uninstall(self._log_filter)
+            self._log_filter = None
         if self.store is not None:
             self.store.close()
             self.store = None

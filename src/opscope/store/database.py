@@ -782,6 +782,24 @@ class Store:
             # Cached arrays of deleted rows are never asked for again; the LRU ages them out.
             return RetentionResult(rows=deleted_rows, series=len(gone))
 
+    def last_collection(self, group: str) -> tuple[IntArray, FloatArray] | None:
+        """The series ids and values of the collection of ``group`` written last (by insertion,
+        not by timestamp), or ``None`` when the group has none left."""
+        with self._lock:
+            gid = self._groups.get(group)
+            if gid is None:
+                return None
+            row = self._db.execute(
+                "SELECT s.vals, l.series FROM samples s JOIN layouts l ON l.id = s.layout_id "
+                "WHERE s.group_id = ? ORDER BY s.id DESC LIMIT 1",
+                (gid,),
+            ).fetchone()
+        if row is None:
+            return None
+        return np.frombuffer(row[1], dtype="<i8").astype(np.int64), np.frombuffer(
+            row[0], dtype="<f8"
+        ).astype(np.float64)
+
     def put_state(self, documents: dict[str, str], *, at: float) -> None:
         """Write state documents (key → JSON text) in one transaction, stamped ``at``."""
         self.append([], state=documents, state_time=at)

@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 
 from opscope.store import Batch
 
-CollectorKind = Literal["system", "scrape", "probe"]
+CollectorKind = Literal["system", "scrape", "probe", "sql"]
 Health = Literal["up", "down", "unknown"]
 
 

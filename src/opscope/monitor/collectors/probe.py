@@ -4,7 +4,7 @@ Per target and probe: ``probe_success`` (1 when the response status is valid: an
 else the configured ``valid_status_codes``), ``probe_duration_seconds`` (the whole request,
 including connecting: every probe opens a new connection, as blackbox_exporter does) and
 ``probe_http_status_code`` (0 when no response was received). Labels are ``job`` and ``instance``
-(the URL) plus the job's extra labels.
+(the URL, its password shown as ``***``) plus the job's extra labels.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from opscope.config import ProbeConfig
 from opscope.monitor.collectors.base import TargetHealth
 from opscope.monitor.collectors.http import describe_http_error, make_client
+from opscope.redaction import hide_url_password
 from opscope.store import Batch, LabelSet, label_set
 
 PROBE_SERIES = ("probe_success", "probe_duration_seconds", "probe_http_status_code")
@@ -47,14 +48,15 @@ class ProbeCollector:
         self._job = job
         self._interval = interval
         self._timeout = min(timeout, interval)
-        self.url = target
-        labels = {**job.labels, "job": job.job, "instance": target}
-        self.group = f"probe/{job.job}/{target}"
+        self._target = target
+        self.url = hide_url_password(target)
+        labels = {**job.labels, "job": job.job, "instance": self.url}
+        self.group = f"probe/{job.job}/{self.url}"
         self.health = TargetHealth(
             kind="probe",
             job=job.job,
-            instance=target,
-            url=target,
+            instance=self.url,
+            url=self.url,
             interval=interval,
             labels=labels,
         )
@@ -86,7 +88,7 @@ class ProbeCollector:
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._client.request(
-                    self._job.method, self.url, timeout=self._timeout
+                    self._job.method, self._target, timeout=self._timeout
                 )
             status = response.status_code
             if not probe_succeeded(status, self._job.valid_status_codes):

@@ -471,6 +471,24 @@ function onMessage(text) {
 
 /* ----------------------------------------------------------------------------- connection */
 
+/* An API token given once as /?token=… (servers that need one) is kept for this tab only and
+   taken out of the address bar. */
+const API_TOKEN = (() => {
+  const params = new URLSearchParams(location.search);
+  const given = params.get("token");
+  if (given) {
+    sessionStorage.setItem("opscope-token", given);
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : "") + location.hash);
+  }
+  return sessionStorage.getItem("opscope-token") || "";
+})();
+
+function authHeaders() {
+  return API_TOKEN ? { Authorization: `Bearer ${API_TOKEN}` } : {};
+}
+
 function setConnection(status, text) {
   document.body.dataset.ws = status;
   $("connection-text").textContent = text;
@@ -478,7 +496,8 @@ function setConnection(status, text) {
 
 function websocketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/ws`;
+  const query = API_TOKEN ? `?token=${encodeURIComponent(API_TOKEN)}` : "";
+  return `${scheme}//${location.host}/ws${query}`;
 }
 
 function connect() {
@@ -547,7 +566,7 @@ async function loadHealth() {
 
 async function refreshTargets() {
   try {
-    const response = await fetch("/api/v1/targets", { cache: "no-store" });
+    const response = await fetch("/api/v1/targets", { cache: "no-store", headers: authHeaders() });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
     state.targets = body.data.activeTargets || [];
@@ -679,7 +698,8 @@ class ApiError extends Error {
 
 /* The `data` of a successful API answer; otherwise an ApiError carrying the answer's `error`. */
 async function api(path, options = {}) {
-  const response = await fetch(path, { cache: "no-store", ...options });
+  const headers = { ...authHeaders(), ...(options.headers || {}) };
+  const response = await fetch(path, { cache: "no-store", ...options, headers });
   let body = null;
   try {
     body = await response.json();

@@ -1,0 +1,338 @@
+"""SQL queries as collectors: each row of a named query is one sample (sql_exporter's model).
+
+Per query and run:
+
+* the value column (``value_column``, default ``value``) is the sample value — integers,
+  floats, decimals and booleans are numbers; a NULL value leaves the row out; anything else
+  fails the run;
+* every other column is a label (its text; NULL: the label is absent) beside ``job`` and the
+  configured ``labels``; a column name that is not a valid label name fails the run (give the
+  expression an alias); two rows with the same labels fail the run, like a duplicate series in
+  a scrape;
+* ``up`` (1 or 0) and ``sql_query_duration_seconds`` are written with the labels ``job`` and
+  ``instance`` (the query's name), so a failing query is visible as ``up == 0`` — and on
+  ``/api/v1/targets`` with its error, like a failed scrape;
+* series of the previous run that are missing now get a staleness marker; a failed run stores
+  nothing from the query and marks them all stale.
+
+Queries run on a thread pool of their own, through one pooled SQLAlchemy engine per database
+URL, so a slow database never blocks the event loop, the store or the other collectors. A
+query still running at its timeout is cancelled through the driver — ``interrupt()`` for SQLite
+and DuckDB, ``cancel()`` for PostgreSQL drivers — and the run fails with a timeout error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from opscope.config.business import SqlQueryConfig
+from opscope.config.types import LABEL_NAME
+from opscope.errors import CollectError
+from opscope.monitor.collectors.base import TargetHealth
+from opscope.store import STALE_NAN, Batch, LabelSet, label_set
+from opscope.store.database import FloatArray, IntArray
+
+log = logging.getLogger(__name__)
+
+#: The synthetic series written for every run of a query, in the order written.
+SQL_SERIES = ("up", "sql_query_duration_seconds")
+#: A query returning more rows than this fails (protects the store, like ``sample_limit``).
+MAX_ROWS = 100_000
+#: Seconds to wait for a cancelled query to give its thread back.
+CANCEL_GRACE = 5.0
+#: Optional drivers, by SQLAlchemy dialect, and the extra that installs each.
+_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+
+
+class SqlError(CollectError):
+    """A query failed: driver error, bad result shape, timeout."""
+
+
+def display_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, fit for logs and the API."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return "(invalid database URL)"
+
+
+class SqlEngines:
+    """One pooled SQLAlchemy engine per database URL, created on first use (thread-safe).
+
+    A driver that is not installed fails each run of its queries with a message naming the
+    extra to install (``pip install 'opscope[postgres]'``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._engines: dict[str, Engine] = {}
+
+    def get(self, url: str) -> Engine:
+        """The engine of ``url``; raises :class:`SqlError` when it cannot be created."""
+        with self._lock:
+            engine = self._engines.get(url)
+            if engine is None:
+                try:
+                    engine = create_engine(url, pool_pre_ping=True)
+                except (NoSuchModuleError, ImportError) as exc:
+                    dialect = make_url(url).get_backend_name()
+                    extra = _EXTRAS.get(dialect)
+                    hint = f" (pip install 'opscope[{extra}]')" if extra else ""
+                    raise SqlError(f"no driver for {dialect}{hint}: {exc}") from exc
+                except (SQLAlchemyError, ValueError) as exc:
+                    raise SqlError(f"cannot use database {display_url(url)}: {exc}") from exc
+                self._engines[url] = engine
+            return engine
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        with self._lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+
+
+@dataclass
+class _Run:
+    """One run of a query, shared between the event loop and the worker thread: the raw
+    driver connection once the worker has it, so the loop can cancel the statement."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    connection: Any = None
+    cancelled: bool = False
+
+    def attach(self, connection: Any) -> None:
+        with self.lock:
+            if self.cancelled:
+                raise SqlError("cancelled before it started")
+            self.connection = connection
+
+    def cancel(self) -> bool:
+        """Ask the driver to stop the running statement; ``False`` when it cannot."""
+        with self.lock:
+            self.cancelled = True
+            connection = self.connection
+        if connection is None:
+            return True
+        for method in ("interrupt", "cancel"):  # SQLite/DuckDB; psycopg, psycopg2, asyncpg
+            stop = getattr(connection, method, None)
+            if callable(stop):
+                stop()
+                return True
+        return False
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool | int | float | Decimal):
+        return float(value)
+    raise SqlError(f"value {str(value)[:40]!r} is not a number")
+
+
+def _label_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)
+
+
+def rows_to_samples(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    value_column: str,
+    extra_labels: dict[str, str],
+) -> list[tuple[LabelSet, float]]:
+    """The samples of a result: ``(labels, value)`` per row whose value is not NULL.
+
+    ``value_column`` is matched exactly, else ignoring case (PostgreSQL folds unquoted
+    names to lower case). Raises :class:`SqlError` for a missing value column, a column name
+    that is not a label name, a value that is not a number, or two rows with equal labels.
+    """
+    index = next((i for i, c in enumerate(columns) if c == value_column), None)
+    if index is None:
+        index = next((i for i, c in enumerate(columns) if c.lower() == value_column.lower()), None)
+    if index is None:
+        raise SqlError(
+            f'the result has no column "{value_column}" (columns: {", ".join(columns)}); '
+            "alias the value, e.g. sum(amount) AS value"
+        )
+    label_columns = [(i, c) for i, c in enumerate(columns) if i != index]
+    for _, name in label_columns:
+        if not LABEL_NAME.match(name) or name.startswith("__"):
+            raise SqlError(f'column "{name}" is not a valid label name; give it an alias')
+    samples: list[tuple[LabelSet, float]] = []
+    seen: dict[LabelSet, int] = {}
+    for number, row in enumerate(rows, start=1):
+        try:
+            value = _number(row[index])
+        except SqlError as exc:
+            raise SqlError(f"row {number}: {exc}") from None
+        if value is None:
+            continue
+        labels = dict(extra_labels)
+        for i, name in label_columns:
+            if row[i] is None:
+                labels.pop(name, None)
+            else:
+                labels[name] = _label_value(row[i])
+        key = label_set(labels)
+        if key in seen:
+            raise SqlError(f"rows {seen[key]} and {number} have the same labels {dict(key)}")
+        seen[key] = number
+        samples.append((key, value))
+    return samples
+
+
+class SqlCollector:
+    """Runs one named query against its database at an interval."""
+
+    def __init__(
+        self,
+        *,
+        query: SqlQueryConfig,
+        engines: SqlEngines,
+        executor: Executor,
+        interval: float,
+        timeout: float,
+        resolve: Callable[[str, LabelSet], int],
+    ) -> None:
+        self._query = query
+        self._engines = engines
+        self._executor = executor
+        self._interval = interval
+        self._timeout = min(timeout, interval)
+        self._resolve = resolve
+        self.group = f"sql/{query.job}/{query.name}"
+        target_labels = {"job": query.job, "instance": query.name}
+        self.health = TargetHealth(
+            kind="sql",
+            job=query.job,
+            instance=query.name,
+            url=display_url(query.url),
+            interval=interval,
+            labels={**query.labels, **target_labels},
+        )
+        self._sample_labels = {**query.labels, "job": query.job}
+        self._synthetic = np.array(
+            [resolve(name, label_set(target_labels)) for name in SQL_SERIES], dtype=np.int64
+        )
+        self._ids: dict[LabelSet, int] = {}
+        self._live = np.zeros(0, dtype=np.int64)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between runs."""
+        return self._interval
+
+    async def aclose(self) -> None:
+        """Nothing to release: engines and the thread pool belong to the monitor."""
+
+    def _execute(self, run: _Run) -> tuple[list[str], list[Sequence[Any]]]:
+        """Run the query (in a worker thread); the rows, at most ``MAX_ROWS``."""
+        engine = self._engines.get(self._query.url)
+        try:
+            with engine.connect() as connection:
+                run.attach(connection.connection.dbapi_connection)
+                result = connection.exec_driver_sql(self._query.query)
+                if not result.returns_rows:
+                    raise SqlError("the statement returns no rows (expected a SELECT)")
+                columns = list(result.keys())
+                rows = result.fetchmany(MAX_ROWS + 1)
+                result.close()
+        except DBAPIError as exc:
+            cause = exc.orig if exc.orig is not None else exc
+            raise SqlError(f"{type(cause).__name__}: {cause}".strip()) from exc
+        except SQLAlchemyError as exc:
+            raise SqlError(str(exc).split("\n", 1)[0]) from exc
+        if len(rows) > MAX_ROWS:
+            raise SqlError(f"the query returned more than {MAX_ROWS} rows")
+        return columns, list(rows)
+
+    def _samples(self, run: _Run) -> tuple[IntArray, FloatArray]:
+        columns, rows = self._execute(run)
+        samples = rows_to_samples(
+            columns, rows, value_column=self._query.value_column, extra_labels=self._sample_labels
+        )
+        ids = np.empty(len(samples), dtype=np.int64)
+        values = np.empty(len(samples), dtype=np.float64)
+        for i, (labels, value) in enumerate(samples):
+            series_id = self._ids.get(labels)
+            if series_id is None:
+                series_id = self._ids[labels] = self._resolve(self._query.name, labels)
+            ids[i] = series_id
+            values[i] = value
+        return ids, values
+
+    async def _run_with_timeout(self) -> tuple[IntArray, FloatArray]:
+        run = _Run()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._samples, run)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            await self._cancel(run, future)
+            if isinstance(exc, TimeoutError):
+                raise SqlError(
+                    f"the query ran longer than its timeout of {self._timeout:g}s and was cancelled"
+                ) from None
+            raise
+
+    async def _cancel(self, run: _Run, future: asyncio.Future[Any]) -> None:
+        """Cancel the running statement and wait for its thread to come back (a statement may
+        start just after a first interrupt, so interrupt until it does)."""
+        deadline = time.monotonic() + CANCEL_GRACE
+        while not future.done() and time.monotonic() < deadline:
+            if not run.cancel():
+                log.warning(
+                    "%s: the %s driver cannot cancel a running statement; it runs on until "
+                    "the database ends it",
+                    self.group,
+                    display_url(self._query.url).split(":", 1)[0],
+                )
+                break
+            await asyncio.wait({future}, timeout=0.1)
+        # The interrupted statement's error is expected: retrieve it, now or when it comes.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def collect(self, now: float) -> list[Batch]:
+        """Run the query once, stamped ``now``; never raises for database failures."""
+        started = time.perf_counter()
+        error = ""
+        try:
+            ids, values = await self._run_with_timeout()
+        except SqlError as exc:
+            error = str(exc)
+            ids = np.zeros(0, dtype=np.int64)
+            values = np.zeros(0, dtype=np.float64)
+        duration = time.perf_counter() - started
+        clash = np.isin(ids, self._synthetic)
+        if clash.any():  # a query named like a synthetic series: the synthetic one wins
+            ids, values = ids[~clash], values[~clash]
+        stale = np.setdiff1d(self._live, ids, assume_unique=True)
+        self._live = ids
+        batch = Batch(
+            group=self.group,
+            timestamp_ms=int(now * 1000),
+            series_ids=np.concatenate([ids, stale, self._synthetic]),
+            values=np.concatenate(
+                [values, np.full(len(stale), STALE_NAN), [0.0 if error else 1.0, duration]]
+            ),
+        )
+        self.health.record(ok=not error, at=now, duration=duration, samples=len(ids), error=error)
+        return [batch]

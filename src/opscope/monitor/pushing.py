@@ -1,0 +1,475 @@
+"""The push API's model: groups of pushed series with the Pushgateway's semantics.
+
+A *group* is identified by its *grouping key*: ``job`` plus the label pairs of the push URL
+(``/api/v1/push/{job}/{label}/{value}…``). Every pushed series gets the grouping key's labels,
+replacing labels of the same names in the body (the Pushgateway's rule). Per request
+(Pushgateway README, "API"):
+
+* ``PUT`` replaces every series of the group with the pushed ones (an empty body empties the
+  group but still counts as a push);
+* ``POST`` replaces only the series whose metric names are pushed, keeping the others;
+* ``DELETE`` removes the group (unknown groups are a no-op).
+
+A request is accepted or rejected as a whole: a bad line, a duplicate series, a sample stamped
+more than ``monitor.push.max_future`` ahead or older than ``monitor.retention`` rejects it and
+nothing from it is stored (not even a new series name).
+
+``push_time_seconds`` and ``push_failure_time_seconds`` (Unix seconds of the group's last
+accepted and last rejected push, 0 for never) are kept per group with the grouping labels, so a
+dead-man rule such as ``time() - push_time_seconds{job="nightly"} > 26 * 3600`` catches a batch
+job that stopped pushing; pushed series of those names are overridden, as in the Pushgateway.
+
+Like a Prometheus scraping a Pushgateway, the current values of every group (samples pushed
+without a timestamp) are written again every collection interval (:meth:`PushRegistry.
+collect`), so a value pushed once stays queryable until it is replaced or deleted. A sample
+pushed *with* a timestamp is stored at that time only (the Pushgateway refuses timestamps;
+opscope accepts them within the bounds above, for back-filling). Groups survive a restart:
+each group's state is saved in the store with the samples of the same push.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from opscope.config.business import PushConfig
+from opscope.errors import CollectError, ExpositionError
+from opscope.monitor.exposition import NO_TIMESTAMP, ScrapeDecoder, parse_sample_line, parse_value
+from opscope.store import STALE_NAN, Batch, LabelSet, Store, is_stale, label_set
+from opscope.store.database import FloatArray, IntArray
+
+PushMethod = Literal["PUT", "POST"]
+#: The series the registry writes per group, overriding pushed ones of these names.
+PUSH_SERIES = ("push_time_seconds", "push_failure_time_seconds")
+_STATE_PREFIX = "push/"
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+class PushRejected(CollectError):
+    """A push that is stored not at all: malformed, inconsistent or out of bounds.
+
+    ``where`` names the line (``line 3``) or JSON field (``[2].value``) at fault, when one is.
+    """
+
+    def __init__(self, message: str, *, where: str = "") -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def grouping_key(job: str, pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The grouping labels of a push URL: ``job`` plus ``pairs``.
+
+    Raises :class:`PushRejected` for an empty job, an invalid or repeated label name, or a
+    ``job`` label among the pairs.
+    """
+    if not job:
+        raise PushRejected("the job name must not be empty")
+    labels = {"job": job}
+    for name, value in pairs:
+        if not _LABEL_NAME.match(name) or name.startswith("__"):
+            raise PushRejected(f'invalid label name "{name}" in the grouping key')
+        if name in labels:
+            raise PushRejected(f'label "{name}" appears twice in the grouping key')
+        labels[name] = value
+    return labels
+
+
+def decode_path_value(name: str, value: str) -> tuple[str, str]:
+    """A grouping key's label name and value from the URL: ``name@base64`` means the value is
+    base64url (RFC 4648 §5, padding optional; ``=`` for the empty value), as in the
+    Pushgateway. Raises :class:`PushRejected` for bad base64."""
+    if not name.endswith("@base64"):
+        return name, value
+    text = value.rstrip("=")
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        decoded = base64.b64decode(padded, altchars=b"-_", validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise PushRejected(f'invalid base64 value for "{name}"') from None
+    return name.removesuffix("@base64"), decoded
+
+
+def _group_key(labels: dict[str, str]) -> str:
+    return _STATE_PREFIX + json.dumps(sorted(labels.items()), separators=(",", ":"))
+
+
+@dataclass
+class PushGroup:
+    """One group: its labels, current series (pushed without timestamps) and push times."""
+
+    labels: dict[str, str]
+    key: str
+    synthetic: IntArray
+    ids: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    values: FloatArray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    push_time: float = 0.0
+    failure_time: float = 0.0
+    decoder: ScrapeDecoder | None = None
+
+    def state(self) -> str:
+        """The JSON document saved in the store with every push: labels and push times (the
+        series and values are those of the group's last collection row)."""
+        return json.dumps(
+            {"labels": self.labels, "push_time": self.push_time, "failure_time": self.failure_time}
+        )
+
+    def batch(self, t: float, stale: IntArray | None = None) -> Batch:
+        """The group's current samples, stale markers for ``stale`` and the push times."""
+        gone = stale if stale is not None else np.zeros(0, dtype=np.int64)
+        return Batch(
+            group=self.key,
+            timestamp_ms=int(t * 1000),
+            series_ids=np.concatenate([self.ids, gone, self.synthetic]),
+            values=np.concatenate(
+                [
+                    self.values,
+                    np.full(len(gone), STALE_NAN),
+                    [self.push_time, self.failure_time],
+                ]
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What an accepted push stored: samples, series of the group now, new series."""
+
+    samples: int
+    series: int
+    new_series: int
+
+
+@dataclass
+class _Pushed:
+    """A decoded body: series ids (placeholders < 0 for new series), values, timestamps, and
+    the decoder that read it (text bodies: kept by the group for its cache)."""
+
+    ids: IntArray
+    values: FloatArray
+    timestamps_ms: IntArray | None
+    decoder: ScrapeDecoder | None
+
+
+class PushRegistry:
+    """Every push group, backed by the store; thread-safe (one lock for all groups).
+
+    ``now`` gives the server's clock in Unix seconds; ``retention_s`` is how old a pushed
+    sample may be (``monitor.retention``).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: PushConfig,
+        *,
+        retention_s: float,
+        now: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.retention_s = retention_s
+        self.now = now
+        self._lock = threading.Lock()
+        self._groups: dict[str, PushGroup] = {}
+        # Placeholders of the request being decoded (under the lock).
+        self._new: dict[int, tuple[str, LabelSet]] = {}
+        self._placeholders: dict[tuple[str, LabelSet], int] = {}
+        self._restore()
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def _restore(self) -> None:
+        """Groups from the store: labels and push times from the state documents, series and
+        values from each group's last collection (without its markers and push times)."""
+        for key, (text, _) in self.store.load_state(_STATE_PREFIX).items():
+            doc = json.loads(text)
+            group = self._new_group(doc["labels"])
+            last = self.store.last_collection(group.key)
+            if last is not None:
+                ids, values = last
+                keep = ~is_stale(values) & np.isin(ids, group.synthetic, invert=True)
+                keep &= np.array([self._known(int(i)) for i in ids], dtype=bool)
+                group.ids, group.values = ids[keep], values[keep]
+            group.push_time = float(doc["push_time"])
+            group.failure_time = float(doc["failure_time"])
+            self._groups[key] = group
+
+    def _known(self, series_id: int) -> bool:
+        try:
+            self.store.index.ref(series_id)
+        except KeyError:  # retention removed it while the server was down
+            return False
+        return True
+
+    def _new_group(self, labels: dict[str, str]) -> PushGroup:
+        target = label_set(labels)
+        synthetic = np.array(
+            [self.store.series_id(name, target) for name in PUSH_SERIES], dtype=np.int64
+        )
+        return PushGroup(labels=dict(labels), key=_group_key(labels), synthetic=synthetic)
+
+    def groups(self) -> list[PushGroup]:
+        """Every group, ordered by key."""
+        with self._lock:
+            return [self._groups[k] for k in sorted(self._groups)]
+
+    def collect(self, t: float) -> None:
+        """Write every group's current samples and push times, stamped ``t`` (as a scrape of
+        a Pushgateway would). Raises :class:`StoreError` when the write fails."""
+        with self._lock:
+            batches = [group.batch(t) for group in self._groups.values()]
+            self.store.append(batches)
+
+    # ---------------------------------------------------------------------------------- push
+    def push(
+        self,
+        method: PushMethod,
+        labels: dict[str, str],
+        body: bytes,
+        *,
+        json_body: bool,
+    ) -> PushResult:
+        """Apply one PUT or POST to the group ``labels`` (from :func:`grouping_key`).
+
+        ``body`` is Prometheus text exposition (0.0.4) or, with ``json_body``, a JSON array of
+        ``{"metric", "labels", "value", "timestamp"}`` objects (timestamp in Unix seconds,
+        optional). Raises :class:`PushRejected` — and stores nothing from the body — when it is
+        malformed or out of bounds; :class:`StoreError` when the store cannot be written.
+        """
+        key = _group_key(labels)
+        with self._lock:
+            group = self._groups.get(key)
+            now = self.now()
+            self._new = {}
+            self._placeholders = {}
+            try:
+                if json_body:
+                    pushed = self._decode_json(body, labels)
+                else:
+                    pushed = self._decode_text(body, labels, group)
+                self._check_times(pushed.timestamps_ms, now)
+            except PushRejected:
+                if group is not None:
+                    group.decoder = None  # its cache may hold this request's placeholders
+                    group.failure_time = now
+                    self.store.append(
+                        [group.batch(now)], state={key: group.state()}, state_time=now
+                    )
+                raise
+            return self._apply(method, labels, group, pushed, now)
+
+    def delete(self, labels: dict[str, str]) -> bool:
+        """Remove the group ``labels``: its series get staleness markers. ``False`` when there
+        was no such group (a no-op, as in the Pushgateway)."""
+        key = _group_key(labels)
+        with self._lock:
+            group = self._groups.get(key)
+            if group is None:
+                return False
+            now = self.now()
+            gone = np.concatenate([group.ids, group.synthetic])
+            self.store.append(
+                [Batch(group.key, int(now * 1000), gone, np.full(len(gone), STALE_NAN))]
+            )
+            self.store.delete_state([key])
+            del self._groups[key]
+            return True
+
+    def _apply(
+        self,
+        method: PushMethod,
+        labels: dict[str, str],
+        group: PushGroup | None,
+        pushed: _Pushed,
+        now: float,
+    ) -> PushResult:
+        """Store an accepted push: new series get their ids, the group its new state, all in
+        one transaction; the registry changes only once the store has committed."""
+        current = group if group is not None else self._new_group(labels)
+        mapping = {
+            placeholder: self.store.series_id(name, series_labels)
+            for placeholder, (name, series_labels) in self._new.items()
+        }
+        ids = pushed.ids
+        if mapping:
+            ids = np.array([mapping.get(i, i) for i in ids.tolist()], dtype=np.int64)
+            if pushed.decoder is not None:
+                pushed.decoder.remap(mapping)
+        own = np.isin(ids, current.synthetic, invert=True)  # push_time_seconds & co. are ours
+        ids, values = ids[own], pushed.values[own]
+        stamped = pushed.timestamps_ms[own] if pushed.timestamps_ms is not None else None
+        plain = stamped == NO_TIMESTAMP if stamped is not None else np.ones(len(ids), dtype=bool)
+        if method == "POST" and len(current.ids):
+            ref = self.store.index.ref
+            names = {ref(i).name for i in ids.tolist()}
+            keep = np.array([ref(i).name not in names for i in current.ids.tolist()], dtype=bool)
+            new_ids = np.concatenate([current.ids[keep], ids[plain]])
+            new_values = np.concatenate([current.values[keep], values[plain]])
+        else:
+            new_ids, new_values = ids[plain], values[plain]
+        if np.array_equal(current.ids, new_ids):  # the usual push: same series, new values
+            stale = np.zeros(0, dtype=np.int64)
+        else:
+            stale = np.setdiff1d(current.ids, new_ids, assume_unique=True)
+        updated = replace(
+            current, ids=new_ids, values=new_values, push_time=now, decoder=pushed.decoder
+        )
+        batches = []
+        if stamped is not None and not plain.all():
+            for ts in np.unique(stamped[~plain]).tolist():
+                at = stamped == ts
+                batches.append(Batch(updated.key, int(ts), ids[at], values[at]))
+        batches.append(updated.batch(now, stale))
+        self.store.append(batches, state={updated.key: updated.state()}, state_time=now)
+        self._groups[updated.key] = updated
+        return PushResult(samples=len(ids), series=len(new_ids), new_series=len(mapping))
+
+    # -------------------------------------------------------------------------------- decode
+    def _resolve(self, name: str, labels: LabelSet) -> int:
+        """Resolve a series without creating it: a new series gets a placeholder id (< 0)
+        that :meth:`_apply` replaces once the request is accepted as a whole."""
+        found = self.store.index.get(name, labels)
+        if found is not None:
+            return found
+        key = (name, labels)
+        placeholder = self._placeholders.get(key)
+        if placeholder is None:
+            placeholder = self._placeholders[key] = -(len(self._placeholders) + 1)
+            self._new[placeholder] = key
+        return placeholder
+
+    def _decode_text(self, body: bytes, labels: dict[str, str], group: PushGroup | None) -> _Pushed:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = body[: exc.start].count(b"\n") + 1
+            raise PushRejected("the body is not UTF-8 text", where=f"line {line}") from None
+        decoder = group.decoder if group is not None else None
+        if decoder is None:
+            decoder = ScrapeDecoder(self._resolve, labels, override=True)
+        try:
+            decoded = decoder.decode(text)
+        except ExpositionError as exc:
+            message = str(exc).removeprefix(f"line {exc.line}: ")
+            raise PushRejected(message, where=f"line {exc.line}") from None
+        if decoded.duplicates:
+            line, series = _first_duplicate(text)
+            raise PushRejected(f"{series} is pushed twice", where=f"line {line}")
+        return _Pushed(decoded.series_ids, decoded.values, decoded.timestamps_ms, decoder)
+
+    def _decode_json(self, body: bytes, labels: dict[str, str]) -> _Pushed:
+        try:
+            items = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PushRejected(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(items, list):
+            raise PushRejected('expected a JSON array of {"metric", "labels", "value"} objects')
+        ids, values, stamps = [], [], []
+        seen: dict[int, int] = {}
+        for index, item in enumerate(items):
+            name, item_labels, value, stamp = _json_sample(item, index)
+            series_id = self._resolve(name, label_set({**item_labels, **labels}))
+            if series_id in seen:
+                raise PushRejected(f"the same series as [{seen[series_id]}]", where=f"[{index}]")
+            seen[series_id] = index
+            ids.append(series_id)
+            values.append(value)
+            stamps.append(stamp)
+        explicit = any(s != NO_TIMESTAMP for s in stamps)
+        return _Pushed(
+            np.array(ids, dtype=np.int64),
+            np.array(values, dtype=np.float64),
+            np.array(stamps, dtype=np.int64) if explicit else None,
+            None,
+        )
+
+    def _check_times(self, timestamps_ms: IntArray | None, now: float) -> None:
+        if timestamps_ms is None:
+            return
+        given = timestamps_ms[timestamps_ms != NO_TIMESTAMP]
+        if not len(given):
+            return
+        newest, oldest = int(given.max()), int(given.min())
+        limit_ms = int((now + self.config.max_future.total_seconds()) * 1000)
+        if newest > limit_ms:
+            raise PushRejected(
+                f"a sample is stamped {newest / 1000 - now:.0f}s in the future (more than "
+                f"{self.config.max_future.total_seconds():g}s ahead of the server's clock)",
+                where=_where(timestamps_ms, newest),
+            )
+        floor_ms = int((now - self.retention_s) * 1000)
+        if oldest < floor_ms:
+            raise PushRejected(
+                f"a sample is older than the retention ({self.retention_s:g}s)",
+                where=_where(timestamps_ms, oldest),
+            )
+
+
+def _where(timestamps_ms: IntArray, value: int) -> str:
+    return f"sample {int(np.flatnonzero(timestamps_ms == value)[0]) + 1}"
+
+
+def _first_duplicate(text: str) -> tuple[int, str]:
+    """The line of the first sample whose series appeared before, and that series."""
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for number, raw in enumerate(text.split("\n"), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped[0] == "#":
+            continue
+        sample, _ = parse_sample_line(stripped, number)
+        key = (sample.name, tuple(sorted(sample.labels)))
+        if key in seen:
+            labels = ",".join(f'{k}="{v}"' for k, v in key[1])
+            return number, f"{sample.name}{{{labels}}}"
+        seen.add(key)
+    return 0, "a series"
+
+
+def _json_sample(item: Any, index: int) -> tuple[str, dict[str, str], float, int]:
+    """One JSON sample: name, labels, value, timestamp in ms (:data:`NO_TIMESTAMP` if none)."""
+    where = f"[{index}]"
+    if not isinstance(item, dict):
+        raise PushRejected('expected an object {"metric", "labels", "value"}', where=where)
+    unknown = set(item) - {"metric", "labels", "value", "timestamp"}
+    if unknown:
+        raise PushRejected(f'unknown field "{sorted(unknown)[0]}"', where=where)
+    name = item.get("metric")
+    if not isinstance(name, str) or not _METRIC_NAME.match(name):
+        raise PushRejected(f"invalid metric name {name!r}", where=f"{where}.metric")
+    labels = item.get("labels", {})
+    if not isinstance(labels, dict):
+        raise PushRejected("expected an object of label names to values", where=f"{where}.labels")
+    for label, value in labels.items():
+        if not _LABEL_NAME.match(label) or label.startswith("__"):
+            raise PushRejected(f'invalid label name "{label}"', where=f"{where}.labels")
+        if not isinstance(value, str):
+            raise PushRejected("label values must be strings", where=f"{where}.labels.{label}")
+    if "value" not in item:
+        raise PushRejected("missing", where=f"{where}.value")
+    raw = item["value"]
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise PushRejected("expected a number", where=f"{where}.value")
+    if isinstance(raw, str):
+        try:
+            value = parse_value(raw, 0)
+        except ExpositionError:
+            raise PushRejected(f"invalid value {raw[:40]!r}", where=f"{where}.value") from None
+    else:
+        value = float(raw)
+    stamp = NO_TIMESTAMP
+    if item.get("timestamp") is not None:
+        t = item["timestamp"]
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise PushRejected("expected Unix seconds", where=f"{where}.timestamp")
+        if abs(t) > 1e13:
+            raise PushRejected("expected Unix seconds", where=f"{where}.timestamp")
+        stamp = round(t * 1000)
+    return name, dict(labels), value, stamp

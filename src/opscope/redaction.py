@@ -1,0 +1,117 @@
+"""Keeping the configuration's secrets out of logs, API responses and error messages.
+
+The secrets of a configuration are every value that came from an environment variable
+(``${VAR}``), the password of every URL in it (notification channels — SMTP passwords —,
+probe and scrape targets, SQL databases) and every webhook ``secret``. :class:`Redactor`
+replaces each of them with ``***`` in a text; :meth:`Redactor.install` puts it on the logging
+handlers so that no log line carries one, whatever a library wrote into its message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
+
+from opscope.config import LoadedConfig
+
+MASK = "***"
+#: Shorter values are not redacted: "1" or "on" would mask half of every line.
+MIN_SECRET_LENGTH = 4
+
+
+def url_password(url: str) -> str | None:
+    """The password of ``scheme://user:password@host…``, if it has one."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+def config_secrets(loaded: LoadedConfig) -> set[str]:
+    """Every secret of a loaded configuration (see the module's docstring)."""
+    found = set(loaded.secrets)
+    config = loaded.config
+    urls: list[str] = []
+    for channel in config.notify.channels.values():
+        urls += [u for u in (channel.url, channel.webhook) if u]
+        if channel.secret:
+            found.add(channel.secret)
+    urls += [query.url for query in config.monitor.sql]
+    urls += [target for probe in config.monitor.probes for target in probe.targets]
+    for url in urls:
+        password = url_password(url)
+        if password:
+            found.add(password)
+    return {s for s in found if len(s) >= MIN_SECRET_LENGTH}
+
+
+def hide_url_password(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***`` (unchanged without)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return url
+    user_info, _, host = parts.netloc.rpartition("@")
+    user = user_info.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
+
+
+class Redactor:
+    """Replaces each of ``secrets`` (and its URL-encoded form) with ``***`` in texts."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        values = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
+        values |= {_quoted(s) for s in values}
+        ordered = sorted(values, key=len, reverse=True)  # longest first: no partial leftovers
+        self._pattern = re.compile("|".join(re.escape(s) for s in ordered)) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every secret masked."""
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def install(self, logger: logging.Logger | None = None) -> _LogFilter:
+        """Mask secrets in every record the handlers of ``logger`` (the root logger) emit."""
+        target = logger or logging.getLogger()
+        log_filter = _LogFilter(self)
+        for handler in target.handlers:
+            handler.addFilter(log_filter)
+        return log_filter
+
+    @staticmethod
+    def uninstall(log_filter: logging.Filter, logger: logging.Logger | None = None) -> None:
+        """Remove a filter put there by :meth:`install`."""
+        for handler in (logger or logging.getLogger()).handlers:
+            handler.removeFilter(log_filter)
+
+
+def _quoted(secret: str) -> str:
+    from urllib.parse import quote  # noqa: PLC0415
+
+    return quote(secret, safe="")
+
+
+class _LogFilter(logging.Filter):
+    """Formats a record's message now, masks secrets in it and in its traceback text."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = self._redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        return True

@@ -1,0 +1,137 @@
+"""Who may call what: bearer tokens checked for every request when the server needs them.
+
+When tokens are needed (``server.host`` is not a loopback address, or ``server.auth:
+required``), every request except the public ones carries ``Authorization: Bearer <token>``;
+the WebSocket may instead pass ``?token=<token>`` or send ``{"type": "auth", "token": …}`` as
+its first message (browsers cannot set headers on a WebSocket). The scope each request needs
+is decided by :func:`required_scope` — one table, tested exhaustively:
+
+=====================================================  ========
+``/healthz``, ``/``, ``/static/…``, ``/api/openapi.json``  public (no data)
+``PUT``/``POST``/``DELETE /api/v1/push/…``                  write
+``POST /api/v1/silences``, ``DELETE /api/v1/silences/…``    admin
+any other method on any other path (queries, ``/metrics``)  read
+=====================================================  ========
+
+A missing or unknown token gets 401 (with ``WWW-Authenticate: Bearer``), a token whose scope
+is too low 403, both in the API's one JSON error shape and without saying which part of the
+token was wrong. Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from opscope.server.tokens import Scope as TokenScope
+from opscope.server.tokens import TokenFile, allows
+
+_PUBLIC = ("/healthz", "/", "/api/openapi.json")
+#: Seconds a WebSocket client has to send its auth message.
+WS_AUTH_TIMEOUT = 10.0
+#: WebSocket close code for a refused token (RFC 6455 "policy violation").
+CLOSE_POLICY = 1008
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` only reaches this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def required_scope(method: str, path: str) -> TokenScope | None:
+    """The scope a request needs, or ``None`` for the public endpoints."""
+    if path in _PUBLIC or path.startswith("/static/"):
+        return None
+    if path.startswith("/api/v1/push/") and method in ("PUT", "POST", "DELETE"):
+        return "write"
+    if (path == "/api/v1/silences" and method == "POST") or (
+        path.startswith("/api/v1/silences/") and method == "DELETE"
+    ):
+        return "admin"
+    return "read"
+
+
+def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if there is one."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+def _error(status: int, error_type: str, message: str) -> tuple[int, list[Any], bytes]:
+    body = json.dumps({"status": "error", "errorType": error_type, "error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="opscope"'))
+    return status, headers, body
+
+
+class TokenAuth:
+    """ASGI middleware: checks the bearer token of every HTTP request against ``tokens``.
+
+    WebSocket connections pass through; the ``/ws`` endpoint calls :meth:`authenticate`.
+    """
+
+    def __init__(self, app: ASGIApp, tokens: TokenFile) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        needed = required_scope(scope["method"], scope["path"])
+        if needed is not None:
+            refused = self.refusal(bearer(scope["headers"]), needed)
+            if refused is not None:
+                status, headers, body = refused
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, token: str | None, needed: TokenScope) -> tuple[int, list[Any], bytes] | None:
+        """The error response for ``token`` where ``needed`` is required, or ``None``."""
+        granted = self.tokens.scope_of(token) if token else None
+        if granted is None:
+            return _error(401, "unauthorized", "missing or invalid API token")
+        if not allows(granted, needed):
+            return _error(403, "forbidden", f"this endpoint needs a token of scope {needed}")
+        return None
+
+    async def authenticate(self, websocket: WebSocket) -> bool:
+        """Check an accepted WebSocket's token (header, ``token`` parameter or first message
+        ``{"type": "auth", "token": …}``); on failure send an error and close it (1008)."""
+        token = bearer(websocket.scope["headers"]) or websocket.query_params.get("token")
+        first_message = token is None
+        if first_message:
+            with contextlib.suppress(TimeoutError, WebSocketDisconnect, ValueError, TypeError):
+                async with asyncio.timeout(WS_AUTH_TIMEOUT):
+                    message = json.loads(await websocket.receive_text())
+                if isinstance(message, dict) and message.get("type") == "auth":
+                    token = message.get("token") if isinstance(message.get("token"), str) else None
+        scope = self.tokens.scope_of(token) if token else None
+        if scope is None:
+            with contextlib.suppress(Exception):
+                await websocket.send_text(
+                    json.dumps({"type": "error", "error": "missing or invalid API token"})
+                )
+                await websocket.close(CLOSE_POLICY, "unauthorized")
+            return False
+        if first_message:
+            await websocket.send_text(json.dumps({"type": "authenticated", "scope": scope}))
+        return True

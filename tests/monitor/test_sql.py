@@ -1,0 +1,216 @@
+"""SQL collectors over real SQLite and DuckDB files holding the CRM dataset."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sqlite3
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from opscope.clock import ManualClock
+from opscope.config import parse_config
+from opscope.monitor import Monitor
+from opscope.monitor.collectors.sql import SqlError, display_url, rows_to_samples
+from opscope.store import Store, instant_query, label_set, parse_selector
+
+from ..conftest import ON_CI
+
+NOW = 1_800_000_000.0
+CRM = Path(os.environ.get("OPSCOPE_CRM_DATA", Path(__file__).parents[2] / ".." / "shared/data/crm"))
+#: Won revenue per regional office over the whole dataset, computed independently (DuckDB's
+#: own CSV reader and SQL over the raw files; the same figures as a spreadsheet pivot).
+WON_BY_OFFICE = {"Central": 3_346_293.0, "East": 3_090_594.0, "West": 3_568_647.0}
+WON_QUERY = (
+    "SELECT t.regional_office AS region, sum(p.close_value) AS value "
+    "FROM sales_pipeline p JOIN sales_teams t ON t.sales_agent = p.sales_agent "
+    "WHERE p.deal_stage = 'Won' GROUP BY t.regional_office"
+)
+
+
+def crm_dir() -> Path:
+    if not (CRM / "sales_pipeline.csv").exists():
+        message = f"the CRM dataset is not at {CRM} (set OPSCOPE_CRM_DATA)"
+        if ON_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return CRM
+
+
+@pytest.fixture(scope="module")
+def crm_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pipeline and the teams in a SQLite file, loaded with the csv module."""
+    source = crm_dir()
+    path = tmp_path_factory.mktemp("crm") / "crm.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE sales_pipeline (opportunity_id TEXT, sales_agent TEXT, product TEXT, "
+            "account TEXT, deal_stage TEXT, engage_date TEXT, close_date TEXT, close_value INTEGER)"
+        )
+        db.execute(
+            "CREATE TABLE sales_teams (sales_agent TEXT, manager TEXT, regional_office TEXT)"
+        )
+        with (source / "sales_pipeline.csv").open(newline="") as f:
+            rows = [[*r[:7], int(r[7]) if r[7] else None] for r in list(csv.reader(f))[1:]]
+        db.executemany("INSERT INTO sales_pipeline VALUES (?,?,?,?,?,?,?,?)", rows)
+        with (source / "sales_teams.csv").open(newline="") as f:
+            db.executemany("INSERT INTO sales_teams VALUES (?,?,?)", list(csv.reader(f))[1:])
+    return path
+
+
+@pytest.fixture(scope="module")
+def crm_duckdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tables in a DuckDB file, loaded with DuckDB's CSV reader."""
+    source = crm_dir()
+    path = tmp_path_factory.mktemp("crm") / "crm.duckdb"
+    with duckdb.connect(str(path)) as db:
+        for table in ("sales_pipeline", "sales_teams"):
+            db.execute(
+                f"CREATE TABLE {table} AS SELECT * FROM read_csv(?)", [str(source / f"{table}.csv")]
+            )
+    return path
+
+
+def monitor_for(tmp_path: Path, sql_yaml: str, store: Store) -> Monitor:
+    config = parse_config(
+        f"monitor:\n  system: {{enabled: false}}\n  push: {{enabled: false}}\n  sql:\n{sql_yaml}",
+        environ={},
+    ).config
+    return Monitor(config.monitor, store, clock=ManualClock(start=NOW))
+
+
+def current(store: Store, selector: str) -> dict[str, float]:
+    found = instant_query(store, parse_selector(selector), int(NOW * 1000), lookback_ms=300_000)
+    return {dict(s.ref.labels).get("region", ""): s.value for s in found}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "duckdb"])
+async def test_won_revenue_per_regional_office(
+    kind: str, crm_sqlite: Path, crm_duckdb: Path, tmp_path: Path
+) -> None:
+    path = crm_sqlite if kind == "sqlite" else crm_duckdb
+    with Store.open(tmp_path) as store:
+        monitor = monitor_for(
+            tmp_path,
+            f'    - {{name: revenue_won, url: "{kind}:///{path}", query: "{WON_QUERY}", '
+            "job: crm, labels: {team: sales}}\n",
+            store,
+        )
+        await monitor.collect_all()
+        await monitor.aclose()
+        assert current(store, "revenue_won") == WON_BY_OFFICE
+        (sample, *_) = instant_query(
+            store, parse_selector('revenue_won{region="East"}'), int(NOW * 1000)
+        )
+        assert dict(sample.ref.labels) == {"job": "crm", "region": "East", "team": "sales"}
+        (up,) = instant_query(store, parse_selector("up"), int(NOW * 1000))
+        assert up.value == 1.0 and dict(up.ref.labels) == {"job": "crm", "instance": "revenue_won"}
+        (target,) = monitor.targets
+        assert (target.kind, target.health, target.last_samples) == ("sql", "up", 3)
+        assert target.url == f"{kind}:///{path}"
+
+
+async def test_a_failing_and_a_slow_query_do_not_stop_the_others(
+    crm_sqlite: Path, crm_duckdb: Path, tmp_path: Path
+) -> None:
+    endless_sqlite = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) AS value FROM r"
+    endless_duckdb = "SELECT count(*) AS value FROM range(1000000000000) a"
+    with Store.open(tmp_path) as store:
+        monitor = monitor_for(
+            tmp_path,
+            f'    - {{name: revenue_won, url: "sqlite:///{crm_sqlite}", query: "{WON_QUERY}"}}\n'
+            f'    - {{name: broken, url: "sqlite:///{crm_sqlite}", query: "SELECT x FROM nowhere"}}\n'
+            f'    - {{name: slow_sqlite, url: "sqlite:///{crm_sqlite}", query: "{endless_sqlite}", '
+            "timeout: 500ms}\n"
+            f'    - {{name: slow_duckdb, url: "duckdb:///{crm_duckdb}", query: "{endless_duckdb}", '
+            "timeout: 500ms}\n",
+            store,
+        )
+        started = time.monotonic()
+        await monitor.collect_all()
+        elapsed = time.monotonic() - started
+        health = {t.instance: t for t in monitor.targets}
+        assert health["revenue_won"].health == "up"
+        assert health["revenue_won"].last_duration is not None
+        assert health["revenue_won"].last_duration < 0.5  # not held up by the slow ones
+        assert current(store, "revenue_won") == WON_BY_OFFICE
+        assert health["broken"].health == "down"
+        assert "no such table: nowhere" in health["broken"].last_error
+        for slow in ("slow_sqlite", "slow_duckdb"):
+            assert health[slow].health == "down"
+            assert "timeout of 0.5s and was cancelled" in health[slow].last_error
+        # Cancelled, not abandoned: the cycle ends soon after the timeout.
+        assert elapsed < 3.0
+        ups = {
+            dict(s.ref.labels)["instance"]: s.value
+            for s in instant_query(store, parse_selector("up"), int(NOW * 1000))
+        }
+        assert ups == {"revenue_won": 1.0, "broken": 0.0, "slow_sqlite": 0.0, "slow_duckdb": 0.0}
+        # The interrupted connections go back to the pool usable: the next cycle works.
+        await monitor.collect_all()
+        assert health["revenue_won"].health == "up"
+        await monitor.aclose()
+
+
+async def test_a_query_that_starts_failing_marks_its_series_stale(tmp_path: Path) -> None:
+    db = tmp_path / "deals.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE deals (region TEXT, amount REAL)")
+        conn.executemany("INSERT INTO deals VALUES (?, ?)", [("North", 10.5), ("South", 4.0)])
+    query = "SELECT region, sum(amount) AS value FROM deals GROUP BY region"
+    with Store.open(tmp_path / "data") as store:
+        monitor = monitor_for(
+            tmp_path,
+            f'    - {{name: deals_amount, url: "sqlite:///{db}", query: "{query}"}}\n',
+            store,
+        )
+        await monitor.collect_all()
+        assert current(store, "deals_amount") == {"North": 10.5, "South": 4.0}
+        with sqlite3.connect(db) as conn:
+            conn.execute("DROP TABLE deals")
+        assert isinstance(monitor.clock, ManualClock)
+        await monitor.clock.advance(10)
+        await monitor.collect_all()
+        later = instant_query(
+            store, parse_selector("deals_amount"), int((NOW + 10) * 1000), lookback_ms=300_000
+        )
+        assert later == []  # stale at once, not 5 minutes later
+        await monitor.aclose()
+
+
+def test_rows_become_samples_with_labels_from_the_other_columns() -> None:
+    samples = rows_to_samples(
+        ["Region", "VALUE", "closed"],
+        [("North", Decimal("2.5"), None), ("South", 3, "2017-03-01"), ("East", None, "x")],
+        value_column="value",
+        extra_labels={"job": "sql"},
+    )
+    assert samples == [
+        (label_set({"job": "sql", "Region": "North"}), 2.5),
+        (label_set({"job": "sql", "Region": "South", "closed": "2017-03-01"}), 3.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("columns", "rows", "message"),
+    [
+        (["region", "total"], [("a", 1)], 'no column "value"'),
+        (["sum(amount)", "value"], [(1, 1)], 'column "sum(amount)" is not a valid label name'),
+        (["region", "value"], [("a", "lots")], "row 1: value 'lots' is not a number"),
+        (["region", "value"], [("a", 1), ("a", 2)], "rows 1 and 2 have the same labels"),
+    ],
+)
+def test_result_shapes_that_cannot_be_samples(
+    columns: list[str], rows: list[tuple[object, ...]], message: str
+) -> None:
+    with pytest.raises(SqlError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        rows_to_samples(columns, rows, value_column="value", extra_labels={})
+
+
+def test_a_password_in_the_url_is_never_shown() -> None:
+    shown = display_url("postgresql+psycopg://ops:s3cret@db.example.com/crm")
+    assert shown == "postgresql+psycopg://ops:***@db.example.com/crm"

@@ -1,0 +1,323 @@
+"""API tokens: who may call what, the WebSocket's token, and refusing to bind without tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from opscope.clock import ManualClock
+from opscope.config import parse_config
+from opscope.errors import ConfigError
+from opscope.monitor import Monitor
+from opscope.server.app import ServerState, create_app
+from opscope.server.auth import is_loopback, required_scope
+from opscope.server.live import LiveHub
+from opscope.server.running import OpscopeServer
+from opscope.server.tokens import FILENAME, TokenFile
+from opscope.store import Store
+from opscope.telemetry import Telemetry
+
+NOW = 1_800_000_000.0
+SILENCE = {"matchers": ['alertname="X"'], "endsAt": str(NOW + 3600), "createdBy": "t"}
+
+#: Every endpoint, the scope it needs (None: public), and a request that reaches it.
+ENDPOINTS: list[tuple[str, str, str | None, dict[str, object]]] = [
+    ("GET", "/healthz", None, {}),
+    ("GET", "/", None, {}),
+    ("GET", "/api/openapi.json", None, {}),
+    ("GET", "/static/index.html", None, {}),
+    ("GET", "/metrics", "read", {}),
+    ("GET", "/api/v1/query", "read", {"params": {"query": "up"}}),
+    ("POST", "/api/v1/query", "read", {"data": {"query": "up"}}),
+    ("GET", "/api/v1/query_range", "read", {"params": {"query": "up", "start": 1, "end": 2}}),
+    ("POST", "/api/v1/query_range", "read", {"data": {"query": "up", "start": 1, "end": 2}}),
+    ("GET", "/api/v1/series", "read", {"params": {"match[]": "up"}}),
+    ("POST", "/api/v1/series", "read", {"data": {"match[]": "up"}}),
+    ("GET", "/api/v1/labels", "read", {}),
+    ("POST", "/api/v1/labels", "read", {}),
+    ("GET", "/api/v1/label/job/values", "read", {}),
+    ("POST", "/api/v1/label/job/values", "read", {}),
+    ("GET", "/api/v1/targets", "read", {}),
+    ("GET", "/api/v1/summary", "read", {}),
+    ("GET", "/api/v1/rules", "read", {}),
+    ("GET", "/api/v1/alerts", "read", {}),
+    ("GET", "/api/v1/silences", "read", {}),
+    ("GET", "/api/v1/notifications", "read", {}),
+    ("GET", "/api/v1/push", "read", {}),
+    ("POST", "/api/v1/silences", "admin", {"json": SILENCE}),
+    ("DELETE", "/api/v1/silences/abc", "admin", {}),
+    ("PUT", "/api/v1/push/j", "write", {"content": "m 1\n"}),
+    ("POST", "/api/v1/push/j", "write", {"content": "m 1\n"}),
+    ("DELETE", "/api/v1/push/j", "write", {}),
+    ("PUT", "/api/v1/push/j/instance/a", "write", {"content": "m 1\n"}),
+    ("POST", "/api/v1/push/j/instance/a", "write", {"content": "m 1\n"}),
+    ("DELETE", "/api/v1/push/j/instance/a", "write", {}),
+]
+RANK = {None: 0, "read": 1, "write": 2, "admin": 3}
+
+
+@dataclass
+class Secured:
+    client: httpx.AsyncClient
+    tokens: dict[str, str]
+    token_file: TokenFile
+
+
+@contextlib.asynccontextmanager
+async def secured_app(tmp_path: Path) -> AsyncIterator[Secured]:
+    token_file = TokenFile(tmp_path / "data")
+    tokens = {scope: token_file.create(f"t-{scope}", scope) for scope in ("read", "write", "admin")}  # type: ignore[arg-type]
+    config = parse_config(
+        "monitor: {system: {enabled: false}}\nnotify: {channels: {x: 'json://127.0.0.1:1/'}}\n",
+        environ={},
+    ).config
+    clock = ManualClock(start=NOW)
+    telemetry = Telemetry()
+    from opscope.notify import Notifier
+
+    with Store.open(tmp_path / "data") as store:
+        monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
+        hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
+        state = ServerState(
+            project="blatam",
+            store=store,
+            monitor=monitor,
+            hub=hub,
+            telemetry=telemetry,
+            now=clock.time,
+            lookback_ms=300_000,
+            notifier=Notifier(config.notify, store, clock=clock),
+            tokens=token_file,
+        )
+        transport = httpx.ASGITransport(app=create_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://opscope") as client:
+            yield Secured(client, tokens, token_file)
+        await monitor.aclose()
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
+    async with secured_app(tmp_path) as s:
+        yield s
+
+
+def test_the_table_covers_every_documented_endpoint(tmp_path: Path) -> None:
+    documented = set()
+    config = parse_config("monitor: {system: {enabled: false}}\n", environ={}).config
+    with Store.open(tmp_path) as store:
+        monitor = Monitor(config.monitor, store)
+        hub = LiveHub(store, status=monitor.system_status, telemetry=Telemetry(), now=lambda: NOW)
+        app = create_app(
+            ServerState("p", store, monitor, hub, Telemetry(), lambda: NOW, lookback_ms=1)
+        )
+        for path, methods in app.openapi()["paths"].items():
+            for method in methods:
+                documented.add((method.upper(), path))
+    covered = {(m, p) for m, p, _, _ in ENDPOINTS}
+    templates = {
+        ("GET", "/api/v1/label/{name}/values"): ("GET", "/api/v1/label/job/values"),
+        ("DELETE", "/api/v1/silences/{silence_id}"): ("DELETE", "/api/v1/silences/abc"),
+        ("PUT", "/api/v1/push/{job}"): ("PUT", "/api/v1/push/j"),
+        ("POST", "/api/v1/push/{job}"): ("POST", "/api/v1/push/j"),
+        ("DELETE", "/api/v1/push/{job}"): ("DELETE", "/api/v1/push/j"),
+        ("PUT", "/api/v1/push/{job}/{grouping}"): ("PUT", "/api/v1/push/j/instance/a"),
+        ("POST", "/api/v1/push/{job}/{grouping}"): ("POST", "/api/v1/push/j/instance/a"),
+        ("DELETE", "/api/v1/push/{job}/{grouping}"): ("DELETE", "/api/v1/push/j/instance/a"),
+    }
+    missing = {templates.get(d, d) for d in documented} - covered
+    assert missing == set()
+    for method, path, scope, _ in ENDPOINTS:
+        assert required_scope(method, path) == scope, (method, path)
+
+
+@pytest.mark.parametrize(("method", "path", "needed", "kwargs"), ENDPOINTS)
+async def test_each_endpoint_needs_its_scope(
+    secured: Secured, method: str, path: str, needed: str | None, kwargs: dict[str, object]
+) -> None:
+    async def call(token: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return await secured.client.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
+
+    for token in (None, "opscope_wrong", secured.tokens["read"][:-1] + "x"):
+        response = await call(token)
+        if needed is None:
+            assert response.status_code not in (401, 403)
+            continue
+        assert response.status_code == 401
+        assert response.json() == {
+            "status": "error",
+            "errorType": "unauthorized",
+            "error": "missing or invalid API token",
+        }
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    for scope, token in secured.tokens.items():
+        response = await call(token)
+        if RANK[scope] < RANK[needed]:
+            assert response.status_code == 403, (scope, response.text)
+            assert response.json()["errorType"] == "forbidden"
+        else:
+            assert response.status_code not in (401, 403), (scope, response.text)
+            assert response.status_code < 500
+
+
+async def test_a_revoked_token_is_refused_without_a_restart(secured: Secured) -> None:
+    headers = {"Authorization": f"Bearer {secured.tokens['read']}"}
+    assert (await secured.client.get("/api/v1/targets", headers=headers)).status_code == 200
+    assert secured.token_file.revoke("t-read")
+    assert (await secured.client.get("/api/v1/targets", headers=headers)).status_code == 401
+
+
+def test_only_hashes_are_stored(tmp_path: Path) -> None:
+    tokens = TokenFile(tmp_path)
+    token = tokens.create("ci", "write")
+    text = (tmp_path / FILENAME).read_text()
+    assert token not in text
+    assert token.startswith("opscope_") and len(token) == len("opscope_") + 43
+    assert json.loads(text)["tokens"][0]["name"] == "ci"
+    assert (tmp_path / FILENAME).stat().st_mode & 0o777 == 0o600
+    assert tokens.scope_of(token) == "write"
+    with pytest.raises(ConfigError, match="exists"):
+        tokens.create("ci", "read")
+    with pytest.raises(ConfigError, match="invalid scope"):
+        tokens.create("other", "root")  # type: ignore[arg-type]
+
+
+def test_loopback_addresses() -> None:
+    assert [is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost")] == [True] * 4
+    assert [is_loopback(h) for h in ("0.0.0.0", "::", "192.0.2.1", "example.com")] == [False] * 4
+
+
+async def test_binding_a_public_address_without_tokens_is_refused(tmp_path: Path) -> None:
+    loaded = parse_config("monitor: {system: {enabled: false}}\n", environ={})
+    server = OpscopeServer(loaded, host="0.0.0.0", port=0, data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="opscope token create --name NAME --scope admin"):
+        await server.start()
+    assert not (tmp_path / "serve.lock").exists()  # refused before taking anything
+
+
+def test_the_cli_refuses_to_serve_0000_without_tokens(tmp_path: Path) -> None:
+    config = tmp_path / "opscope.yaml"
+    config.write_text("monitor: {system: {enabled: false}}\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opscope",
+            "serve",
+            "-c",
+            str(config),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 2
+    assert "binding 0.0.0.0 (not a loopback address) needs API tokens" in result.stderr
+    assert "opscope token create" in result.stderr
+
+
+def test_token_commands(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "opscope", "token", *args, "--data-dir", str(tmp_path)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    created = run("create", "--name", "ci-push", "--scope", "write")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert TokenFile(tmp_path).scope_of(token) == "write"
+    listed = run("list", "--json")
+    assert [(t["name"], t["scope"]) for t in json.loads(listed.stdout)] == [("ci-push", "write")]
+    assert token not in listed.stdout
+    assert run("create", "--name", "x", "--scope", "owner").returncode == 2
+    assert run("revoke", "ci-push").returncode == 0
+    assert run("revoke", "ci-push").returncode == 2
+    assert TokenFile(tmp_path).scope_of(token) is None
+
+
+@pytest.fixture
+async def server_with_tokens(tmp_path: Path) -> AsyncIterator[tuple[OpscopeServer, dict[str, str]]]:
+    data = tmp_path / "data"
+    tokens = {s: TokenFile(data).create(f"t-{s}", s) for s in ("read", "write")}  # type: ignore[arg-type]
+    loaded = parse_config(
+        "monitor: {system: {enabled: false}}\nserver: {auth: required}\n", environ={}
+    )
+    server = OpscopeServer(loaded, port=0, data_dir=data)
+    await server.start()
+    yield server, tokens
+    await server.stop()
+
+
+async def test_the_websocket_needs_a_token(
+    server_with_tokens: tuple[OpscopeServer, dict[str, str]],
+) -> None:
+    server, tokens = server_with_tokens
+    url = server.url.replace("http://", "ws://") + "/ws"
+    subscribe = json.dumps({"type": "subscribe", "metrics": ["up"]})
+    # No token: the first message is not an auth message, so the connection is closed.
+    async with connect(url, proxy=None) as ws:
+        await ws.send(subscribe)
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "error"
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    # A wrong token in the query string: refused too.
+    async with connect(url + "?token=opscope_nope", proxy=None) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "error"
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    # The token as a parameter, in the header, or as the first message.
+    for kwargs, first in (
+        ({"uri": url + f"?token={tokens['read']}"}, None),
+        ({"uri": url, "additional_headers": {"Authorization": f"Bearer {tokens['write']}"}}, None),
+        ({"uri": url}, {"type": "auth", "token": tokens["read"]}),
+    ):
+        async with connect(proxy=None, **kwargs) as ws:  # type: ignore[arg-type]
+            if first is not None:
+                await ws.send(json.dumps(first))
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert reply == {"type": "authenticated", "scope": "read"}
+            await ws.send(subscribe)
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert reply == {"type": "subscription_confirmed", "metrics": ["up"]}
+
+
+async def test_a_read_token_cannot_push_over_http(
+    server_with_tokens: tuple[OpscopeServer, dict[str, str]],
+) -> None:
+    server, tokens = server_with_tokens
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        read = {"Authorization": f"Bearer {tokens['read']}"}
+        write = {"Authorization": f"Bearer {tokens['write']}"}
+        assert (
+            await client.put("/api/v1/push/j", content="m 1\n", headers=read)
+        ).status_code == 403
+        assert (
+            await client.put("/api/v1/push/j", content="m 1\n", headers=write)
+        ).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/api/v1/query", params={"query": "m"})).status_code == 401

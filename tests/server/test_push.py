@@ -1,0 +1,331 @@
+"""The push API in-process: Pushgateway semantics, all-or-nothing requests, limits."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from opscope.clock import ManualClock
+from opscope.config import parse_config
+from opscope.monitor import Monitor
+from opscope.monitor.pushing import PushRegistry
+from opscope.server.app import ServerState, create_app
+from opscope.server.live import LiveHub
+from opscope.store import Store
+from opscope.telemetry import Telemetry
+
+NOW = 1_800_000_000.0
+
+
+@dataclass
+class Push:
+    client: httpx.AsyncClient
+    store: Store
+    monitor: Monitor
+    clock: ManualClock
+
+    async def query(self, expr: str, at: float | None = None) -> dict[str, str]:
+        """``{series as text: value}`` of an instant query (without ``__name__`` sorting)."""
+        params = {"query": expr, "time": str(at if at is not None else self.clock.time())}
+        response = await self.client.get("/api/v1/query", params=params)
+        assert response.status_code == 200, response.text
+        out = {}
+        for item in response.json()["data"]["result"]:
+            metric = dict(item["metric"])
+            name = metric.pop("__name__", "")
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(metric.items()))
+            out[f"{name}{{{labels}}}"] = item["value"][1]
+        return out
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, monitor_yaml: str = "") -> AsyncIterator[Push]:
+    config = parse_config(
+        "monitor:\n  system: {enabled: false}\n  retention: 1d\n" + monitor_yaml, environ={}
+    ).config
+    clock = ManualClock(start=NOW)
+    telemetry = Telemetry()
+    with Store.open(tmp_path) as store:
+        monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
+        hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
+        state = ServerState(
+            project="blatam",
+            store=store,
+            monitor=monitor,
+            hub=hub,
+            telemetry=telemetry,
+            now=clock.time,
+            lookback_ms=300_000,
+        )
+        transport = httpx.ASGITransport(app=create_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://opscope") as client:
+            yield Push(client, store, monitor, clock)
+        await monitor.aclose()
+
+
+@pytest.fixture
+async def push(tmp_path: Path) -> AsyncIterator[Push]:
+    async with running(tmp_path) as p:
+        yield p
+
+
+EXPOSITION = """\
+# HELP batch_rows_processed_total Rows the nightly export processed.
+# TYPE batch_rows_processed_total counter
+batch_rows_processed_total{table="deals"} 8800
+batch_rows_processed_total{table="accounts"} 85
+# TYPE batch_duration_seconds gauge
+batch_duration_seconds 12.5
+batch_note{text="quote \\" and \\\\ and \\n"} 1
+"""
+
+
+async def test_exposition_text_round_trips_through_query(push: Push) -> None:
+    response = await push.client.put("/api/v1/push/nightly/instance/etl-1", content=EXPOSITION)
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "success",
+        "data": {"samples": 4, "series": 4, "newSeries": 4},
+    }
+    assert await push.query('{job="nightly"}') == {
+        'batch_rows_processed_total{instance="etl-1",job="nightly",table="deals"}': "8800",
+        'batch_rows_processed_total{instance="etl-1",job="nightly",table="accounts"}': "85",
+        'batch_duration_seconds{instance="etl-1",job="nightly"}': "12.5",
+        'batch_note{instance="etl-1",job="nightly",text="quote " and \\ and \n"}': "1",
+        'push_time_seconds{instance="etl-1",job="nightly"}': "1800000000",
+        'push_failure_time_seconds{instance="etl-1",job="nightly"}': "0",
+    }
+
+
+async def test_json_round_trips_with_and_without_timestamps(push: Push) -> None:
+    body = [
+        {"metric": "deals_won", "labels": {"region": "East"}, "value": 12},
+        {"metric": "deals_won", "labels": {"region": "West"}, "value": "4.5"},
+        {"metric": "revenue_won", "value": 3090594, "timestamp": NOW - 120},
+    ]
+    response = await push.client.post("/api/v1/push/crm", json=body)
+    assert response.status_code == 200, response.text
+    assert await push.query("deals_won") == {
+        'deals_won{job="crm",region="East"}': "12",
+        'deals_won{job="crm",region="West"}': "4.5",
+    }
+    # The stamped sample is stored at its own time, not at the push's.
+    assert await push.query("revenue_won", at=NOW - 120) == {'revenue_won{job="crm"}': "3090594"}
+    assert await push.query("revenue_won", at=NOW - 121) == {}
+
+
+async def test_grouping_labels_replace_labels_of_the_body(push: Push) -> None:
+    response = await push.client.put(
+        "/api/v1/push/nightly/instance/etl-1",
+        content='rows{job="other",instance="x",table="deals"} 1\n',
+    )
+    assert response.status_code == 200
+    assert await push.query("rows") == {'rows{instance="etl-1",job="nightly",table="deals"}': "1"}
+
+
+async def test_base64_values_in_the_grouping_key(push: Push) -> None:
+    # The Pushgateway README's examples: "/var/tmp" and an empty value.
+    response = await push.client.put(
+        "/api/v1/push/cleaner/path@base64/L3Zhci90bXA/first@base64/=", content="files 3\n"
+    )
+    assert response.status_code == 200
+    assert await push.query("files") == {'files{job="cleaner",path="/var/tmp"}': "3"}
+
+
+async def test_put_replaces_the_group_post_only_the_pushed_names(push: Push) -> None:
+    base = "/api/v1/push/nightly"
+    await push.client.put(base, content='x{a="1"} 1\nx{a="2"} 2\ny 3\n')
+    await push.client.put("/api/v1/push/other", content="x 100\n")
+    # POST: every x of the group is replaced by the pushed x's; y stays.
+    response = await push.client.post(base, content='x{a="3"} 30\n')
+    assert response.json()["data"] == {"samples": 1, "series": 2, "newSeries": 1}
+    assert await push.query('{job="nightly",__name__=~"x|y"}') == {
+        'x{a="3",job="nightly"}': "30",
+        'y{job="nightly"}': "3",
+    }
+    # PUT: only what is pushed remains.
+    await push.client.put(base, content="z 9\n")
+    assert await push.query('{job="nightly",__name__=~"x|y|z"}') == {'z{job="nightly"}': "9"}
+    # An empty POST changes nothing but the push time; an empty PUT empties the group.
+    await push.clock.advance(30)
+    await push.client.post(base, content="")
+    assert await push.query('{job="nightly"}') == {
+        'z{job="nightly"}': "9",
+        'push_time_seconds{job="nightly"}': "1800000030",
+        'push_failure_time_seconds{job="nightly"}': "0",
+    }
+    await push.client.put(base, content="")
+    assert await push.query('{job="nightly",__name__="z"}') == {}
+    # Other groups are untouched throughout.
+    assert await push.query('x{job="other"}') == {'x{job="other"}': "100"}
+
+
+async def test_delete_removes_the_group(push: Push) -> None:
+    await push.client.put("/api/v1/push/nightly/instance/a", content="x 1\n")
+    await push.client.put("/api/v1/push/nightly/instance/b", content="x 2\n")
+    response = await push.client.delete("/api/v1/push/nightly/instance/a")
+    assert (response.status_code, response.json()["data"]) == (202, {"deleted": True})
+    assert await push.query("x") == {'x{instance="b",job="nightly"}': "2"}
+    assert await push.query('push_time_seconds{instance="a"}') == {}
+    listed = (await push.client.get("/api/v1/push")).json()["data"]
+    assert [g["labels"] for g in listed] == [{"job": "nightly", "instance": "b"}]
+    # Deleting a group that does not exist is a no-op, as in the Pushgateway.
+    response = await push.client.delete("/api/v1/push/nightly/instance/zzz")
+    assert (response.status_code, response.json()["data"]) == (202, {"deleted": False})
+
+
+async def test_one_bad_line_stores_nothing(push: Push) -> None:
+    await push.client.put("/api/v1/push/nightly", content="kept 1\n")
+    body = "fresh_a 1\nfresh_b 2\nfresh_c{broken 3\n"
+    response = await push.client.post("/api/v1/push/nightly", content=body)
+    assert response.status_code == 400
+    assert response.json()["errorType"] == "bad_data"
+    assert response.json()["error"].startswith("line 3: ")
+    assert await push.query('{__name__=~"fresh_.*"}') == {}
+    # Not even a series name was created.
+    assert [r.name for r in push.store.index if r.name.startswith("fresh")] == []
+    series = await push.client.get("/api/v1/label/__name__/values")
+    assert "fresh_a" not in series.json()["data"]
+    # The group records the failure, and what it had stays.
+    assert await push.query('{job="nightly"}') == {
+        'kept{job="nightly"}': "1",
+        'push_time_seconds{job="nightly"}': "1800000000",
+        'push_failure_time_seconds{job="nightly"}': "1800000000",
+    }
+    # A good push after it is decoded from scratch and works.
+    response = await push.client.post("/api/v1/push/nightly", content="fresh_a 5\n")
+    assert response.status_code == 200
+    assert await push.query("fresh_a") == {'fresh_a{job="nightly"}': "5"}
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("a 1\na 2\n", "line 2: a{} is pushed twice"),
+        ("a 1\nb not-a-number\n", "line 2: "),
+        ('a{x="1",x="2"} 1\n', "line 1: "),
+        ("a 1 " + str(int((NOW + 3600) * 1000)) + "\n", "sample 1: a sample is stamped 3600s"),
+        ("a 1\nb 1 " + str(int((NOW - 2 * 86400) * 1000)) + "\n", "sample 2: a sample is older"),
+    ],
+)
+async def test_bad_text_bodies_name_the_line(push: Push, body: str, where: str) -> None:
+    response = await push.client.put("/api/v1/push/job1", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(where)
+    assert await push.query('{job="job1"}') == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"metric": "a", "value": 1}, "expected a JSON array"),
+        ([{"metric": "a", "value": 1}, {"metric": "1a", "value": 1}], "[1].metric: invalid"),
+        ([{"metric": "a", "labels": {"r": 5}, "value": 1}], "[0].labels.r: label values"),
+        ([{"metric": "a", "value": True}], "[0].value: expected a number"),
+        ([{"metric": "a"}], "[0].value: missing"),
+        ([{"metric": "a", "value": 1, "extra": 1}], '[0]: unknown field "extra"'),
+        ([{"metric": "a", "value": 1}, {"metric": "a", "value": 2}], "[1]: the same series"),
+        ([{"metric": "a", "value": 1, "timestamp": NOW + 3600}], "sample 1: a sample is stamped"),
+    ],
+)
+async def test_bad_json_bodies_name_the_field(push: Push, body: Any, where: str) -> None:
+    response = await push.client.put("/api/v1/push/job1", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(where)
+    assert await push.query('{job="job1"}') == {}
+
+
+async def test_bodies_over_the_limit_get_413(tmp_path: Path) -> None:
+    async with running(tmp_path, "  push: {body_size_limit: 1000}\n") as push:
+        big = "".join(f'm{{i="{i}"}} {i}\n' for i in range(200))  # ~2.5 kB
+        response = await push.client.put("/api/v1/push/j", content=big)
+        assert response.status_code == 413
+        assert response.json()["status"] == "error"
+        # Small on the wire, too large once inflated.
+        bomb = gzip.compress(b"m 1\n" + b"#" * 100_000 + b"\n")
+        assert len(bomb) < 1000
+        response = await push.client.put(
+            "/api/v1/push/j", content=bomb, headers={"Content-Encoding": "gzip"}
+        )
+        assert response.status_code == 413
+        assert "after gzip" in response.json()["error"]
+        # A body within the limit is fine, gzipped too.
+        response = await push.client.put(
+            "/api/v1/push/j",
+            content=gzip.compress(b"m 7\n"),
+            headers={"Content-Encoding": "gzip"},
+        )
+        assert response.status_code == 200
+        assert await push.query("m") == {'m{job="j"}': "7"}
+
+
+async def test_push_time_feeds_a_dead_man_rule(push: Push) -> None:
+    await push.client.put("/api/v1/push/nightly", content="rows 10\n")
+    assert push.monitor.push is not None
+    # Two hours pass without a push; the registry keeps writing the group's values.
+    for _ in range(12):
+        await push.clock.advance(600)
+        push.monitor.push.collect(push.clock.time())
+    assert await push.query('time() - push_time_seconds{job="nightly"} > 3600') == {
+        '{job="nightly"}': "7200"
+    }
+    # The pushed value is still current, as a Pushgateway keeps serving it.
+    assert await push.query("rows") == {'rows{job="nightly"}': "10"}
+
+
+async def test_groups_survive_a_restart(push: Push) -> None:
+    await push.client.put("/api/v1/push/nightly/instance/a", content='x{k="v"} 42\n')
+    await push.client.put("/api/v1/push/nightly/instance/b", content="x 1\n")
+    await push.client.delete("/api/v1/push/nightly/instance/b")
+    assert push.monitor.push is not None
+    config = push.monitor.config
+    again = PushRegistry(push.store, config.push, retention_s=86400, now=push.clock.time)
+    assert [g.labels for g in again.groups()] == [{"job": "nightly", "instance": "a"}]
+    await push.clock.advance(3600)
+    again.collect(push.clock.time())
+    assert await push.query("x") == {'x{instance="a",job="nightly",k="v"}': "42"}
+
+
+async def test_pushed_metrics_named_like_push_times_are_overridden(push: Push) -> None:
+    response = await push.client.put("/api/v1/push/j", content="push_time_seconds 5\nother 1\n")
+    assert response.status_code == 200
+    assert await push.query("push_time_seconds") == {'push_time_seconds{job="j"}': "1800000000"}
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/api/v1/push/j/instance", "needs a value for every label"),
+        ("/api/v1/push/j/__x/1", 'invalid label name "__x"'),
+        ("/api/v1/push/j/job/2", 'label "job" appears twice'),
+        ("/api/v1/push/j/a@base64/no+pe", 'invalid base64 value for "a@base64"'),
+    ],
+)
+async def test_bad_grouping_keys(push: Push, path: str, message: str) -> None:
+    response = await push.client.put(path, content="m 1\n")
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+async def test_protobuf_bodies_are_refused(push: Push) -> None:
+    response = await push.client.put(
+        "/api/v1/push/j",
+        content=b"\x00",
+        headers={"Content-Type": "application/vnd.google.protobuf; encoding=delimited"},
+    )
+    assert response.status_code == 415
+    assert response.json()["errorType"] == "bad_data"
+
+
+async def test_push_can_be_disabled(tmp_path: Path) -> None:
+    async with running(tmp_path, "  push: {enabled: false}\n") as push:
+        response = await push.client.put("/api/v1/push/j", content="m 1\n")
+        assert response.status_code == 404
+        assert "disabled" in response.json()["error"]

@@ -1,0 +1,116 @@
+"""The configuration's secrets never leave the server: a real `opscope serve` with secrets in every
+place they can be (SMTP password, webhook URL and secret, probe and database passwords, an API
+token), failing deliveries and collections so that errors mention them, then every log line and
+every API response is searched for each secret."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from opscope.redaction import Redactor, hide_url_password
+from opscope.server.tokens import TokenFile
+
+from .conftest import ServeProcess, wait_until
+
+SECRETS = {
+    "SMTP_PASSWORD": "smtp-Pw-4f1d2c",
+    "HOOK_TOKEN": "hookpath-9a8b7c",
+    "HOOK_SECRET": "hmac-secret-77e1",
+    "DB_PASSWORD": "db-Pw-31337x",
+    "PROBE_PASSWORD": "probe-Pw-5150",
+}
+CONFIG = """\
+server: {auth: required}
+monitor:
+  interval: 1s
+  evaluation_interval: 1s
+  system: {enabled: false}
+  sql:
+    - name: crm_revenue
+      url: "postgresql+psycopg://ops:${DB_PASSWORD}@127.0.0.1:1/crm"
+      query: "SELECT 1 AS value"
+  probes:
+    - {job: web, targets: ["http://probe:${PROBE_PASSWORD}@127.0.0.1:1/health"]}
+  rules:
+    - {alert: SomethingDown, expr: "up == 0", for: 0s, labels: {severity: critical}}
+notify:
+  group_wait: 0s
+  channels:
+    email: "mailto://ops:${SMTP_PASSWORD}@127.0.0.1:1?from=a@example.com&to=b@example.com&mode=insecure"
+    hook: {webhook: "http://127.0.0.1:1/hook/${HOOK_TOKEN}", secret: "${HOOK_SECRET}"}
+  channels_default: [email, hook]
+"""
+
+
+def test_secrets_appear_nowhere(
+    serve_process: Callable[..., ServeProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    data = tmp_path / "data"
+    token = TokenFile(data).create("reader", "admin")
+    serve = serve_process(CONFIG, data_dir=data)
+    headers = {"Authorization": f"Bearer {token}"}
+    responses: list[str] = []
+
+    def get(path: str, **params: str) -> httpx.Response:
+        response = httpx.get(f"{serve.url}{path}", params=params, headers=headers, timeout=10)
+        responses.append(response.text)
+        return response
+
+    def deliveries_failed() -> bool:
+        data = get("/api/v1/notifications").json()["data"]
+        failed = {d["channel"] for d in data if d["lastError"]}
+        return failed >= {"email", "hook"}
+
+    wait_until(deliveries_failed, timeout=30, what="both channels to fail a delivery")
+    targets = get("/api/v1/targets").json()["data"]["activeTargets"]
+    errors = {t["scrapePool"]: t["lastError"] for t in targets}
+    assert errors["sql"] and errors["web"]  # both failed, so their errors were written
+    probes = {t["scrapeUrl"] for t in targets if t["kind"] == "probe"}
+    assert probes == {"http://probe:***@127.0.0.1:1/health"}
+    for path in (
+        "/api/v1/alerts",
+        "/api/v1/rules",
+        "/api/v1/silences",
+        "/metrics",
+        "/api/v1/push",
+        "/healthz",
+        "/api/openapi.json",
+        "/api/v1/labels",
+    ):
+        assert get(path).status_code == 200
+    get("/api/v1/query", query='{__name__=~".+"}')
+    get("/api/v1/series", **{"match[]": '{__name__=~".+"}'})
+    get("/api/v1/label/instance/values")
+    get("/api/v1/query", query="rate(")  # an error message too
+    bad = httpx.put(f"{serve.url}/api/v1/push/j", content="x{", headers=headers, timeout=10)
+    responses.append(bad.text)
+    assert bad.status_code == 400
+    serve.process.terminate()
+    serve.process.wait(timeout=15)
+    log = serve.output()
+    assert "SomethingDown" in "".join(responses)  # the run did what it should
+    leaks = [
+        (name, where)
+        for name, value in {**SECRETS, "token": token}.items()
+        for where, text in [("log", log), *(("response", r) for r in responses)]
+        if value in text
+    ]
+    assert leaks == []
+
+
+def test_redactor_masks_every_secret_longest_first() -> None:
+    redact = Redactor(["abcd", "abcdef", "p@ss/word", "x"])
+    assert redact("abcdef abcd x") == "*** *** x"  # "x" is too short to be a secret
+    assert redact("url pass=p%40ss%2Fword") == "url pass=***"
+    assert redact("") == ""
+
+
+def test_url_passwords_are_hidden() -> None:
+    assert hide_url_password("http://u:pw@h:1/p?q=1") == "http://u:***@h:1/p?q=1"
+    assert hide_url_password("http://h/p") == "http://h/p"
