@@ -113,10 +113,8 @@ def content_type(path: Path) -> str:
 
 def file_url(base_url: str, name: str, scheduled_at: float, filename: str = "") -> str:
     """Where the server serves a run's file (or, without ``filename``, lists the run)."""
-    return (
-        f"{base_url.rstrip('/')}/reports/{quote(name, safe='')}/{run_id(scheduled_at)}/"
-        + quote(filename, safe="")
-    )
+    run = f"{base_url.rstrip('/')}/reports/{quote(name, safe='')}/{run_id(scheduled_at)}/"
+    return run + quote(filename, safe="")
 
 
 def message_key(name: str, scheduled_at: float) -> str:

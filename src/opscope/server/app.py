@@ -36,6 +36,7 @@ from opscope.notify import Notifier
 from opscope.server.alerting_api import NotFound, alerting_router
 from opscope.server.api import QueryContext, api_router
 from opscope.server.live import LiveHub
+from opscope.server.reports_api import ReportsContext, reports_router
 from opscope.store import Store
 from opscope.telemetry import Telemetry
 
@@ -65,6 +66,7 @@ class ServerState:
     lookback_ms: int
     max_samples: int = 2_000_000
     notifier: Notifier | None = None
+    reports: ReportsContext | None = None
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -120,6 +122,8 @@ def create_app(state: ServerState) -> FastAPI:
     )
     app.include_router(api_router(context))
     app.include_router(alerting_router(context, state.notifier))
+    if state.reports is not None:
+        app.include_router(reports_router(state.reports))
 
     @app.websocket("/ws")
     async def live(websocket: WebSocket) -> None:

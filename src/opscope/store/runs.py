@@ -26,6 +26,7 @@ import os
 import socket
 import sqlite3
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,13 +138,15 @@ class RunRecord:
         """``20260330T060000Z`` (see :func:`run_id`)."""
         return run_id(self.scheduled_at)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (times as RFC 3339 in UTC)."""
+    def to_dict(self, deliveries: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """JSON-ready form (times as RFC 3339 in UTC); ``deliveries`` (delivery id → what
+        became of it, as the outbox tells) is merged into each delivery."""
 
         def iso(t: float | None) -> str | None:
             if t is None:
                 return None
-            return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+            stamp = datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+            return stamp.replace("+00:00", "Z")
 
         return {
             "report": self.report,
@@ -155,7 +158,16 @@ class RunRecord:
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
             "files": list(self.files),
-            "deliveries": [dict(d) for d in self.deliveries],
+            "deliveries": [
+                {
+                    **d,
+                    **{
+                        k: iso(v) if k.endswith("_at") else v
+                        for k, v in (deliveries or {}).get(d["id"], {"state": "unknown"}).items()
+                    },
+                }
+                for d in self.deliveries
+            ],
             "error": self.error,
             "attempts": self.attempts,
             "owner": f"{self.owner.host} pid {self.owner.pid}",
