@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -220,6 +222,100 @@ def report(
         out.print(f"wrote {path_text}", highlight=False)
 
 
+def runs(
+    name: Annotated[
+        str | None, typer.Argument(help="A key of reports (default: every report).")
+    ] = None,
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", envvar="OPSCOPE_CONFIG", help="Configuration file."),
+    ] = Path("opscope.yaml"),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Store directory (default: data_dir of the config)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most runs to list.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List the runs of scheduled reports: when, outcome, files and deliveries (piped: one
+    per line, tab-separated)."""
+    from rich.table import Table
+
+    from opscope.errors import StoreError
+    from opscope.notify.outbox import delivery_states
+    from opscope.store import Store
+    from opscope.store.runs import RunRecords
+
+    if data_dir is None:
+        loaded = _load(config)
+        data_dir = loaded.config.data_dir
+        if name is not None and name not in loaded.config.reports:
+            configured = ", ".join(loaded.config.reports) or "none"
+            raise _fail(f'unknown report "{name}" (reports: {configured})', 2)
+    try:
+        with RunRecords.open(data_dir, readonly=True) as records:
+            found = records.records(name, limit=limit)
+        with Store.open(data_dir, readonly=True) as store:
+            ids = [d["id"] for r in found for d in r.deliveries]
+            states = delivery_states(store, ids)
+    except StoreError as exc:
+        raise _fail(str(exc), 1) from None
+    rows = [r.to_dict(states) for r in found]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    if not rows:
+        err.print("no runs recorded", highlight=False)
+        return
+    lines = [
+        (
+            row["report"],
+            row["scheduled_at"],
+            row["period"],
+            row["state"] + (f" ({' '.join(row['error'].split())})" if row["error"] else ""),
+            row["started_at"],
+            row["finished_at"] or "",
+            " ".join(Path(f).name for f in row["files"]),
+            ", ".join(f"{d['channel']}: {d['state']}" for d in row["deliveries"]),
+        )
+        for row in rows
+    ]
+    if not out.is_terminal:  # for scripts: one run per line, tab-separated, nothing cut
+        for line in lines:
+            sys.stdout.write("\t".join(line) + "\n")
+        return
+    table = Table(
+        "report", "scheduled", "period", "outcome", "started", "finished", "files", "deliveries"
+    )
+    for index in (1, 4, 5):  # whole times
+        table.columns[index].no_wrap = True
+        table.columns[index].min_width = max((len(line[index]) for line in lines), default=0)
+    table.columns[6].overflow = "fold"
+    for line in lines:
+        table.add_row(*(escape(cell) for cell in line))
+    out.print(table)
+
+
+def _report_group() -> type[typer.core.TyperGroup]:
+    class ReportGroup(typer.core.TyperGroup):
+        """``opscope report NAME …`` runs ``report run NAME …``; ``report runs`` lists runs."""
+
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+                args = ["run", *args]
+            return super().parse_args(ctx, args)
+
+    return ReportGroup
+
+
 def register(app: typer.Typer) -> None:
-    """Add the report command to ``app``."""
-    app.command()(report)
+    """Add the report commands to ``app``: ``report [run] NAME`` and ``report runs``."""
+    group = typer.Typer(
+        cls=_report_group(),
+        no_args_is_help=True,
+        help="Compute a report (`opscope report NAME`, the same as `report run NAME`) or list "
+        "the runs of scheduled reports (`opscope report runs`).",
+    )
+    group.command("run")(report)
+    group.command("runs")(runs)
+    app.add_typer(group, name="report")

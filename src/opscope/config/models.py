@@ -77,6 +77,9 @@ class ServerConfig(Model):
     query_max_samples: StrictInt = Field(default=2_000_000, ge=1)
     """Most samples one query may load or return; larger queries get HTTP 422 (Prometheus's
     ``--query.max-samples``)."""
+    external_url: HttpURL | None = None
+    """URL people reach this server at (``https://opscope.example.com``), used in the links of
+    delivered reports; default: the address it listens on."""
 
 
 class SystemConfig(Model):

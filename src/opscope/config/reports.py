@@ -275,6 +275,13 @@ class ReportConfig(Model):
     """IANA timezone of the period boundaries and of the schedule."""
     to: list[str] = Field(default_factory=list)
     """Channels (keys of ``notify.channels``) the report is delivered to."""
+    catch_up: Literal["latest", "none"] = "latest"
+    """Scheduled runs missed while ``opscope serve`` was down: ``latest`` runs the most recent
+    missed one, once, when the server starts (never every missed one); ``none`` skips them."""
+    attach: StrictBool = True
+    """Deliver the files themselves: email attachments, base64 in webhook bodies (and in apprise
+    services that take files). Links to the server's copy are always included; ``false`` sends
+    the links alone."""
     week_start: Weekday = "monday"
     """First day of a week (ISO 8601: Monday)."""
     stages: list[str] = Field(default_factory=list)

@@ -19,12 +19,14 @@ notification log (:mod:`.nflog`) in the transaction that marks the delivery deli
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from opscope.config.notify import RetryConfig
@@ -68,6 +70,11 @@ class Delivery:
     last_error: str = ""
     delivered_at: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: ``alerts`` (a notification of an alert group) or ``message`` (a report delivery: no
+    #: alert group, nothing for the notification log).
+    kind: str = "alerts"
+    #: Files sent with the notification (absolute paths), read at each attempt.
+    attachments: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         """The stored document."""
@@ -89,6 +96,24 @@ class Delivery:
         )
 
 
+def delivery_states(store: Store, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """What became of stored deliveries, by id: ``state``, ``attempts``, ``last_error`` and
+    ``delivered_at`` (Unix seconds or ``None``). Ids no longer listed (pruned) are left out."""
+    found: dict[str, dict[str, Any]] = {}
+    for delivery_id in ids:
+        text = store.load_state(_PREFIX + delivery_id).get(_PREFIX + delivery_id)
+        if text is None:
+            continue
+        delivery = Delivery.from_json(text[0])
+        found[delivery_id] = {
+            "state": delivery.state,
+            "attempts": delivery.attempts,
+            "last_error": delivery.last_error,
+            "delivered_at": delivery.delivered_at,
+        }
+    return found
+
+
 def backoff(attempts: int, retry: RetryConfig, rng: random.Random) -> float:
     """Seconds to wait after the ``attempts``-th failure: initial × 2^(attempts−1), capped at
     ``max``, times a jitter factor in [0.8, 1.2]."""
@@ -106,7 +131,7 @@ class Outbox:
         #: What each channel last received of each group.
         self.delivered = NotificationLog(store, DELIVERED)
         for delivery in self.all():  # stores written before the delivered log was kept
-            if delivery.state == "delivered":
+            if delivery.state == "delivered" and delivery.kind == "alerts":
                 told = delivery.told()
                 known = self.delivered.get(delivery.channel, delivery.group_key)
                 if known is None or known.at < told.at:
@@ -138,6 +163,37 @@ class Outbox:
             next_attempt=now,
             expires_at=now + self.retry.give_up_after.total_seconds(),
         )
+
+    def new_message(
+        self,
+        *,
+        key: str,
+        channel: str,
+        title: str,
+        body: str,
+        payload: dict[str, Any],
+        attachments: list[str],
+        now: float,
+    ) -> Delivery:
+        """A pending delivery of a message that is not about alerts (a report), due now.
+
+        Its id is derived from ``key`` and ``channel``, so the same message queued twice — by
+        a run retried after a crash — is one delivery (see :meth:`get`). Not stored yet.
+        """
+        delivery = self.new(
+            key=key,
+            channel=channel,
+            group_key=f"message/{key}",
+            status="message",
+            title=title,
+            body=body,
+            payload=payload,
+            now=now,
+        )
+        delivery.id = hashlib.sha256(f"{key}\n{channel}".encode()).hexdigest()[:32]
+        delivery.kind = "message"
+        delivery.attachments = list(attachments)
+        return delivery
 
     @staticmethod
     def documents(deliveries: list[Delivery]) -> dict[str, str]:
@@ -228,9 +284,16 @@ class Outbox:
             self._save(delivery, now)
             return
         delivery.attempts += 1
+        extra: dict[str, Any] = {}
+        if delivery.attachments:
+            extra["attachments"] = [Path(p) for p in delivery.attachments]
         try:
             await channel.send(
-                title=delivery.title, body=delivery.body, payload=delivery.payload, key=delivery.key
+                title=delivery.title,
+                body=delivery.body,
+                payload=delivery.payload,
+                key=delivery.key,
+                **extra,
             )
         except DeliveryError as exc:
             delivery.last_error = str(exc)
@@ -266,7 +329,7 @@ class Outbox:
 
     def _save(self, delivery: Delivery, now: float) -> None:
         documents = self.documents([delivery])
-        if delivery.state == "delivered":
+        if delivery.state == "delivered" and delivery.kind == "alerts":
             told = delivery.told()
             previous = self.delivered.get(delivery.channel, delivery.group_key)
             if previous is None or previous.at <= told.at:

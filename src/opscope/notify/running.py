@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 from opscope.clock import Clock, SystemClock
 from opscope.config.notify import NotifyConfig
 from opscope.notify.channels import Channel
 from opscope.notify.dispatching import Dispatcher
 from opscope.notify.messages import NotifyAlert
+from opscope.notify.outbox import Delivery
 from opscope.store import Store
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,50 @@ class Notifier:
         self.dispatcher.receive(source, alerts, self.clock.time())
         if self._changed is not None:
             self._changed.set()
+
+    def queue_message(
+        self,
+        *,
+        key: str,
+        channels: Sequence[str],
+        title: str,
+        body: str,
+        payload: dict[str, Any],
+        attachments: Sequence[Path] = (),
+    ) -> list[Delivery]:
+        """Queue a message that is not about alerts (a report) to ``channels``, durably, and
+        wake their workers; returns the deliveries, one per channel.
+
+        Delivery ids derive from ``key`` and the channel: a channel that already has this
+        message queued (or delivered) is not given it again, so a run resumed after a crash
+        sends nothing twice. Raises :class:`KeyError` for an unknown channel.
+        """
+        now = self.clock.time()
+        queued: list[Delivery] = []
+        new: list[Delivery] = []
+        for channel in channels:
+            if channel not in self.channels:
+                raise KeyError(channel)
+            delivery = self.outbox.new_message(
+                key=key,
+                channel=channel,
+                title=title,
+                body=body,
+                payload=payload,
+                attachments=[str(p) for p in attachments],
+                now=now,
+            )
+            existing = self.outbox.get(delivery.id)
+            if existing is None:
+                new.append(delivery)
+            queued.append(existing or delivery)
+        if new:
+            self.outbox.store.put_state(self.outbox.documents(new), at=now)
+        for delivery in new:
+            wake = self._wake.get(delivery.channel)
+            if wake is not None:
+                wake.set()
+        return queued
 
     async def run(self) -> None:
         """Dispatch and deliver until cancelled."""

@@ -41,6 +41,7 @@ from opscope.server.api import QueryContext, api_router
 from opscope.server.auth import TokenAuth
 from opscope.server.live import LiveHub
 from opscope.server.push_api import push_router
+from opscope.server.reports_api import ReportsContext, reports_router
 from opscope.server.tokens import TokenFile
 from opscope.store import Store
 from opscope.telemetry import Telemetry
@@ -78,6 +79,7 @@ class ServerState:
     tokens: TokenFile | None = None
     #: Masks the configuration's secrets in error messages and target URLs.
     redact: Callable[[str], str] = str
+    reports: ReportsContext | None = None
 
 
 def _error_response(status: int, message: str) -> JSONResponse:
@@ -138,6 +140,8 @@ def create_app(state: ServerState) -> FastAPI:
     auth = TokenAuth(app, state.tokens) if state.tokens is not None else None
     if state.tokens is not None:
         app.add_middleware(TokenAuth, tokens=state.tokens)
+    if state.reports is not None:
+        app.include_router(reports_router(state.reports))
 
     @app.websocket("/ws")
     async def live(websocket: WebSocket) -> None:

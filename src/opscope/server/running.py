@@ -29,11 +29,14 @@ from opscope.monitor import Monitor
 from opscope.monitor.rules import GroupResult, compile_groups
 from opscope.notify import Notifier, NotifyAlert
 from opscope.redaction import Redactor, config_secrets
+from opscope.report.scheduling import ReportScheduler, scheduled_reports
 from opscope.server.app import ServerState, create_app
 from opscope.server.auth import is_loopback
 from opscope.server.live import LiveHub
+from opscope.server.reports_api import ReportsContext
 from opscope.server.tokens import TokenFile
 from opscope.store import Store
+from opscope.store.runs import RunRecords
 from opscope.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,8 @@ class OpscopeServer:
         self.monitor: Monitor | None = None
         self.hub: LiveHub | None = None
         self.notifier: Notifier | None = None
+        self.runs: RunRecords | None = None
+        self.reports: ReportScheduler | None = None
         self.telemetry = Telemetry()
         self._stopped = asyncio.Event()
         #: Masks the configuration's secrets; installed on the log handlers while serving.
@@ -163,6 +168,7 @@ class OpscopeServer:
         if config.notify.channels:
             self.notifier = Notifier(config.notify, self.store, clock=self.clock)
             self.monitor.alert_listeners.append(self._notify)
+        reports_context = self._start_reports()
         app = create_app(
             ServerState(
                 project=config.project,
@@ -176,6 +182,7 @@ class OpscopeServer:
                 notifier=self.notifier,
                 tokens=tokens,
                 redact=self.redact,
+                reports=reports_context,
             )
         )
         uv_config = uvicorn.Config(
@@ -197,6 +204,8 @@ class OpscopeServer:
         self._tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
         if self.notifier is not None:
             self._tasks.append(asyncio.create_task(self.notifier.run(), name="notify"))
+        if self.reports is not None:
+            self._tasks.append(asyncio.create_task(self.reports.run(), name="reports"))
         while not self._uvicorn.started:
             if self._tasks[0].done():
                 self._tasks[0].result()
@@ -227,6 +236,34 @@ class OpscopeServer:
                 "(scopes: read, write, admin), or bind 127.0.0.1"
             )
         return tokens
+
+    def _start_reports(self) -> ReportsContext | None:
+        """Open the report run records and, when reports have schedules, the scheduler."""
+        config = self.loaded.config
+        if not config.reports:
+            return None
+        assert self.store is not None
+        self.runs = RunRecords(self.store.path)
+        base_url = config.server.external_url or self.url
+        scheduled = scheduled_reports(config.reports, config.sources)
+        if scheduled:
+            self.reports = ReportScheduler(
+                scheduled,
+                runs=self.runs,
+                data_dir=self.data_dir,
+                base=self.loaded.path.parent,
+                base_url=base_url,
+                notifier=self.notifier,
+                clock=self.clock,
+            )
+        return ReportsContext(
+            reports=config.reports,
+            runs=self.runs,
+            store=self.store,
+            data_dir=self.data_dir,
+            base_url=base_url,
+            now=self.clock.time,
+        )
 
     def _notify(self, result: GroupResult) -> None:
         """Hand a rule group's firing and resolved alerts to the notifier (pending ones are not
@@ -271,6 +308,9 @@ class OpscopeServer:
         if self._log_filter is not None:
             Redactor.uninstall(self._log_filter)
             self._log_filter = None
+        if self.runs is not None:
+            self.runs.close()
+            self.runs = None
         if self.store is not None:
             self.store.close()
             self.store = None
