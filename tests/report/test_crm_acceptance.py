@@ -97,3 +97,51 @@ def test_q4_figures_match_a_hand_count(crm: Dataset, crm_dir: Path) -> None:
     assert m["deals.won"] == len(won)
     assert m["revenue.won"] == sum(int(d["close_value"]) for d in won)
     assert m["win_rate"] == pytest.approx(len(won) / len(q4))
+
+
+def open_pipeline_by_hand(crm_dir: Path, end: str, *, now: bool) -> tuple[int, float]:
+    """Deals open at the start of ``end`` from the CSV files: engaged before ``end`` and not
+    closed by then, valued at close_value, else (open deals, and lost deals whose 0 is a
+    close value) at the product's list price; deals without a date count only ``now``."""
+    prices = {p["product"]: float(p["sales_price"]) for p in rows(crm_dir / "products.csv")}
+    count, value = 0, 0.0
+    for d in rows(crm_dir / "sales_pipeline.csv"):
+        if not d["engage_date"]:
+            if not now or d["deal_stage"] in ("Won", "Lost"):
+                continue
+        elif d["engage_date"] >= end:
+            continue
+        if d["deal_stage"] in ("Won", "Lost") and d["close_date"] < end:
+            continue
+        price = prices["GTX Pro" if d["product"] == "GTXPro" else d["product"]]
+        count += 1
+        value += float(d["close_value"]) if d["deal_stage"] == "Won" else price
+    return count, value
+
+
+def test_open_pipeline_at_past_period_ends(crm: Dataset, crm_dir: Path) -> None:
+    # 2017-Q3: 2,409 deals (376 of them lost later, valued at list price, not at 0);
+    # the 500 Prospecting deals without any date are not known to be open then.
+    count, value = open_pipeline_by_hand(crm_dir, "2017-10-01", now=False)
+    assert (count, value) == (2_409, 5_767_673)
+    m = sales(crm, "2017-Q3").metrics
+    assert (m["pipeline.open.count"], m["pipeline.open.value"]) == (count, value)
+    # Long before the data: nothing was open.
+    m = sales(crm, "2010-Q1").metrics
+    assert (m["pipeline.open.count"], m["pipeline.open.value"]) == (0, 0)
+    # 2017-Q4 holds the data's last date: the current pipeline, undated deals included.
+    count, value = open_pipeline_by_hand(crm_dir, "2018-01-01", now=True)
+    assert (count, value) == (1_589 + 500, 4_966_215)
+    doc = sales(crm, "2017-Q4")
+    assert (doc.metrics["pipeline.open.count"], doc.metrics["pipeline.open.value"]) == (
+        count,
+        value,
+    )
+    method = next(s for s in doc.sections if s.id == "pipeline").blocks[1]
+    assert any("500 open deal(s) have no created or engaged date" in x for x in method.lines)
+    # The executive summary compares 2017-Q4's pipeline with 2017-Q3's.
+    from opscope.report.executive import executive_summary
+
+    request = ReportRequest(parse_period("2017-Q4", now=NOW), "UTC", NOW)
+    m = executive_summary(crm, request).metrics
+    assert m["pipeline.open.value.previous"] == 5_767_673

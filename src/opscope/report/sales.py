@@ -44,6 +44,7 @@ from opscope.report.deals import (
     close_date_span,
     closed_deals,
     closed_in,
+    data_end,
     funnel,
     open_pipeline,
     ratio,
@@ -257,6 +258,23 @@ def sales_performance(data: Dataset, request: ReportRequest) -> ReportDocument:
         f"Open at the end of {period.label}: deals not closed by then and created before.",
         "Velocity = open deals × win rate × average deal / mean sales cycle (per day).",
     ]
+    last_date = data_end(data)
+    if pipe.undated_counted and pipe.undated:
+        pipeline_lines.append(
+            f"{pipe.undated:,} open deal(s) have no created or engaged date: the source shows "
+            "them open now, so they count only after the data's last date"
+            f"{f' ({last_date.isoformat()})' if last_date else ''}."
+        )
+    elif not pipe.undated_counted and undated:
+        pipeline_lines.append(
+            f"Deals without a created or engaged date are known open only now (after the "
+            f"data's last date, {last_date.isoformat() if last_date else 'n/a'}): not counted "
+            f"at the end of {period.label}."
+        )
+    pipeline_lines.append(
+        "A deal open then but lost later is valued at its product's list price (a lost deal's "
+        "amount of 0 is its close value)."
+    )
     if pipe.valued_at_list_price:
         pipeline_lines.append(
             f"{pipe.valued_at_list_price:,} open deal(s) have no amount in the "
