@@ -145,3 +145,36 @@ def test_open_pipeline_at_past_period_ends(crm: Dataset, crm_dir: Path) -> None:
     request = ReportRequest(parse_period("2017-Q4", now=NOW), "UTC", NOW)
     m = executive_summary(crm, request).metrics
     assert m["pipeline.open.value.previous"] == 5_767_673
+
+
+def test_growth_against_a_partial_previous_period_is_flagged(
+    crm: Dataset, crm_dir: Path
+) -> None:
+    from opscope.report.executive import executive_summary
+
+    won = [d for d in rows(crm_dir / "sales_pipeline.csv") if d["deal_stage"] == "Won"]
+    q1 = [d for d in won if "2017-01-01" <= d["close_date"] < "2017-04-01"]
+    q2 = [d for d in won if "2017-04-01" <= d["close_date"] < "2017-07-01"]
+    # 2017-Q1 holds March only: the first close date of the data is 2017-03-01.
+    assert min(d["close_date"] for d in won) == "2017-03-01"
+    assert {d["close_date"][:7] for d in q1} == {"2017-03"}
+    request = ReportRequest(parse_period("2017-Q2", now=NOW), "UTC", NOW)
+    doc = executive_summary(crm, request)
+    m = doc.metrics
+    assert m["revenue.won"] == sum(int(d["close_value"]) for d in q2)
+    assert m["revenue.won.previous"] == sum(int(d["close_value"]) for d in q1)
+    assert (m["period.previous.partial"], m["period.last_year.partial"]) == (1, 0)
+    card = doc.sections[0].blocks[0].kpis[0]
+    assert card.name == "Revenue"
+    assert card.note is not None and "previous period 2017-Q1 is partial" in card.note
+    assert any(
+        "previous period: 2017-Q1 is partial: the data covers 2017-03-01 … 2017-03-31" in line
+        for line in doc.data_quality
+    )
+    # The same in the sales report; a complete previous period (2017-Q3 for 2017-Q4) is not.
+    doc = sales(crm, "2017-Q2")
+    assert doc.metrics["period.previous.partial"] == 1
+    assert "2017-Q1 is partial" in (doc.sections[0].blocks[0].kpis[0].note or "")
+    doc = sales(crm, "2017-Q4")
+    assert doc.metrics["period.previous.partial"] == 0
+    assert all(k.note is None for k in doc.sections[0].blocks[0].kpis)

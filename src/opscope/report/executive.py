@@ -27,6 +27,7 @@ from typing import Any
 from opscope.report import automation
 from opscope.report.building import (
     ReportRequest,
+    flag_partial_comparisons,
     kpi,
     new_document,
     period_partial,
@@ -65,6 +66,8 @@ _BUCKET: dict[str, Granularity] = {
     "week": "day",
     "day": "day",
 }
+#: KPI metrics not computed from the deals closed in the period.
+_NOT_CLOSED_DEALS = ("nps", "automation.savings", "pipeline.open.value")
 _SEASON = {"day": 7, "week": 52, "month": 12, "quarter": 4, "year": 1}
 
 
@@ -168,7 +171,7 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
         )
     cards: list[Kpi] = []
     for name, (title, kind, cur, given_before, given_last_year) in values.items():
-        deal_metric = name not in ("nps", "automation.savings", "pipeline.open.value")
+        deal_metric = name not in _NOT_CLOSED_DEALS
         before = None if deal_metric and prev_or_none is None else given_before
         last_year = None if deal_metric and year_or_none is None else given_last_year
         card = kpi(
@@ -183,6 +186,8 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
         cards.append(card)
         m[name], m[f"{name}.previous"], m[f"{name}.last_year"] = cur, before, last_year
         m[f"{name}.target"], m[f"{name}.growth"] = card.target, card.growth
+    closed_cards = {values[k][0] for k in values if k not in _NOT_CLOSED_DEALS}
+    notes += flag_partial_comparisons(cards, request, span, m, only=closed_cards)
     doc.sections.append(
         Section(
             "kpis",

@@ -32,6 +32,7 @@ from typing import Any
 
 from opscope.report.building import (
     ReportRequest,
+    flag_partial_comparisons,
     kpi,
     new_document,
     period_partial,
@@ -167,6 +168,9 @@ def sales_performance(data: Dataset, request: ReportRequest) -> ReportDocument:
         ),
         kpi("Open pipeline", "money", pipe.value, previous=None, last_year=None, target=None),
     ]
+    notes += flag_partial_comparisons(
+        cards, request, (first, last), m, only={c.name for c in cards[:-1]}
+    )
     doc.sections.append(
         Section(
             "kpis",
