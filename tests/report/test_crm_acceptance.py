@@ -147,9 +147,7 @@ def test_open_pipeline_at_past_period_ends(crm: Dataset, crm_dir: Path) -> None:
     assert m["pipeline.open.value.previous"] == 5_767_673
 
 
-def test_growth_against_a_partial_previous_period_is_flagged(
-    crm: Dataset, crm_dir: Path
-) -> None:
+def test_growth_against_a_partial_previous_period_is_flagged(crm: Dataset, crm_dir: Path) -> None:
     from opscope.report.executive import executive_summary
 
     won = [d for d in rows(crm_dir / "sales_pipeline.csv") if d["deal_stage"] == "Won"]
