@@ -129,3 +129,40 @@ def test_absent_data_is_omitted_with_a_note_and_zero_denominators_are_na(tmp_pat
     assert (
         run(data, "automation_impact").sections[0].omitted == "no automations table in the source"
     )  # type: ignore[attr-defined]
+
+
+def test_misspelt_stages_are_data_quality_warnings(tmp_path: Path) -> None:
+    data = source(tmp_path)
+    # Created in 2017-Q4: deal 3 (won) and deal 4 (open, Engaging), which a misspelt stage
+    # order would leave out of the funnel without a word.
+    doc = run(data, "sales_performance", stages=["Engagin", "Won"])
+    quality = doc.data_quality  # type: ignore[attr-defined]
+    assert (
+        "stage order: no deal is in stage(s) 'Engagin' (stages in the data: Engaging, Lost, Won)"
+        in quality
+    )
+    assert (
+        "funnel: 1 open deal(s) created in the period are in stages not in the stage order "
+        "('Engaging': 1): left out of the funnel"
+    ) in quality
+    assert doc.metrics["funnel.Engagin.reached"] == 1  # type: ignore[attr-defined]
+    doc = run(data, "executive_summary", stage_probabilities={"Engagng": 0.5})
+    assert any(
+        line.startswith("stage_probabilities: no deal is in stage(s) 'Engagng'")
+        for line in doc.data_quality  # type: ignore[attr-defined]
+    )
+    # spelt right: no warning
+    doc = run(data, "sales_performance", stages=["Engaging", "Won"])
+    assert not any("stage" in line for line in doc.data_quality)  # type: ignore[attr-defined]
+
+
+def test_a_rule_threshold_benchmark_is_compared_with_its_metric(tmp_path: Path) -> None:
+    # Open at the end of 2017-Q3: deal 1 (won later, 1,000) and deal 2 (lost later, no list
+    # price: 0); won in 2017-Q3: deal 5 (500). Coverage = 1,000 / 500 = 2.
+    doc = run(
+        source(tmp_path), "sales_performance", period="2017-Q3", benchmarks={"pipeline_coverage": 3}
+    )
+    bench = next(s for s in doc.sections if s.id == "benchmarks").blocks[0]  # type: ignore[attr-defined]
+    assert bench.rows == [
+        {"metric": "pipeline_coverage", "value": 2.0, "benchmark": 3.0, "difference": -1.0}
+    ]

@@ -52,6 +52,8 @@ class ClosedDeals:
 
 
 _FIRST_DATE = "coalesce(created_date, engaged_date)"
+#: SQL of a deal's first date (created, else engaged).
+FIRST_DATE = _FIRST_DATE
 
 
 def closed_deals(data: Dataset, start: date, end: date, where: str = "") -> ClosedDeals:

@@ -55,7 +55,7 @@ from opscope.report.document import (
 )
 from opscope.report.forecast import forecast
 from opscope.report.periods import Granularity, ReportPeriod, local_today, period_containing
-from opscope.report.sales import recommendations
+from opscope.report.sales import recommendations, stage_checks
 from opscope.report.sources import Dataset
 
 #: Bucket of the revenue series per report granularity.
@@ -253,6 +253,7 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
             Section("automation", "Automation impact", omitted="no automations table in the source")
         )
 
+    notes += stage_checks(data, order, probabilities, period.start, period.end)
     recs = recommendations(
         now,
         prev,
