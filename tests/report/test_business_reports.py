@@ -166,3 +166,21 @@ def test_a_rule_threshold_benchmark_is_compared_with_its_metric(tmp_path: Path) 
     assert bench.rows == [
         {"metric": "pipeline_coverage", "value": 2.0, "benchmark": 3.0, "difference": -1.0}
     ]
+
+
+def test_automation_impact_is_compared_with_the_previous_period(tmp_path: Path) -> None:
+    doc = run(source(tmp_path, automations=AUTOMATIONS), "automation_impact")
+    m = doc.metrics  # type: ignore[attr-defined]
+    # 2017-Q3: Lead routing only, 1,000 runs × 2 min = 33.3 h × 30 = 1,000 saved, no running
+    # cost; 2016-Q4 has no rows: n/a, not 0.
+    assert m["automation.hours_saved.previous"] == pytest.approx(1000 * 2 / 60)
+    assert m["automation.savings.previous"] == pytest.approx(1000)
+    assert m["automation.cost.previous"] == 0
+    assert m["automation.savings.last_year"] is None
+    kpis = doc.sections[0].blocks[0].kpis  # type: ignore[attr-defined]
+    saved = next(k for k in kpis if k.name == "Cost saved")
+    assert (saved.current, saved.same_period_last_year) == (5400, None)
+    assert saved.previous == pytest.approx(1000)
+    assert saved.growth == pytest.approx((5400 - 1000) / 1000)
+    assert saved.trend == "up"
+
