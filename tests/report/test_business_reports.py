@@ -184,3 +184,13 @@ def test_automation_impact_is_compared_with_the_previous_period(tmp_path: Path) 
     assert saved.growth == pytest.approx((5400 - 1000) / 1000)
     assert saved.trend == "up"
 
+
+def test_nps_answers_outside_the_scale_are_reported(tmp_path: Path) -> None:
+    answers = NPS + "2017-12-30,11\n2017-12-31,\n"
+    doc = run(source(tmp_path, nps_responses=answers), "executive_summary")
+    # the five answers on the scale: (3 promoters − 1 detractor) / 5
+    assert doc.metrics["nps"] == pytest.approx(40)  # type: ignore[attr-defined]
+    assert doc.metrics["nps.responses"] == 5  # type: ignore[attr-defined]
+    quality = doc.data_quality  # type: ignore[attr-defined]
+    assert "nps_responses: 1 response(s) outside 0–10 dropped (score 11)" in quality
+    assert "nps_responses: 1 response(s) without a score dropped" in quality

@@ -100,6 +100,24 @@ def nps(data: Dataset, start: date, end: date) -> tuple[float | None, int]:
     return 100.0 * (int(row[1]) - int(row[2])) / total, total
 
 
+def nps_quality(data: Dataset) -> list[str]:
+    """Data-quality lines on ``nps_responses``: answers outside the 0–10 scale and answers
+    without a score, both left out of the NPS."""
+    row = data.con.execute(
+        "SELECT count(*) FILTER (score NOT BETWEEN 0 AND 10), "
+        "list(DISTINCT score ORDER BY score) FILTER (score NOT BETWEEN 0 AND 10), "
+        "count(*) FILTER (score IS NULL) FROM nps_responses"
+    ).fetchone()
+    assert row is not None
+    lines = []
+    if row[0]:
+        shown = ", ".join(f"{v:g}" for v in row[1][:5])
+        lines.append(f"nps_responses: {row[0]:,} response(s) outside 0–10 dropped (score {shown})")
+    if row[2]:
+        lines.append(f"nps_responses: {row[2]:,} response(s) without a score dropped")
+    return lines
+
+
 def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
     """The executive summary of ``request.period`` over ``data``."""
     period = request.period
@@ -149,6 +167,7 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
         ),
     }
     if data.has("nps_responses"):
+        notes += nps_quality(data)
         values["nps"] = (
             "NPS",
             "number",
