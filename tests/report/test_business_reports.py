@@ -194,3 +194,27 @@ def test_nps_answers_outside_the_scale_are_reported(tmp_path: Path) -> None:
     quality = doc.data_quality  # type: ignore[attr-defined]
     assert "nps_responses: 1 response(s) outside 0–10 dropped (score 11)" in quality
     assert "nps_responses: 1 response(s) without a score dropped" in quality
+
+
+def test_the_data_quality_lines_are_shown_once(tmp_path: Path) -> None:
+    import openpyxl
+    from pptx import Presentation
+
+    from opscope.report.render import render
+
+    # 2016 is both the previous period and the same period last year of 2017: its note once.
+    doc = run(source(tmp_path), "sales_performance", period="2017")
+    line = "no closed deals in the data for 2016: comparisons with it are n/a"
+    assert doc.data_quality.count(line) == 1  # type: ignore[attr-defined]
+    html = render(doc, "html", tmp_path / "r.html").read_text()  # type: ignore[arg-type]
+    assert html.count(line) == 1 and html.count("<h2>Data quality</h2>") == 1
+    book = openpyxl.load_workbook(render(doc, "xlsx", tmp_path / "r.xlsx"))  # type: ignore[arg-type]
+    assert [n for n in book.sheetnames if n.startswith("Data quality")] == ["Data quality"]
+    deck = Presentation(str(render(doc, "pptx", tmp_path / "r.pptx")))  # type: ignore[arg-type]
+    texts = [
+        shape.text_frame.text
+        for slide in deck.slides
+        for shape in slide.shapes
+        if shape.has_text_frame
+    ]
+    assert sum(t.count(line) for t in texts) == 1

@@ -149,8 +149,9 @@ def flag_partial_comparisons(
 
 
 def quality_section(doc: ReportDocument, data: Dataset, extra: list[str]) -> None:
-    """Append the data-quality section (every report has one) and fill ``doc.data_quality``."""
-    lines = [*data.quality, *extra]
+    """Append the data-quality section (every report has one) and fill ``doc.data_quality``
+    (each line once, in order: the previous period of a yearly report is also last year's)."""
+    lines = list(dict.fromkeys([*data.quality, *extra]))
     doc.data_quality = lines
     doc.sections.append(
         Section(
