@@ -218,3 +218,20 @@ def test_the_data_quality_lines_are_shown_once(tmp_path: Path) -> None:
         if shape.has_text_frame
     ]
     assert sum(t.count(line) for t in texts) == 1
+
+
+def test_reps_without_deals_come_last_in_the_leaderboard(tmp_path: Path) -> None:
+    data = source(tmp_path, owners="owner,team\nAnn,T\nBo,T\nCy,T\nDee,T\n")
+    data.con.execute(
+        "INSERT INTO deals (id, owner, product, stage, status, created_date, close_date, amount) "
+        "VALUES ('6', 'Cy', 'Widget', 'Won', 'won', DATE '2017-10-01', DATE '2017-10-20', -200)"
+    )
+    doc = run(data, "sales_performance")
+    board = next(s for s in doc.sections if s.id == "leaderboard").blocks[0]  # type: ignore[attr-defined]
+    # 2017-Q4 revenue: Bo 3,000, Ann 1,000 (and a lost deal), Cy -200; Dee closed nothing.
+    assert [(r["owner"], r["revenue"], r["rank"]) for r in board.rows] == [
+        ("Bo", 3000, 1),
+        ("Ann", 1000, 2),
+        ("Cy", -200, 3),
+        ("Dee", 0, None),
+    ]

@@ -506,7 +506,8 @@ def stage_checks(
 
 def _leaderboard(data: Dataset, request: ReportRequest) -> tuple[list[dict[str, Any]], list[str]]:
     """Every rep (from owners and from deals), with revenue, won, lost, win rate, average deal
-    and rank by revenue (ties share a rank; reps with no closed deals have none)."""
+    and rank by revenue (ties share a rank; reps with no closed deals have none and come last,
+    after reps whose revenue is negative)."""
     period = request.period
     owners_sql = (
         "SELECT owner, any_value(team) AS team, any_value(region) AS region FROM ("
@@ -530,7 +531,7 @@ def _leaderboard(data: Dataset, request: ReportRequest) -> tuple[list[dict[str, 
         SELECT r.owner, r.team, r.region, coalesce(c.revenue, 0), coalesce(c.won, 0),
                coalesce(c.lost, 0), coalesce(c.priced, 0)
         FROM reps r LEFT JOIN closed c USING (owner)
-        ORDER BY 4 DESC, 1
+        ORDER BY coalesce(c.won, 0) + coalesce(c.lost, 0) = 0, 4 DESC, 1
         """,
         [period.start, period.end],
     ).fetchall()
