@@ -235,3 +235,18 @@ def test_reps_without_deals_come_last_in_the_leaderboard(tmp_path: Path) -> None
         ("Cy", -200, 3),
         ("Dee", 0, None),
     ]
+
+
+def test_own_rows_spelt_differently_are_one_company(tmp_path: Path) -> None:
+    rows = COMPETITORS + "Us,Helpdesk,50,tickets\nRival,Helpdesk,,tickets;chat\n"
+    doc = run(source(tmp_path, competitors=rows), "competitive_analysis")
+    matrix = next(s for s in doc.sections if s.id == "features").blocks[0]  # type: ignore[attr-defined]
+    # one column per company: us (import, reports, api, tickets), Other, Rival
+    assert [c.title for c in matrix.columns] == ["Feature", "us", "Other", "Rival"]
+    assert doc.metrics["features.us.count"] == 4  # type: ignore[attr-defined]
+    assert doc.metrics["price.Helpdesk.ours"] == 50  # type: ignore[attr-defined]
+    assert doc.metrics["price.Helpdesk.competitor_mean"] is None  # type: ignore[attr-defined]
+    assert (
+        "competitors: 1 row(s) without a price (Rival/Helpdesk): left out of the price comparison"
+        in doc.data_quality  # type: ignore[attr-defined]
+    )
