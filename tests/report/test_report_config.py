@@ -130,3 +130,18 @@ def test_an_invalid_date_format_is_refused_when_the_configuration_loads() -> Non
     # DuckDB's directives, unpadded ones included, are accepted
     good = text.replace("%d/%m/%Q", "%-d.%-m.%Y %H:%M:%S")
     assert parse_config(good, environ={}).config.sources["crm"].mapping.deals is not None
+
+
+def test_currency_and_locale_are_checked_against_cldr() -> None:
+    text = GOOD.replace(
+        "mapping: maven_crm}", "mapping: maven_crm, currency: XYZ, locale: klingon}"
+    )
+    assert problems(text) == [
+        "opscope.yaml:4:55 sources.crm.currency: not an ISO 4217 currency code (e.g. USD, EUR, "
+        'GBP, CHF), got "XYZ"',
+        "opscope.yaml:4:68 sources.crm.locale: not a locale known to CLDR (e.g. en_US, de_DE, "
+        'fr_FR, de_CH), got "klingon"',
+    ]
+    good = GOOD.replace("mapping: maven_crm}", "mapping: maven_crm, currency: CHF, locale: de_CH}")
+    source = parse_config(good, environ={}).config.sources["crm"]
+    assert (source.currency, source.locale) == ("CHF", "de_CH")

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale, UnknownLocaleError
+from babel.numbers import is_currency
 from croniter import croniter
 from pydantic import (
     AfterValidator,
@@ -165,6 +167,24 @@ def _number(value: object) -> object:
     return value
 
 
+def _currency(code: str) -> str:
+    if not is_currency(code):
+        raise PydanticCustomError(
+            "currency", "not an ISO 4217 currency code (e.g. USD, EUR, GBP, CHF)", {}
+        )
+    return code
+
+
+def _locale(name: str) -> str:
+    try:
+        Locale.parse(name)
+    except (UnknownLocaleError, ValueError):
+        raise PydanticCustomError(
+            "locale", "not a locale known to CLDR (e.g. en_US, de_DE, fr_FR, de_CH)", {}
+        ) from None
+    return name
+
+
 #: An IANA timezone name, checked with :mod:`zoneinfo`.
 TimezoneName = Annotated[str, AfterValidator(_timezone)]
 #: A five-field cron expression, checked with croniter.
@@ -263,9 +283,9 @@ class SourceConfig(Model):
     )
     """Column mapping: a preset name (``maven_crm``, ``hubspot_deals``,
     ``salesforce_opportunities``) or a mapping."""
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-    """ISO 4217 code of the amounts."""
-    locale: str = Field(default="en_US", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
+    currency: Annotated[str, AfterValidator(_currency)] = "USD"
+    """ISO 4217 code of the amounts (checked with Babel)."""
+    locale: Annotated[str, AfterValidator(_locale)] = "en_US"
     """Locale the renderers format numbers and money in (``de_DE``: 1.234,56 €)."""
 
     @model_validator(mode="after")
