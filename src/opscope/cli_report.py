@@ -49,8 +49,14 @@ def report(
         ),
     ] = None,
     formats: Annotated[
-        str, typer.Option("--format", "-f", help="Comma-separated: json, html, pdf, xlsx, pptx.")
-    ] = "json",
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Comma-separated: json, html, pdf, xlsx, pptx (default: the configured "
+            "report's formats, else json).",
+        ),
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to write.")] = Path("."),
     data: Annotated[
         Path | None,
@@ -90,25 +96,8 @@ def report(
     from opscope.report.periods import timezone as check_timezone
     from opscope.report.sources import load_source
 
-    wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
-    unknown = [f for f in wanted if f not in _FORMATS]
-    if not wanted or unknown:
-        raise _fail(
-            f"--format: unknown format {', '.join(unknown) or '(none)'} "
-            f"(formats: {', '.join(_FORMATS)})",
-            2,
-        )
-    renderer = None
-    if any(f != "json" for f in wanted):
-        try:
-            renderer = importlib.import_module("opscope.report.render")
-        except ModuleNotFoundError:
-            missing = ", ".join(f for f in wanted if f != "json")
-            raise _fail(
-                f"format {missing} not available in this version of opscope (json is)", 2
-            ) from None
-
     settings = ReportConfig()
+    configured = False  # name is a key of the configuration's reports
     base = Path(".")
     if config is not None or data is None:
         loaded = _load(config or Path("opscope.yaml"))
@@ -116,6 +105,7 @@ def report(
         cfg = loaded.config
         if name in cfg.reports:
             settings = cfg.reports[name]
+            configured = True
         kind = report_kind(name, settings)
         if kind is None:
             raise _fail(
@@ -150,6 +140,27 @@ def report(
         base = Path(".")
     elif mapping is not None:
         raise _fail("--mapping goes with --data", 2)
+
+    if formats is None:
+        # a configured report writes its own formats; a one-off run writes JSON
+        formats = ",".join(settings.formats) if configured else "json"
+    wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in wanted if f not in _FORMATS]
+    if not wanted or unknown:
+        raise _fail(
+            f"--format: unknown format {', '.join(unknown) or '(none)'} "
+            f"(formats: {', '.join(_FORMATS)})",
+            2,
+        )
+    renderer = None
+    if any(f != "json" for f in wanted):
+        try:
+            renderer = importlib.import_module("opscope.report.render")
+        except ModuleNotFoundError:
+            missing = ", ".join(f for f in wanted if f != "json")
+            raise _fail(
+                f"format {missing} not available in this version of opscope (json is)", 2
+            ) from None
 
     tz = timezone or settings.timezone
     try:
@@ -188,7 +199,9 @@ def report(
         finally:
             dataset.close()
         progress.update(task, advance=1)
-        stem = f"{kind}-{report_period.label}"
+        # files are named after the configured key, so that two configured reports of the
+        # same kind do not overwrite each other's files
+        stem = f"{name if configured else kind}-{report_period.label}"
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             for fmt in wanted:

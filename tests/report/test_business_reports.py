@@ -129,3 +129,124 @@ def test_absent_data_is_omitted_with_a_note_and_zero_denominators_are_na(tmp_pat
     assert (
         run(data, "automation_impact").sections[0].omitted == "no automations table in the source"
     )  # type: ignore[attr-defined]
+
+
+def test_misspelt_stages_are_data_quality_warnings(tmp_path: Path) -> None:
+    data = source(tmp_path)
+    # Created in 2017-Q4: deal 3 (won) and deal 4 (open, Engaging), which a misspelt stage
+    # order would leave out of the funnel without a word.
+    doc = run(data, "sales_performance", stages=["Engagin", "Won"])
+    quality = doc.data_quality  # type: ignore[attr-defined]
+    assert (
+        "stage order: no deal is in stage(s) 'Engagin' (stages in the data: Engaging, Lost, Won)"
+        in quality
+    )
+    assert (
+        "funnel: 1 open deal(s) created in the period are in stages not in the stage order "
+        "('Engaging': 1): left out of the funnel"
+    ) in quality
+    assert doc.metrics["funnel.Engagin.reached"] == 1  # type: ignore[attr-defined]
+    doc = run(data, "executive_summary", stage_probabilities={"Engagng": 0.5})
+    assert any(
+        line.startswith("stage_probabilities: no deal is in stage(s) 'Engagng'")
+        for line in doc.data_quality  # type: ignore[attr-defined]
+    )
+    # spelt right: no warning
+    doc = run(data, "sales_performance", stages=["Engaging", "Won"])
+    assert not any("stage" in line for line in doc.data_quality)  # type: ignore[attr-defined]
+
+
+def test_a_rule_threshold_benchmark_is_compared_with_its_metric(tmp_path: Path) -> None:
+    # Open at the end of 2017-Q3: deal 1 (won later, 1,000) and deal 2 (lost later, no list
+    # price: 0); won in 2017-Q3: deal 5 (500). Coverage = 1,000 / 500 = 2.
+    doc = run(
+        source(tmp_path), "sales_performance", period="2017-Q3", benchmarks={"pipeline_coverage": 3}
+    )
+    bench = next(s for s in doc.sections if s.id == "benchmarks").blocks[0]  # type: ignore[attr-defined]
+    assert bench.rows == [
+        {"metric": "pipeline_coverage", "value": 2.0, "benchmark": 3.0, "difference": -1.0}
+    ]
+
+
+def test_automation_impact_is_compared_with_the_previous_period(tmp_path: Path) -> None:
+    doc = run(source(tmp_path, automations=AUTOMATIONS), "automation_impact")
+    m = doc.metrics  # type: ignore[attr-defined]
+    # 2017-Q3: Lead routing only, 1,000 runs × 2 min = 33.3 h × 30 = 1,000 saved, no running
+    # cost; 2016-Q4 has no rows: n/a, not 0.
+    assert m["automation.hours_saved.previous"] == pytest.approx(1000 * 2 / 60)
+    assert m["automation.savings.previous"] == pytest.approx(1000)
+    assert m["automation.cost.previous"] == 0
+    assert m["automation.savings.last_year"] is None
+    kpis = doc.sections[0].blocks[0].kpis  # type: ignore[attr-defined]
+    saved = next(k for k in kpis if k.name == "Cost saved")
+    assert (saved.current, saved.same_period_last_year) == (5400, None)
+    assert saved.previous == pytest.approx(1000)
+    assert saved.growth == pytest.approx((5400 - 1000) / 1000)
+    assert saved.trend == "up"
+
+
+def test_nps_answers_outside_the_scale_are_reported(tmp_path: Path) -> None:
+    answers = NPS + "2017-12-30,11\n2017-12-31,\n"
+    doc = run(source(tmp_path, nps_responses=answers), "executive_summary")
+    # the five answers on the scale: (3 promoters − 1 detractor) / 5
+    assert doc.metrics["nps"] == pytest.approx(40)  # type: ignore[attr-defined]
+    assert doc.metrics["nps.responses"] == 5  # type: ignore[attr-defined]
+    quality = doc.data_quality  # type: ignore[attr-defined]
+    assert "nps_responses: 1 response(s) outside 0–10 dropped (score 11)" in quality
+    assert "nps_responses: 1 response(s) without a score dropped" in quality
+
+
+def test_the_data_quality_lines_are_shown_once(tmp_path: Path) -> None:
+    import openpyxl
+    from pptx import Presentation
+
+    from opscope.report.render import render
+
+    # 2016 is both the previous period and the same period last year of 2017: its note once.
+    doc = run(source(tmp_path), "sales_performance", period="2017")
+    line = "no closed deals in the data for 2016: comparisons with it are n/a"
+    assert doc.data_quality.count(line) == 1  # type: ignore[attr-defined]
+    html = render(doc, "html", tmp_path / "r.html").read_text()  # type: ignore[arg-type]
+    assert html.count(line) == 1 and html.count("<h2>Data quality</h2>") == 1
+    book = openpyxl.load_workbook(render(doc, "xlsx", tmp_path / "r.xlsx"))  # type: ignore[arg-type]
+    assert [n for n in book.sheetnames if n.startswith("Data quality")] == ["Data quality"]
+    deck = Presentation(str(render(doc, "pptx", tmp_path / "r.pptx")))  # type: ignore[arg-type]
+    texts = [
+        shape.text_frame.text
+        for slide in deck.slides
+        for shape in slide.shapes
+        if shape.has_text_frame
+    ]
+    assert sum(t.count(line) for t in texts) == 1
+
+
+def test_reps_without_deals_come_last_in_the_leaderboard(tmp_path: Path) -> None:
+    data = source(tmp_path, owners="owner,team\nAnn,T\nBo,T\nCy,T\nDee,T\n")
+    data.con.execute(
+        "INSERT INTO deals (id, owner, product, stage, status, created_date, close_date, amount) "
+        "VALUES ('6', 'Cy', 'Widget', 'Won', 'won', DATE '2017-10-01', DATE '2017-10-20', -200)"
+    )
+    doc = run(data, "sales_performance")
+    board = next(s for s in doc.sections if s.id == "leaderboard").blocks[0]  # type: ignore[attr-defined]
+    # 2017-Q4 revenue: Bo 3,000, Ann 1,000 (and a lost deal), Cy -200; Dee closed nothing.
+    assert [(r["owner"], r["revenue"], r["rank"]) for r in board.rows] == [
+        ("Bo", 3000, 1),
+        ("Ann", 1000, 2),
+        ("Cy", -200, 3),
+        ("Dee", 0, None),
+    ]
+
+
+def test_own_rows_spelt_differently_are_one_company(tmp_path: Path) -> None:
+    rows = COMPETITORS + "Us,Helpdesk,50,tickets\nRival,Helpdesk,,tickets;chat\n"
+    doc = run(source(tmp_path, competitors=rows), "competitive_analysis")
+    matrix = next(s for s in doc.sections if s.id == "features").blocks[0]  # type: ignore[attr-defined]
+    # one column per company: us (import, reports, api, tickets), Other, Rival
+    assert [c.title for c in matrix.columns] == ["Feature", "us", "Other", "Rival"]
+    assert doc.metrics["features.us.count"] == 4  # type: ignore[attr-defined]
+    assert doc.metrics["price.Helpdesk.ours"] == 50  # type: ignore[attr-defined]
+    assert doc.metrics["price.Helpdesk.competitor_mean"] is None  # type: ignore[attr-defined]
+    assert (
+        "competitors: 1 row(s) without a price (Rival/Helpdesk): left out of the price comparison"
+        in doc.data_quality  # type: ignore[attr-defined]
+    )

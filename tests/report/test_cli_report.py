@@ -77,13 +77,47 @@ def test_a_configured_report(tmp_path: Path) -> None:
         str(tmp_path / "opscope.yaml"),
         "--period",
         "2017-W49",
+        "--format",
+        "json",
         "--out",
         str(tmp_path / "out"),
     )
     assert result.returncode == 0, result.stderr
-    doc = json.loads((tmp_path / "out" / "sales_performance-2017-W49.json").read_text())
+    doc = json.loads((tmp_path / "out" / "weekly-sales-2017-W49.json").read_text())
     assert (doc["metrics"]["revenue.won"], doc["metrics"]["win_rate"]) == (1500, 0.5)
     assert doc["period"]["timezone"] == "Europe/Madrid"
+
+
+def test_configured_reports_write_their_own_formats_under_their_own_names(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "deals.csv").write_text(
+        "Record ID,Deal Name,Deal Stage,Amount,Deal owner,Close Date,Create Date,Pipeline\n"
+        "1,a,Closed Won,1500,Ann,2017-12-04,2017-11-01,Sales\n"
+        "2,b,Closed Won,700,Bob,2017-12-05,2017-11-01,Sales\n"
+    )
+    (tmp_path / "opscope.yaml").write_text(
+        "sources:\n  hub: {path: deals.csv, mapping: hubspot_deals}\n"
+        "reports:\n"
+        "  weekly-sales: {report: sales_performance, formats: [json, html]}\n"
+        "  weekly-sales-copy: {report: sales_performance, formats: [json]}\n"
+    )
+    out = tmp_path / "out"
+    for key in ("weekly-sales", "weekly-sales-copy"):
+        result = run_cli(
+            "report", key, "-c", str(tmp_path / "opscope.yaml"), "--period", "2017-W49",
+            "--out", str(out),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    # no --format: each writes its configured formats, named after its key
+    assert sorted(p.name for p in out.iterdir()) == [
+        "weekly-sales-2017-W49.html",
+        "weekly-sales-2017-W49.json",
+        "weekly-sales-copy-2017-W49.json",
+    ]
+    doc = json.loads((out / "weekly-sales-2017-W49.json").read_text())
+    assert doc["metrics"]["revenue.won"] == 1500 + 700
+    assert "$2,200.00" in (out / "weekly-sales-2017-W49.html").read_text()
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:

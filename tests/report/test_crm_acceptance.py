@@ -97,3 +97,82 @@ def test_q4_figures_match_a_hand_count(crm: Dataset, crm_dir: Path) -> None:
     assert m["deals.won"] == len(won)
     assert m["revenue.won"] == sum(int(d["close_value"]) for d in won)
     assert m["win_rate"] == pytest.approx(len(won) / len(q4))
+
+
+def open_pipeline_by_hand(crm_dir: Path, end: str, *, now: bool) -> tuple[int, float]:
+    """Deals open at the start of ``end`` from the CSV files: engaged before ``end`` and not
+    closed by then, valued at close_value, else (open deals, and lost deals whose 0 is a
+    close value) at the product's list price; deals without a date count only ``now``."""
+    prices = {p["product"]: float(p["sales_price"]) for p in rows(crm_dir / "products.csv")}
+    count, value = 0, 0.0
+    for d in rows(crm_dir / "sales_pipeline.csv"):
+        if not d["engage_date"]:
+            if not now or d["deal_stage"] in ("Won", "Lost"):
+                continue
+        elif d["engage_date"] >= end:
+            continue
+        if d["deal_stage"] in ("Won", "Lost") and d["close_date"] < end:
+            continue
+        price = prices["GTX Pro" if d["product"] == "GTXPro" else d["product"]]
+        count += 1
+        value += float(d["close_value"]) if d["deal_stage"] == "Won" else price
+    return count, value
+
+
+def test_open_pipeline_at_past_period_ends(crm: Dataset, crm_dir: Path) -> None:
+    # 2017-Q3: 2,409 deals (376 of them lost later, valued at list price, not at 0);
+    # the 500 Prospecting deals without any date are not known to be open then.
+    count, value = open_pipeline_by_hand(crm_dir, "2017-10-01", now=False)
+    assert (count, value) == (2_409, 5_767_673)
+    m = sales(crm, "2017-Q3").metrics
+    assert (m["pipeline.open.count"], m["pipeline.open.value"]) == (count, value)
+    # Long before the data: nothing was open.
+    m = sales(crm, "2010-Q1").metrics
+    assert (m["pipeline.open.count"], m["pipeline.open.value"]) == (0, 0)
+    # 2017-Q4 holds the data's last date: the current pipeline, undated deals included.
+    count, value = open_pipeline_by_hand(crm_dir, "2018-01-01", now=True)
+    assert (count, value) == (1_589 + 500, 4_966_215)
+    doc = sales(crm, "2017-Q4")
+    assert (doc.metrics["pipeline.open.count"], doc.metrics["pipeline.open.value"]) == (
+        count,
+        value,
+    )
+    method = next(s for s in doc.sections if s.id == "pipeline").blocks[1]
+    assert any("500 open deal(s) have no created or engaged date" in x for x in method.lines)
+    # The executive summary compares 2017-Q4's pipeline with 2017-Q3's.
+    from opscope.report.executive import executive_summary
+
+    request = ReportRequest(parse_period("2017-Q4", now=NOW), "UTC", NOW)
+    m = executive_summary(crm, request).metrics
+    assert m["pipeline.open.value.previous"] == 5_767_673
+
+
+def test_growth_against_a_partial_previous_period_is_flagged(crm: Dataset, crm_dir: Path) -> None:
+    from opscope.report.executive import executive_summary
+
+    won = [d for d in rows(crm_dir / "sales_pipeline.csv") if d["deal_stage"] == "Won"]
+    q1 = [d for d in won if "2017-01-01" <= d["close_date"] < "2017-04-01"]
+    q2 = [d for d in won if "2017-04-01" <= d["close_date"] < "2017-07-01"]
+    # 2017-Q1 holds March only: the first close date of the data is 2017-03-01.
+    assert min(d["close_date"] for d in won) == "2017-03-01"
+    assert {d["close_date"][:7] for d in q1} == {"2017-03"}
+    request = ReportRequest(parse_period("2017-Q2", now=NOW), "UTC", NOW)
+    doc = executive_summary(crm, request)
+    m = doc.metrics
+    assert m["revenue.won"] == sum(int(d["close_value"]) for d in q2)
+    assert m["revenue.won.previous"] == sum(int(d["close_value"]) for d in q1)
+    assert (m["period.previous.partial"], m["period.last_year.partial"]) == (1, 0)
+    card = doc.sections[0].blocks[0].kpis[0]
+    assert card.name == "Revenue"
+    assert card.note is not None and "previous period 2017-Q1 is partial" in card.note
+    assert any(
+        "previous period: 2017-Q1 is partial: the data covers 2017-03-01 … 2017-03-31" in line
+        for line in doc.data_quality
+    )
+    # The same in the sales report; a complete previous period (2017-Q3 for 2017-Q4) is not.
+    doc = sales(crm, "2017-Q2")
+    assert doc.metrics["period.previous.partial"] == 1
+    assert "2017-Q1 is partial" in (doc.sections[0].blocks[0].kpis[0].note or "")
+    doc = sales(crm, "2017-Q4")
+    assert doc.metrics["period.previous.partial"] == 0
+    assert all(k.note is None for k in doc.sections[0].blocks[0].kpis)

@@ -81,3 +81,26 @@ def test_unwritable_directory_is_a_render_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(RenderError, match="cannot write"):
         render(sales_document(), "json", blocker / "r.json")
+
+
+def test_growth_from_zero_reads_new_in_every_drawn_format(tmp_path: Path) -> None:
+    import openpyxl
+    from pptx import Presentation
+
+    from opscope.report.building import kpi
+
+    # 3 deals this period, 0 before: growth has no value, the change reads "new"
+    card = kpi("Won deals", "count", 3, previous=0, last_year=None, target=None)
+    assert (card.growth, card.trend) == (None, "new")
+    doc = empty_document()
+    doc.sections = [Section("kpis", "Headline KPIs", [KpiCards([card])])]
+    html = render(doc, "html", tmp_path / "r.html").read_text()
+    assert "<dt>Change</dt><dd>new</dd>" in html
+    sheet = openpyxl.load_workbook(render(doc, "xlsx", tmp_path / "r.xlsx"))["Headline KPIs"]
+    rows = [[c.value for c in row] for row in sheet.iter_rows()]
+    header = next(r for r in rows if r[0] == "KPI")
+    values = next(r for r in rows if r[0] == "Won deals")
+    assert values[header.index("Change")] == "new"
+    deck = Presentation(str(render(doc, "pptx", tmp_path / "r.pptx")))
+    texts = [s.text_frame.text for sl in deck.slides for s in sl.shapes if s.has_text_frame]
+    assert any("Previous 0 (new)" in t for t in texts)

@@ -31,17 +31,19 @@ canonical tables and columns are listed in :data:`CANONICAL_COLUMNS`.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale, UnknownLocaleError
+from babel.numbers import is_currency
 from croniter import croniter
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
     StrictBool,
-    StrictFloat,
     StrictInt,
     model_validator,
 )
@@ -135,11 +137,63 @@ def _fraction(value: float) -> float:
     return value
 
 
+#: Directives DuckDB's ``strptime`` reads (a table's ``date_format`` goes to it; ``%%`` is a
+#: literal ``%``), and those it also reads without padding (``%-d``).
+STRPTIME_DIRECTIVES = frozenset("abcdfghjmnpuwxyzABGHIMSTUVWXYZ%")
+UNPADDED_DIRECTIVES = frozenset("dmyHIMSj")
+
+
+def _date_format(fmt: str | None) -> str | None:
+    if fmt is None:
+        return None
+    bad = [
+        m.group(0)
+        for m in re.finditer(r"%(-?)(.?)", fmt)
+        if m.group(2) not in (UNPADDED_DIRECTIVES if m.group(1) else STRPTIME_DIRECTIVES)
+    ]
+    if bad or "%" not in fmt:
+        raise PydanticCustomError(
+            "date_format",
+            'not a strptime date format ({why}; e.g. "%m/%d/%Y", "%d.%m.%Y %H:%M")',
+            {"why": f"unknown directive {bad[0]}" if bad else "no %-directive"},
+        )
+    return fmt
+
+
+def _number(value: object) -> object:
+    # one message for a value that is not a number (not one per member of a union)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("number", "expected a number", {})
+    return value
+
+
+def _currency(code: str) -> str:
+    if not is_currency(code):
+        raise PydanticCustomError(
+            "currency", "not an ISO 4217 currency code (e.g. USD, EUR, GBP, CHF)", {}
+        )
+    return code
+
+
+def _locale(name: str) -> str:
+    try:
+        Locale.parse(name)
+    except (UnknownLocaleError, ValueError):
+        raise PydanticCustomError(
+            "locale", "not a locale known to CLDR (e.g. en_US, de_DE, fr_FR, de_CH)", {}
+        ) from None
+    return name
+
+
 #: An IANA timezone name, checked with :mod:`zoneinfo`.
 TimezoneName = Annotated[str, AfterValidator(_timezone)]
 #: A five-field cron expression, checked with croniter.
 CronExpression = Annotated[str, AfterValidator(_cron)]
-Fraction = Annotated[StrictFloat | StrictInt, AfterValidator(_fraction)]
+#: A number (an int or a float, not a string or a bool).
+Number = Annotated[float, BeforeValidator(_number)]
+Fraction = Annotated[float, BeforeValidator(_number), AfterValidator(_fraction)]
+#: A strptime format of dates, its directives checked.
+DateFormat = Annotated[str | None, AfterValidator(_date_format)]
 
 
 class TableMapping(Model):
@@ -155,7 +209,7 @@ class TableMapping(Model):
     columns: dict[str, str] = Field(default_factory=dict)
     """Canonical column → column name in the source. Unlisted canonical columns are taken from
     a source column of the same name when there is one."""
-    date_format: str | None = None
+    date_format: DateFormat = None
     """strptime format of the date columns (``%m/%d/%Y``); default: ISO 8601 dates or
     timestamps (a timestamp with an offset is converted to the report's timezone, one without
     is taken as local time there)."""
@@ -229,9 +283,9 @@ class SourceConfig(Model):
     )
     """Column mapping: a preset name (``maven_crm``, ``hubspot_deals``,
     ``salesforce_opportunities``) or a mapping."""
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-    """ISO 4217 code of the amounts."""
-    locale: str = Field(default="en_US", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
+    currency: Annotated[str, AfterValidator(_currency)] = "USD"
+    """ISO 4217 code of the amounts (checked with Babel)."""
+    locale: Annotated[str, AfterValidator(_locale)] = "en_US"
     """Locale the renderers format numbers and money in (``de_DE``: 1.234,56 €)."""
 
     @model_validator(mode="after")
@@ -288,16 +342,37 @@ class ReportConfig(Model):
     """Funnel stage order (default: the mapping's ``stage_order``)."""
     stage_probabilities: dict[str, Fraction] = Field(default_factory=dict)
     """Win probability per open stage for the weighted pipeline (default: the mapping's)."""
-    benchmarks: dict[str, StrictFloat | StrictInt] = Field(default_factory=dict)
+    benchmarks: dict[str, Number] = Field(default_factory=dict)
     """Reference values by metric name (``win_rate: 0.3``, ``sales_cycle.mean_days: 60``):
-    shown next to the metric and used by the recommendations."""
-    targets: dict[str, StrictFloat | StrictInt] = Field(default_factory=dict)
+    shown next to the metric and used by the recommendations; the names are those of
+    :data:`BENCHMARK_NAMES`."""
+    targets: dict[str, Number] = Field(default_factory=dict)
     """Targets per period by metric name (``revenue.won: 2500000``); a ``targets`` table in the
     source takes precedence for the periods it lists."""
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     """Revenue forecast of the executive summary."""
     own_company: str = "us"
     """The ``competitor`` value of one's own rows in the ``competitors`` table."""
+
+
+#: Names ``benchmarks`` accepts: metrics of the reports, and thresholds of two
+#: recommendation rules (``pipeline_coverage``: open pipeline / won revenue, default 3;
+#: ``stage_conversion``: the lowest stage-to-stage conversion, default 0.5).
+BENCHMARK_NAMES = (
+    "revenue.won",
+    "deals.won",
+    "deals.lost",
+    "win_rate",
+    "deal_size.average",
+    "sales_cycle.mean_days",
+    "sales_cycle.median_days",
+    "pipeline.open.count",
+    "pipeline.open.value",
+    "pipeline.weighted",
+    "pipeline.velocity",
+    "pipeline_coverage",
+    "stage_conversion",
+)
 
 
 def report_kind(name: str, report: ReportConfig) -> str | None:
@@ -329,6 +404,24 @@ def report_problems(
                     f'unknown source "{report.source}" (sources: {", ".join(sources) or "none"})',
                 )
             )
+        for bench in report.benchmarks:
+            if bench not in BENCHMARK_NAMES:
+                found.append(
+                    (
+                        ("reports", key, "benchmarks", bench),
+                        f'unknown benchmark "{bench}" (benchmarks: {", ".join(BENCHMARK_NAMES)})',
+                    )
+                )
+        stages = {s.casefold() for s in report.stages}
+        for stage in report.stage_probabilities if stages else ():
+            if stage.casefold() not in stages:
+                found.append(
+                    (
+                        ("reports", key, "stage_probabilities", stage),
+                        f'stage "{stage}" is not one of the report\'s stages '
+                        f"({', '.join(report.stages)})",
+                    )
+                )
         for index, channel in enumerate(report.to):
             if channel not in channels:
                 found.append(

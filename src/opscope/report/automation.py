@@ -121,13 +121,18 @@ def automation_impact(data: Dataset, request: ReportRequest) -> ReportDocument:
         return doc
     found, notes = impacts(data, request)
     m = doc.metrics
-    total = ProcessImpact(
-        "total",
-        sum(i.runs for i in found),
-        sum(i.hours_saved for i in found),
-        sum(i.savings for i in found),
-        sum(i.cost for i in found),
-    )
+    total = _total(found) or ProcessImpact("total", 0.0, 0.0, 0.0, 0.0)
+    period = request.period
+    earlier = {
+        key: _total(
+            impacts(data, ReportRequest(p, request.timezone, request.now, request.settings))[0]
+        )
+        for key, p in (
+            ("previous", period.previous()),
+            ("last_year", period.same_period_last_year()),
+        )
+    }
+    prev, year = earlier["previous"], earlier["last_year"]
     m.update(
         {
             "automation.runs": total.runs,
@@ -138,6 +143,9 @@ def automation_impact(data: Dataset, request: ReportRequest) -> ReportDocument:
             "automation.roi": total.roi,
         }
     )
+    for key, other in earlier.items():
+        for name in ("runs", "hours_saved", "savings", "cost", "net", "roi"):
+            m[f"automation.{name}.{key}"] = None if other is None else getattr(other, name)
     for i in found:
         for key, value in (
             ("runs", i.runs),
@@ -167,33 +175,37 @@ def automation_impact(data: Dataset, request: ReportRequest) -> ReportDocument:
                                 "Hours saved",
                                 "number",
                                 total.hours_saved,
-                                previous=None,
-                                last_year=None,
+                                previous=None if prev is None else prev.hours_saved,
+                                last_year=None if year is None else year.hours_saved,
                                 target=None,
+                                direction="higher",
                             ),
                             kpi(
                                 "Cost saved",
                                 "money",
                                 total.savings,
-                                previous=None,
-                                last_year=None,
+                                previous=None if prev is None else prev.savings,
+                                last_year=None if year is None else year.savings,
                                 target=None,
+                                direction="higher",
                             ),
                             kpi(
                                 "Running cost",
                                 "money",
                                 total.cost,
-                                previous=None,
-                                last_year=None,
+                                previous=None if prev is None else prev.cost,
+                                last_year=None if year is None else year.cost,
                                 target=None,
+                                direction="lower",
                             ),
                             kpi(
                                 "ROI",
                                 "ratio",
                                 total.roi,
-                                previous=None,
-                                last_year=None,
+                                previous=None if prev is None else prev.roi,
+                                last_year=None if year is None else year.roi,
                                 target=None,
+                                direction="higher",
                             ),
                         ]
                     ),
@@ -233,7 +245,10 @@ def automation_impact(data: Dataset, request: ReportRequest) -> ReportDocument:
                         [
                             "Hours saved = runs × minutes saved per run / 60; cost saved = "
                             "hours saved × hourly cost; ROI = (cost saved − running cost) / "
-                            "running cost."
+                            "running cost.",
+                            f"Compared with {period.previous().label} (previous period) and "
+                            f"{period.same_period_last_year().label} (same period last year); "
+                            "n/a where the data has no automation rows for them.",
                         ],
                     ),
                 ],
@@ -262,6 +277,19 @@ def automation_impact(data: Dataset, request: ReportRequest) -> ReportDocument:
         )
     quality_section(doc, data, notes)
     return doc
+
+
+def _total(found: list[ProcessImpact]) -> ProcessImpact | None:
+    """All processes together; ``None`` when there are none (no rows: n/a, not 0)."""
+    if not found:
+        return None
+    return ProcessImpact(
+        "total",
+        sum(i.runs for i in found),
+        sum(i.hours_saved for i in found),
+        sum(i.savings for i in found),
+        sum(i.cost for i in found),
+    )
 
 
 def _trend(data: Dataset, request: ReportRequest) -> list[tuple[str, float, float]]:

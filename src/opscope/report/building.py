@@ -93,9 +93,65 @@ def period_partial(
     )
 
 
+def comparison_partial(
+    request: ReportRequest, compared: ReportPeriod, first: object, last: object
+) -> str | None:
+    """Why a comparison period (previous, same period last year) holds only part of its data,
+    or ``None`` when it is complete or wholly outside the data (then its figures are n/a, not
+    partial). ``first``/``last`` are the data's first and last close dates."""
+    from datetime import date
+
+    if not (isinstance(first, date) and isinstance(last, date)):
+        return None
+    if compared.end <= first or compared.start > last:
+        return None
+    return partial_reason(
+        compared,
+        today=local_today(request.now, request.timezone),
+        first=first,
+        last=last,
+    )
+
+
+def flag_partial_comparisons(
+    cards: list[Kpi],
+    request: ReportRequest,
+    span: tuple[object, object],
+    metrics: dict[str, float | int | str | None],
+    *,
+    only: set[str] | None = None,
+) -> list[str]:
+    """Note on each KPI card (``only``: the cards of these names) that its previous period or
+    same period last year is partial, set ``period.previous.partial`` and
+    ``period.last_year.partial``, and return the data-quality lines saying so: a growth rate
+    against a partial period overstates the change."""
+    p = request.period
+    lines: list[str] = []
+    flags: list[str] = []
+    for key, what, compared in (
+        ("previous", "previous period", p.previous()),
+        ("last_year", "same period last year", p.same_period_last_year()),
+    ):
+        reason = comparison_partial(request, compared, *span)
+        metrics[f"period.{key}.partial"] = int(reason is not None)
+        if reason is None:
+            continue
+        flags.append(f"{what} {compared.label} is partial")
+        lines.append(
+            f"comparison with the {what}: {reason}; growth against it is not like for like"
+        )
+    if flags:
+        note = "; ".join(flags) + " (see data quality)"
+        for card in cards:
+            if only is None or card.name in only:
+                card.note = note if card.note is None else f"{card.note}; {note}"
+    return lines
+
+
 def quality_section(doc: ReportDocument, data: Dataset, extra: list[str]) -> None:
-    """Append the data-quality section (every report has one) and fill ``doc.data_quality``."""
-    lines = [*data.quality, *extra]
+    """Append the data-quality section (every report has one) and fill ``doc.data_quality``
+    (each line once, in order: the previous period of a yearly report is also last year's)."""
+    lines = list(dict.fromkeys([*data.quality, *extra]))
     doc.data_quality = lines
     doc.sections.append(
         Section(

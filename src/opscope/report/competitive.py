@@ -3,7 +3,8 @@
 Input: the ``competitors`` table, one row per competitor and product: ``competitor``,
 ``product`` (the product or category compared), ``price`` and ``features`` (``;``-separated).
 Rows whose competitor is ``reports.NAME.own_company`` (default ``us``, case-insensitive) are
-one's own offer.
+one's own offer, shown under that name however a row spells it. Rows without a price are left
+out of the price comparison, with a data-quality note.
 
 * **price index** of a product = own price / mean competitor price (below 1: cheaper than the
   market); **price rank** = 1 + competitors strictly cheaper;
@@ -43,8 +44,13 @@ def competitive_analysis(data: Dataset, request: ReportRequest) -> ReportDocumen
     ).fetchall()
     notes: list[str] = []
     offers: dict[str, dict[str, tuple[float | None, set[str]]]] = {}
-    for competitor, product, price, features in rows:
+    unpriced: list[str] = []
+    for spelt, product, price, features in rows:
         names = {f.strip() for f in (features or "").split(";") if f.strip()}
+        # `us` and `Us` are one company
+        competitor = request.settings.own_company if spelt.casefold() == own else spelt
+        if price is None:
+            unpriced.append(f"{competitor}/{product or '(none)'}")
         offers.setdefault(product or "(none)", {})[competitor] = (
             None if price is None else float(price),
             names,
@@ -53,6 +59,11 @@ def competitive_analysis(data: Dataset, request: ReportRequest) -> ReportDocumen
         {c for _, c_map in offers.items() for c in c_map},
         key=lambda c: (c.casefold() != own, c.casefold()),
     )
+    if unpriced:
+        notes.append(
+            f"competitors: {len(unpriced)} row(s) without a price ({', '.join(unpriced[:5])}"
+            f"{'…' if len(unpriced) > 5 else ''}): left out of the price comparison"
+        )
     ours = [c for c in companies if c.casefold() == own]
     if not ours:
         notes.append(

@@ -8,10 +8,12 @@ Definitions (the field's standard ones; sources named):
 * **average deal size** = won revenue / won deals;
 * **sales cycle** of a won deal = close date − created date (the engaged date where the source
   has no created date), in days; mean and median over deals won in the period;
-* **open pipeline** at the end of a period = deals open then: not closed by the period's end and
-  created before it (a deal with no date at all counts when the source shows it open). A deal's
+* **open pipeline** at the end of a period = deals open then: created (engaged) before it and not
+  closed by then. A deal with no date at all is known to be open only in the source's snapshot,
+  so it counts only at moments after the data's last date (see :func:`data_end`). A deal's
   value is its amount, or its product's list price when the source gives no amount for open
-  deals (counted in a note);
+  deals (counted in a note); a deal lost later was open with no amount of its own (a lost deal's
+  amount of 0 is its close value), so it is valued at its list price too;
 * **weighted pipeline** = Σ value × probability of the deal's stage (from configuration; a
   deal's own ``probability`` column where the source has one);
 * **pipeline velocity** = open deals × win rate × average deal size / mean sales cycle (money
@@ -50,6 +52,8 @@ class ClosedDeals:
 
 
 _FIRST_DATE = "coalesce(created_date, engaged_date)"
+#: SQL of a deal's first date (created, else engaged).
+FIRST_DATE = _FIRST_DATE
 
 
 def closed_deals(data: Dataset, start: date, end: date, where: str = "") -> ClosedDeals:
@@ -104,29 +108,52 @@ class OpenPipeline:
     valued_at_list_price: int
     without_value: int
     without_probability: int
+    undated: int = 0
+    """Open deals without any date among those counted."""
+    undated_counted: bool = True
+    """Whether deals without any date were counted (only after the data's last date)."""
+
+
+#: A deal's own amount while it was open: a lost deal's 0 is its close value, not its value.
+_OPEN_AMOUNT = "CASE WHEN d.status = 'lost' AND d.amount = 0 THEN NULL ELSE d.amount END"
 
 
 def _value_sql(data: Dataset) -> tuple[str, str]:
     """SQL of a deal's value and the join it needs (list price when there is no amount)."""
     if "products" in data.tables:
         return (
-            "coalesce(d.amount, p.list_price)",
+            f"coalesce({_OPEN_AMOUNT}, p.list_price)",
             "LEFT JOIN (SELECT DISTINCT ON (product) * FROM products) p USING (product)",
         )
-    return "d.amount", ""
+    return _OPEN_AMOUNT, ""
 
 
-def open_at(end: date) -> str:
-    """SQL condition: the deal ``d`` was open at the start of the day ``end``."""
+def data_end(data: Dataset) -> date | None:
+    """The data's last date: the latest created, engaged or (of closed deals) close date.
+    ``None`` when no deal has a date."""
+    row = data.con.execute(
+        "SELECT max(greatest(created_date, engaged_date, "
+        "CASE WHEN status <> 'open' THEN close_date END)) FROM deals"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def open_at(end: date, *, undated: bool) -> str:
+    """SQL condition: the deal ``d`` was open at the start of the day ``end``; deals without any
+    date count only when ``undated`` (``end`` is after the source's snapshot)."""
     first = "coalesce(d.created_date, d.engaged_date)"
-    return (
-        f"(d.status = 'open' OR d.close_date >= DATE '{end.isoformat()}') "
-        f"AND ({first} < DATE '{end.isoformat()}' OR ({first} IS NULL AND d.status = 'open'))"
-    )
+    at = f"DATE '{end.isoformat()}'"
+    dated = f"{first} < {at}"
+    if undated:
+        dated = f"{dated} OR ({first} IS NULL AND d.status = 'open')"
+    return f"(d.status = 'open' OR d.close_date >= {at}) AND ({dated})"
 
 
 def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
-    """Deals open at the start of day ``end`` (see the module's definitions)."""
+    """Deals open at the start of day ``end`` (see the module's definitions); deals without any
+    date are counted only when ``end`` is after :func:`data_end`."""
+    last = data_end(data)
+    undated = last is None or end > last
     value, join = _value_sql(data)
     stages = {k.lower(): v for k, v in probabilities.items()}
     if stages:
@@ -140,11 +167,12 @@ def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> 
     row = data.con.execute(
         f"""
         SELECT count(*), coalesce(sum({value}), 0), sum({value} * {probability}),
-               count(*) FILTER (d.amount IS NULL AND {value} IS NOT NULL),
+               count(*) FILTER (({_OPEN_AMOUNT}) IS NULL AND {value} IS NOT NULL),
                count(*) FILTER ({value} IS NULL),
-               count(*) FILTER ({probability} IS NULL)
+               count(*) FILTER ({probability} IS NULL),
+               count(*) FILTER (coalesce(d.created_date, d.engaged_date) IS NULL)
         FROM deals d {join}
-        WHERE {open_at(end)}
+        WHERE {open_at(end, undated=undated)}
         """
     ).fetchone()
     assert row is not None
@@ -162,6 +190,8 @@ def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> 
         valued_at_list_price=int(row[3]),
         without_value=int(row[4]),
         without_probability=missing_p,
+        undated=int(row[6]),
+        undated_counted=undated,
     )
 
 

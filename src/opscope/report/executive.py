@@ -27,6 +27,7 @@ from typing import Any
 from opscope.report import automation
 from opscope.report.building import (
     ReportRequest,
+    flag_partial_comparisons,
     kpi,
     new_document,
     period_partial,
@@ -54,7 +55,7 @@ from opscope.report.document import (
 )
 from opscope.report.forecast import forecast
 from opscope.report.periods import Granularity, ReportPeriod, local_today, period_containing
-from opscope.report.sales import recommendations
+from opscope.report.sales import recommendations, stage_checks
 from opscope.report.sources import Dataset
 
 #: Bucket of the revenue series per report granularity.
@@ -65,6 +66,8 @@ _BUCKET: dict[str, Granularity] = {
     "week": "day",
     "day": "day",
 }
+#: KPI metrics not computed from the deals closed in the period.
+_NOT_CLOSED_DEALS = ("nps", "automation.savings", "pipeline.open.value")
 _SEASON = {"day": 7, "week": 52, "month": 12, "quarter": 4, "year": 1}
 
 
@@ -95,6 +98,24 @@ def nps(data: Dataset, start: date, end: date) -> tuple[float | None, int]:
     if not total:
         return None, 0
     return 100.0 * (int(row[1]) - int(row[2])) / total, total
+
+
+def nps_quality(data: Dataset) -> list[str]:
+    """Data-quality lines on ``nps_responses``: answers outside the 0–10 scale and answers
+    without a score, both left out of the NPS."""
+    row = data.con.execute(
+        "SELECT count(*) FILTER (score NOT BETWEEN 0 AND 10), "
+        "list(DISTINCT score ORDER BY score) FILTER (score NOT BETWEEN 0 AND 10), "
+        "count(*) FILTER (score IS NULL) FROM nps_responses"
+    ).fetchone()
+    assert row is not None
+    lines = []
+    if row[0]:
+        shown = ", ".join(f"{v:g}" for v in row[1][:5])
+        lines.append(f"nps_responses: {row[0]:,} response(s) outside 0–10 dropped (score {shown})")
+    if row[2]:
+        lines.append(f"nps_responses: {row[2]:,} response(s) without a score dropped")
+    return lines
 
 
 def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
@@ -146,6 +167,7 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
         ),
     }
     if data.has("nps_responses"):
+        notes += nps_quality(data)
         values["nps"] = (
             "NPS",
             "number",
@@ -168,7 +190,7 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
         )
     cards: list[Kpi] = []
     for name, (title, kind, cur, given_before, given_last_year) in values.items():
-        deal_metric = name not in ("nps", "automation.savings", "pipeline.open.value")
+        deal_metric = name not in _NOT_CLOSED_DEALS
         before = None if deal_metric and prev_or_none is None else given_before
         last_year = None if deal_metric and year_or_none is None else given_last_year
         card = kpi(
@@ -183,6 +205,8 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
         cards.append(card)
         m[name], m[f"{name}.previous"], m[f"{name}.last_year"] = cur, before, last_year
         m[f"{name}.target"], m[f"{name}.growth"] = card.target, card.growth
+    closed_cards = {values[k][0] for k in values if k not in _NOT_CLOSED_DEALS}
+    notes += flag_partial_comparisons(cards, request, span, m, only=closed_cards)
     doc.sections.append(
         Section(
             "kpis",
@@ -248,6 +272,7 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
             Section("automation", "Automation impact", omitted="no automations table in the source")
         )
 
+    notes += stage_checks(data, order, probabilities, period.start, period.end)
     recs = recommendations(
         now,
         prev,

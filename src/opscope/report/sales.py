@@ -7,7 +7,8 @@ Sections (ids): ``kpis``, ``funnel``, ``pipeline``, ``leaderboard``, ``teams``, 
 ``revenue.won``, ``deals.won``, ``deals.lost``, ``win_rate``, ``deal_size.average``,
 ``sales_cycle.mean_days``, ``sales_cycle.median_days``, ``pipeline.open.count``,
 ``pipeline.open.value``, ``pipeline.weighted``, ``pipeline.velocity``,
-``funnel.<stage>.reached``, ``funnel.<stage>.conversion``, ``reps.count``,
+``funnel.<stage>.reached``, ``funnel.<stage>.conversion``, ``funnel.lowest_conversion``,
+``pipeline.coverage`` (open pipeline value / won revenue), ``reps.count``,
 ``reps.without_deals``, ``rep.<owner>.{revenue,won,lost,win_rate,average_deal,rank}``,
 ``team.<team>.{…}``, ``region.<region>.{…}``; each headline metric also as
 ``<name>.previous`` and ``<name>.last_year``.
@@ -24,26 +25,35 @@ Recommendations are rules; each line names its rule and the number that triggere
 * ``pipeline_coverage`` — open pipeline value / the period's won revenue under
   ``benchmarks.pipeline_coverage`` (default 3, the usual 3× coverage rule);
 * ``sales_cycle_above_benchmark`` — mean sales cycle over ``benchmarks["sales_cycle.mean_days"]``.
+
+The benchmarks table compares each configured benchmark with its metric
+(``pipeline_coverage`` with ``pipeline.coverage``, ``stage_conversion`` with
+``funnel.lowest_conversion``). The data-quality section names configured stages that no deal
+is in and open deals in stages outside the stage order (:func:`stage_checks`).
 """
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from opscope.report.building import (
     ReportRequest,
+    flag_partial_comparisons,
     kpi,
     new_document,
     period_partial,
     quality_section,
 )
 from opscope.report.deals import (
+    FIRST_DATE,
     FUNNEL_METHOD,
     NO_DATA,
     ClosedDeals,
     close_date_span,
     closed_deals,
     closed_in,
+    data_end,
     funnel,
     open_pipeline,
     ratio,
@@ -166,6 +176,9 @@ def sales_performance(data: Dataset, request: ReportRequest) -> ReportDocument:
         ),
         kpi("Open pipeline", "money", pipe.value, previous=None, last_year=None, target=None),
     ]
+    notes += flag_partial_comparisons(
+        cards, request, (first, last), m, only={c.name for c in cards[:-1]}
+    )
     doc.sections.append(
         Section(
             "kpis",
@@ -188,6 +201,7 @@ def sales_performance(data: Dataset, request: ReportRequest) -> ReportDocument:
     )
 
     steps = funnel(data, period.start, period.end, order)
+    notes += stage_checks(data, order, probabilities, period.start, period.end)
     undated = undated_deals(data)
     for step in steps:
         m[f"funnel.{step.stage}.reached"] = step.reached
@@ -257,6 +271,23 @@ def sales_performance(data: Dataset, request: ReportRequest) -> ReportDocument:
         f"Open at the end of {period.label}: deals not closed by then and created before.",
         "Velocity = open deals × win rate × average deal / mean sales cycle (per day).",
     ]
+    last_date = data_end(data)
+    if pipe.undated_counted and pipe.undated:
+        pipeline_lines.append(
+            f"{pipe.undated:,} open deal(s) have no created or engaged date: the source shows "
+            "them open now, so they count only after the data's last date"
+            f"{f' ({last_date.isoformat()})' if last_date else ''}."
+        )
+    elif not pipe.undated_counted and undated:
+        pipeline_lines.append(
+            f"Deals without a created or engaged date are known open only now (after the "
+            f"data's last date, {last_date.isoformat() if last_date else 'n/a'}): not counted "
+            f"at the end of {period.label}."
+        )
+    pipeline_lines.append(
+        "A deal open then but lost later is valued at its product's list price (a lost deal's "
+        "amount of 0 is its close value)."
+    )
     if pipe.valued_at_list_price:
         pipeline_lines.append(
             f"{pipe.valued_at_list_price:,} open deal(s) have no amount in the "
@@ -388,6 +419,9 @@ def sales_performance(data: Dataset, request: ReportRequest) -> ReportDocument:
                 )
             )
 
+    m["pipeline.coverage"] = ratio(pipe.value, now.revenue)
+    conversions = [s.conversion for s in steps if s.conversion is not None]
+    m["funnel.lowest_conversion"] = min(conversions) if conversions else None
     bench = _benchmarks(settings.benchmarks, m)
     if bench:
         doc.sections.append(
@@ -431,9 +465,49 @@ def sales_performance(data: Dataset, request: ReportRequest) -> ReportDocument:
     return doc
 
 
+def stage_checks(
+    data: Dataset,
+    order: list[str],
+    probabilities: dict[str, float],
+    start: date,
+    end: date,
+) -> list[str]:
+    """Data-quality lines on the stage settings: a stage of ``order`` or of ``probabilities``
+    that no deal is in (a misspelt stage silently empties its funnel step), and open deals
+    created in ``[start, end)`` whose stage is not in ``order`` (left out of the funnel).
+    Stages compare case-insensitively."""
+    rows = data.con.execute(
+        f"""
+        SELECT stage, count(*) FILTER (status = 'open' AND {FIRST_DATE} >= ? AND {FIRST_DATE} < ?)
+        FROM deals WHERE stage IS NOT NULL GROUP BY stage ORDER BY stage
+        """,
+        [start, end],
+    ).fetchall()
+    present = {str(stage).casefold() for stage, _ in rows}
+    lines: list[str] = []
+    for what, names in (("stage order", order), ("stage_probabilities", list(probabilities))):
+        unknown = [n for n in names if n.casefold() not in present]
+        if unknown and rows:
+            lines.append(
+                f"{what}: no deal is in stage(s) {', '.join(repr(n) for n in unknown)} "
+                f"(stages in the data: {', '.join(str(s) for s, _ in rows)})"
+            )
+    if order:
+        known = {n.casefold() for n in order}
+        left = [(str(s), int(c)) for s, c in rows if c and str(s).casefold() not in known]
+        if left:
+            lines.append(
+                f"funnel: {sum(c for _, c in left):,} open deal(s) created in the period are "
+                f"in stages not in the stage order "
+                f"({', '.join(f'{s!r}: {c:,}' for s, c in left)}): left out of the funnel"
+            )
+    return lines
+
+
 def _leaderboard(data: Dataset, request: ReportRequest) -> tuple[list[dict[str, Any]], list[str]]:
     """Every rep (from owners and from deals), with revenue, won, lost, win rate, average deal
-    and rank by revenue (ties share a rank; reps with no closed deals have none)."""
+    and rank by revenue (ties share a rank; reps with no closed deals have none and come last,
+    after reps whose revenue is negative)."""
     period = request.period
     owners_sql = (
         "SELECT owner, any_value(team) AS team, any_value(region) AS region FROM ("
@@ -457,7 +531,7 @@ def _leaderboard(data: Dataset, request: ReportRequest) -> tuple[list[dict[str, 
         SELECT r.owner, r.team, r.region, coalesce(c.revenue, 0), coalesce(c.won, 0),
                coalesce(c.lost, 0), coalesce(c.priced, 0)
         FROM reps r LEFT JOIN closed c USING (owner)
-        ORDER BY 4 DESC, 1
+        ORDER BY coalesce(c.won, 0) + coalesce(c.lost, 0) = 0, 4 DESC, 1
         """,
         [period.start, period.end],
     ).fetchall()
@@ -511,10 +585,17 @@ def _rollup(board: list[dict[str, Any]], column: str) -> list[dict[str, Any]]:
     return sorted(result, key=lambda g: (-g["revenue"], g[column]))
 
 
+#: Benchmarks that are thresholds of a recommendation rule → the metric the rule compares.
+_RULE_METRICS = {
+    "pipeline_coverage": "pipeline.coverage",
+    "stage_conversion": "funnel.lowest_conversion",
+}
+
+
 def _benchmarks(benchmarks: dict[str, float], metrics: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, reference in sorted(benchmarks.items()):
-        value = metrics.get(name)
+        value = metrics.get(_RULE_METRICS.get(name, name))
         number = value if isinstance(value, int | float) else None
         rows.append(
             {

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -57,11 +58,20 @@ def render(doc: ReportDocument, fmt: str, path: Path) -> Path:
     return path
 
 
+def drawn(doc: ReportDocument) -> ReportDocument:
+    """``doc`` without its ``data_quality`` section: every drawn format shows
+    ``doc.data_quality`` once, in its own place (the section repeats the same lines)."""
+    sections = [s for s in doc.sections if s.id != "data_quality"]
+    return doc if len(sections) == len(doc.sections) else replace(doc, sections=sections)
+
+
 def _write(doc: ReportDocument, fmt: str, path: Path) -> None:
     if fmt == "json":
         text = json.dumps(doc.to_dict(), indent=2, allow_nan=False, ensure_ascii=False)
         path.write_text(text + "\n", encoding="utf-8")
-    elif fmt == "html":
+        return
+    doc = drawn(doc)
+    if fmt == "html":
         from opscope.report.render.html import write_html
 
         write_html(doc, path)

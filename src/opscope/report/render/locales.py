@@ -120,6 +120,11 @@ class NumberStyle:
         text = format_percent(abs(number), self._percent_pattern(), locale=self.locale)
         return ("+" if number >= 0 else "-") + text
 
+    def change(self, kpi: Any) -> str:
+        """A KPI card's change: its growth (:meth:`growth`), or ``new`` when the previous
+        value was 0 and the current one is not (growth has no value then)."""
+        return "new" if kpi.trend == "new" else self.growth(kpi.growth)
+
     @staticmethod
     def status(status: str) -> str:
         """A KPI status (``on_track`` …) as a label (``On track``)."""

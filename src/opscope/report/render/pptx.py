@@ -281,7 +281,7 @@ def _kpis(deck: _Deck, block: KpiCards) -> None:
                 ),
                 (
                     f"Previous {deck.style.format(kpi.previous, kpi.kind)} "
-                    f"({deck.style.growth(kpi.growth)})",
+                    f"({deck.style.change(kpi)})",
                     10,
                     False,
                     MUTED,

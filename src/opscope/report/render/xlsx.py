@@ -188,7 +188,10 @@ class _SheetWriter:
             self.value(self.row, 2, kpi.previous, kpi.kind)
             self.value(self.row, 3, kpi.same_period_last_year, kpi.kind)
             self.value(self.row, 4, kpi.target, kpi.kind)
-            self.value(self.row, 5, kpi.growth, "ratio")
+            if kpi.trend == "new":
+                self.text(self.row, 5, "new")
+            else:
+                self.value(self.row, 5, kpi.growth, "ratio")
             self.text(self.row, 6, NumberStyle.status(kpi.status))
             self.text(self.row, 7, NumberStyle.trend(kpi.trend))
             if kpi.note:
