@@ -117,3 +117,29 @@ def test_missing_chromium_is_a_clear_error_and_keeps_the_old_file(
         render(sales_document(), "pdf", target)
     assert target.read_bytes() == b"%PDF- last week's report"
     assert os.listdir(tmp_path) == ["report.pdf"]
+
+
+def test_a_table_caption_is_never_stranded_at_the_foot_of_a_page(tmp_path: Path) -> None:
+    # Tables after notes of 1, 2, … 24 lines fall at every height of a page, so some caption
+    # meets a page's foot; each must print on the page of its header and first row.
+    require_tool("chromium")
+    from opscope.report.document import Column, Notes, Period, ReportDocument, Section, Table
+
+    blocks: list[Notes | Table] = []
+    for n in range(1, 25):
+        blocks.append(Notes(f"Filler {n}", [f"line {i} of {n}" for i in range(n)]))
+        rows = [{"name": f"row {n}.{i}", "value": float(i)} for i in range(20)]
+        columns = [Column("name", "Name"), Column("value", "Value", "number")]
+        blocks.append(Table(f"Table {n}", columns, rows))
+    doc = ReportDocument(
+        report="sales_performance",
+        title="Layout",
+        period=Period("2017", "2017-01-01", "2018-01-01", "UTC"),
+        generated_at="2018-01-01T00:00:00+00:00",
+        sections=[Section("tables", "Tables", blocks)],  # type: ignore[arg-type]
+    )
+    pages = pages_text(render(doc, "pdf", tmp_path / "tables.pdf"))
+    assert len(pages) >= 8  # enough page ends to meet captions at every height
+    for n in range(1, 25):
+        caption = page_of(pages, f"Table {n}")
+        assert caption == pages_with(pages, f"row {n}.0")[:1], f"Table {n}"
