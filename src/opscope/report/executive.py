@@ -447,14 +447,14 @@ def _forecast_section(
         [
             Series("Revenue", [*history, *([None] * horizon)], role="actual"),
             Series(
-                "Forecast (80 % interval)",
+                "Forecast (80 %)",
                 [*gap, *result.mean],
                 [*gap, *result.lower80],
                 [*gap, *result.upper80],
                 role="forecast",
             ),
             Series(
-                "Forecast (95 % interval)",
+                "Forecast (95 %)",
                 [*gap, *result.mean],
                 [*gap, *result.lower95],
                 [*gap, *result.upper95],
