@@ -18,6 +18,8 @@ Definitions (the field's standard ones; sources named):
   per day; HubSpot's and Salesforce's "sales velocity").
 
 Every function returns plain numbers; a ratio whose denominator is 0 is ``None`` ("n/a").
+Results are remembered on the dataset (:meth:`Dataset.memo`): the sales report and the
+executive summary ask for the same periods' figures, and the tables do not change once loaded.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ _FIRST_DATE = "coalesce(created_date, engaged_date)"
 
 def closed_deals(data: Dataset, start: date, end: date, where: str = "") -> ClosedDeals:
     """Deals that closed in ``[start, end)`` (optionally filtered by the SQL ``where``)."""
+    return data.memo(
+        ("closed_deals", start, end, where), lambda: _closed_deals(data, start, end, where)
+    )
+
+
+def _closed_deals(data: Dataset, start: date, end: date, where: str) -> ClosedDeals:
     extra = f" AND ({where})" if where else ""
     row = data.con.execute(
         f"""
@@ -127,6 +135,11 @@ def open_at(end: date) -> str:
 
 def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
     """Deals open at the start of day ``end`` (see the module's definitions)."""
+    key = ("open_pipeline", end, tuple(sorted(probabilities.items())))
+    return data.memo(key, lambda: _open_pipeline(data, end, probabilities))
+
+
+def _open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
     value, join = _value_sql(data)
     stages = {k.lower(): v for k, v in probabilities.items()}
     if stages:
@@ -194,14 +207,23 @@ FUNNEL_METHOD = (
 
 def undated_deals(data: Dataset) -> int:
     """Deals with neither a created nor an engaged date (in no period's funnel)."""
-    row = data.con.execute(f"SELECT count(*) FROM deals WHERE {_FIRST_DATE} IS NULL").fetchone()
-    return int(row[0]) if row else 0
+
+    def count() -> int:
+        row = data.con.execute(f"SELECT count(*) FROM deals WHERE {_FIRST_DATE} IS NULL").fetchone()
+        return int(row[0]) if row else 0
+
+    return data.memo(("undated_deals",), count)
 
 
 def funnel(data: Dataset, start: date, end: date, order: list[str]) -> list[FunnelStage]:
     """Deals reaching each stage of ``order`` among deals created in ``[start, end)``."""
     if not order:
         return []
+    key = ("funnel", start, end, tuple(order))
+    return list(data.memo(key, lambda: _funnel(data, start, end, order)))
+
+
+def _funnel(data: Dataset, start: date, end: date, order: list[str]) -> list[FunnelStage]:
     rows = data.con.execute(
         f"""
         SELECT status, lower(stage), count(*) FROM deals
@@ -239,6 +261,13 @@ def by_dimension(data: Dataset, column: str, start: date, end: date) -> list[dic
     """Won revenue, won and lost deals and win rate per value of the deals' ``column``
     (``product``, ``region``, ``segment``, ``team``, ``owner``) for deals closed in the period,
     largest revenue first; a missing value is ``(none)``."""
+    rows = data.memo(
+        ("by_dimension", column, start, end), lambda: _by_dimension(data, column, start, end)
+    )
+    return [dict(row) for row in rows]  # callers may change their copy
+
+
+def _by_dimension(data: Dataset, column: str, start: date, end: date) -> list[dict[str, Any]]:
     rows = data.con.execute(
         f"""
         SELECT coalesce({column}, '(none)') AS key,
@@ -266,23 +295,34 @@ def revenue_series(data: Dataset, buckets: list[tuple[date, date]]) -> list[floa
     """Won revenue per bucket ``[start, end)`` (0 for a bucket without won deals)."""
     if not buckets:
         return []
-    starts = [b[0] for b in buckets]
+    return list(data.memo(("revenue_series", tuple(buckets)), lambda: _series(data, buckets)))
+
+
+def _series(data: Dataset, buckets: list[tuple[date, date]]) -> list[float]:
+    # Won revenue per close date first (one pass, a row per day), then per bucket: the range
+    # join then pairs buckets with days, not with deals.
     rows = data.con.execute(
         """
-        SELECT b.i, coalesce(sum(d.amount), 0)
-        FROM (SELECT unnest(?::DATE[]) AS s, unnest(?::DATE[]) AS e,
-                     unnest(range(?)) AS i) b
-        LEFT JOIN deals d ON d.status = 'won' AND d.close_date >= b.s AND d.close_date < b.e
+        WITH days AS (
+            SELECT close_date AS day, sum(amount) AS revenue FROM deals
+            WHERE status = 'won' AND close_date IS NOT NULL GROUP BY close_date),
+        b AS (SELECT unnest(?::DATE[]) AS s, unnest(?::DATE[]) AS e, unnest(range(?)) AS i)
+        SELECT b.i, coalesce(sum(days.revenue), 0)
+        FROM b LEFT JOIN days ON days.day >= b.s AND days.day < b.e
         GROUP BY b.i ORDER BY b.i
         """,
-        [starts, [b[1] for b in buckets], len(buckets)],
+        [[b[0] for b in buckets], [b[1] for b in buckets], len(buckets)],
     ).fetchall()
     return [float(v) for _, v in rows]
 
 
 def close_date_span(data: Dataset) -> tuple[date | None, date | None]:
     """First and last close date of the closed deals (the span the closed metrics cover)."""
-    row = data.con.execute(
-        "SELECT min(close_date), max(close_date) FROM deals WHERE status <> 'open'"
-    ).fetchone()
-    return (row[0], row[1]) if row else (None, None)
+
+    def span() -> tuple[date | None, date | None]:
+        row = data.con.execute(
+            "SELECT min(close_date), max(close_date) FROM deals WHERE status <> 'open'"
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    return data.memo(("close_date_span",), span)
