@@ -130,6 +130,10 @@ def load_source(
         raise SourceError(str(exc)) from None
     con = duckdb.connect(":memory:")
     con.execute(f"SET TimeZone = {_lit(timezone)}")
+    # Rows in any order while loading: DuckDB then writes tables from both threads at once.
+    # Where the order matters (the first of repeated ids is kept) the deals are read again
+    # in the source's order (see _finish_deals).
+    con.execute("SET preserve_insertion_order = false")
     dataset = Dataset(
         con=con,
         tables=frozenset(),
@@ -142,6 +146,7 @@ def load_source(
     try:
         reader = _Reader(source, base, con)
         loaded: set[str] = set()
+        raws: dict[str, str] = {}
         for table, table_mapping in mapping.tables.items():
             if progress:
                 progress(f"reading {table}")
@@ -158,12 +163,27 @@ def load_source(
                 if not reader.as_text(raw):
                     raise
                 _parse_table(dataset, table, table_mapping, raw, derived)
+            raws[table] = raw
             loaded.add(table)
         dataset.tables = frozenset(loaded)
         if progress:
             progress("checking deals")
-        stages = _finish_deals(dataset, mapping)
+
+        def in_source_order() -> None:
+            con.execute("SET preserve_insertion_order = true")
+            con.execute("DROP TABLE deals")
+            _parse_table(
+                dataset,
+                "deals",
+                mapping.deals,
+                raws["deals"],
+                _derived_deal_columns(mapping.deals),
+                log=False,
+            )
+
+        stages = _finish_deals(dataset, mapping, in_source_order)
         _check_typos(dataset, stages)
+        con.execute("SET preserve_insertion_order = true")
     except duckdb.Error as exc:
         con.close()
         raise SourceError(f"cannot read {reader.where}: {exc}") from exc
@@ -460,11 +480,18 @@ def _column_sources(table: str, mapping: TableMapping, names: Iterable[str]) -> 
 
 
 def _parse_table(
-    dataset: Dataset, table: str, mapping: TableMapping, raw: str, derived: str | None = None
+    dataset: Dataset,
+    table: str,
+    mapping: TableMapping,
+    raw: str,
+    derived: str | None = None,
+    *,
+    log: bool = True,
 ) -> None:
     """``CREATE TABLE table`` from the raw view: mapped columns parsed by kind; columns the
     source lacks are NULL; ``derived`` (``expr AS column, …``) replaces columns computed from
-    the parsed ones. Unparseable values are counted into the quality log.
+    the parsed ones. Unparseable values are counted into the quality log (unless ``log`` is
+    false: the table is being read a second time).
 
     Raises :class:`SourceError` for a mapped column the source does not have, and lets
     ``duckdb.ConversionException`` through when a typed CSV column meets a value it cannot
@@ -519,7 +546,7 @@ def _parse_table(
     if derived:
         parsed = f"SELECT * REPLACE ({derived}) FROM ({parsed})"
     con.execute(f"CREATE TABLE {table} AS {parsed}")
-    if not checks:
+    if not checks or not log:
         return
     counts = ", ".join(
         f"count(*) FILTER ({t} IS NOT NULL AND ({e}) IS NULL), "
@@ -568,11 +595,14 @@ class _Counts:
     open: dict[str | None, int] = field(default_factory=dict)
 
 
-def _finish_deals(dataset: Dataset, mapping: ResolvedMapping) -> list[str]:
+def _finish_deals(
+    dataset: Dataset, mapping: ResolvedMapping, in_source_order: Callable[[], None]
+) -> list[str]:
     """Drop deals without id and duplicate ids, check stages, match names to the lookup tables,
     fill team/region/segment from them, and log what was done. Set-based: one query counts
     ids, one counts deals per stage, owner, product and account, and one statement rewrites
-    the table with the corrected names and the looked-up columns.
+    the table with the corrected names and the looked-up columns. ``in_source_order()``
+    reads the deals again in the source's row order, which the first of repeated ids needs.
 
     Returns the distinct stages of the deals (for :func:`_check_typos`)."""
     con = dataset.con
@@ -587,13 +617,17 @@ def _finish_deals(dataset: Dataset, mapping: ResolvedMapping) -> list[str]:
         quality.append(f"deals: {_n(no_id)} row(s) without an id dropped")
     if dup:
         quality.append(f"deals: {_n(dup)} row(s) repeat an earlier id: dropped (first kept)")
-    if no_id or dup:
+    if dup:
+        in_source_order()
         con.execute(
             "CREATE OR REPLACE TABLE deals AS SELECT * FROM (SELECT *, row_number() OVER () "
             "AS _row FROM deals) WHERE id IS NOT NULL "
             "QUALIFY row_number() OVER (PARTITION BY id ORDER BY _row) = 1"
         )
         con.execute("ALTER TABLE deals DROP COLUMN _row")
+        con.execute("SET preserve_insertion_order = false")
+    elif no_id:
+        con.execute("CREATE OR REPLACE TABLE deals AS SELECT * FROM deals WHERE id IS NOT NULL")
     has_flags = "is_won" in deals.columns or "is_closed" in deals.columns
     if not has_flags and not deals.won_stages:
         quality.append("deals: the mapping names no won stages: every deal counts as open")
