@@ -114,16 +114,6 @@ class OpenPipeline:
     without_probability: int
 
 
-def _value_sql(data: Dataset) -> tuple[str, str]:
-    """SQL of a deal's value and the join it needs (list price when there is no amount)."""
-    if "products" in data.tables:
-        return (
-            "coalesce(d.amount, p.list_price)",
-            "LEFT JOIN (SELECT DISTINCT ON (product) * FROM products) p USING (product)",
-        )
-    return "d.amount", ""
-
-
 def open_at(end: date) -> str:
     """SQL condition: the deal ``d`` was open at the start of the day ``end``."""
     first = "coalesce(d.created_date, d.engaged_date)"
@@ -135,12 +125,20 @@ def open_at(end: date) -> str:
 
 def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
     """Deals open at the start of day ``end`` (see the module's definitions)."""
-    key = ("open_pipeline", end, tuple(sorted(probabilities.items())))
-    return data.memo(key, lambda: _open_pipeline(data, end, probabilities))
+    return open_pipelines(data, [end], probabilities)[0]
 
 
-def _open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
-    value, join = _value_sql(data)
+def open_pipelines(
+    data: Dataset, ends: list[date], probabilities: dict[str, float]
+) -> list[OpenPipeline]:
+    """:func:`open_pipeline` at each of ``ends``, in one pass over the deals."""
+    key = ("open_pipelines", tuple(ends), tuple(sorted(probabilities.items())))
+    return list(data.memo(key, lambda: _open_pipelines(data, ends, probabilities)))
+
+
+def _open_pipelines(
+    data: Dataset, ends: list[date], probabilities: dict[str, float]
+) -> list[OpenPipeline]:
     stages = {k.lower(): v for k, v in probabilities.items()}
     if stages:
         cases = " ".join(
@@ -149,33 +147,55 @@ def _open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) ->
         stage_p = f"CASE lower(d.stage) {cases} END"
     else:
         stage_p = "NULL"
-    probability = f"coalesce(d.probability, {stage_p})"
-    row = data.con.execute(
-        f"""
-        SELECT count(*), coalesce(sum({value}), 0), sum({value} * {probability}),
-               count(*) FILTER (d.amount IS NULL AND {value} IS NOT NULL),
-               count(*) FILTER ({value} IS NULL),
-               count(*) FILTER ({probability} IS NULL)
-        FROM deals d {join}
-        WHERE {open_at(end)}
-        """
-    ).fetchone()
-    assert row is not None
-    count, missing_p = int(row[0]), int(row[5])
-    if count == 0:
-        weighted: float | None = 0.0
-    elif missing_p == count:
-        weighted = None  # no probabilities at all: n/a rather than 0
-    else:
-        weighted = float(row[2] or 0.0)
-    return OpenPipeline(
-        count=count,
-        value=float(row[1]),
-        weighted=weighted,
-        valued_at_list_price=int(row[3]),
-        without_value=int(row[4]),
-        without_probability=missing_p,
+    # Open deals are summed per product and probability first; the list prices of deals
+    # without an amount are then applied to those few groups.
+    prices = (
+        "LEFT JOIN (SELECT DISTINCT ON (product) product, list_price FROM products) p "
+        "USING (product)"
+        if "products" in data.tables
+        else "LEFT JOIN (SELECT NULL::VARCHAR AS product, NULL::DOUBLE AS list_price) p "
+        "USING (product)"
     )
+    found: list[OpenPipeline] = []
+    for end in ends:
+        row = data.con.execute(
+            f"""
+            WITH g AS (
+                SELECT d.product, coalesce(d.probability, {stage_p}) AS probability,
+                       count(*) AS n, count(d.amount) AS priced,
+                       coalesce(sum(d.amount), 0) AS amount
+                FROM deals d WHERE {open_at(end)} GROUP BY ALL),
+            v AS (
+                SELECT n, n - priced AS unpriced, probability, p.list_price,
+                       amount + CASE WHEN p.list_price IS NULL THEN 0
+                                     ELSE (n - priced) * p.list_price END AS value
+                FROM g {prices})
+            SELECT coalesce(sum(n), 0), coalesce(sum(value), 0), sum(value * probability),
+                   coalesce(sum(unpriced) FILTER (list_price IS NOT NULL), 0),
+                   coalesce(sum(unpriced) FILTER (list_price IS NULL), 0),
+                   coalesce(sum(n) FILTER (probability IS NULL), 0)
+            FROM v
+            """
+        ).fetchone()
+        assert row is not None
+        count, total, weighted_sum, listed, unvalued, missing_p = row
+        if count == 0:
+            weighted: float | None = 0.0
+        elif missing_p == count:
+            weighted = None  # no probabilities at all: n/a rather than 0
+        else:
+            weighted = float(weighted_sum or 0.0)
+        found.append(
+            OpenPipeline(
+                count=int(count),
+                value=float(total),
+                weighted=weighted,
+                valued_at_list_price=int(listed),
+                without_value=int(unvalued),
+                without_probability=int(missing_p),
+            )
+        )
+    return found
 
 
 def velocity(open_deals: int, closed: ClosedDeals) -> float | None:
