@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from typing import Any
 
 from opscope.report.sources import Dataset
@@ -131,14 +132,15 @@ def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> 
 def open_pipelines(
     data: Dataset, ends: list[date], probabilities: dict[str, float]
 ) -> list[OpenPipeline]:
-    """:func:`open_pipeline` at each of ``ends``, in one pass over the deals."""
-    key = ("open_pipelines", tuple(ends), tuple(sorted(probabilities.items())))
-    return list(data.memo(key, lambda: _open_pipelines(data, ends, probabilities)))
+    """:func:`open_pipeline` at each of ``ends``."""
+    rates = tuple(sorted(probabilities.items()))
+    return [
+        data.memo(("open_pipeline", end, rates), partial(_open_pipeline, data, end, probabilities))
+        for end in ends
+    ]
 
 
-def _open_pipelines(
-    data: Dataset, ends: list[date], probabilities: dict[str, float]
-) -> list[OpenPipeline]:
+def _open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
     stages = {k.lower(): v for k, v in probabilities.items()}
     if stages:
         cases = " ".join(
@@ -156,46 +158,41 @@ def _open_pipelines(
         else "LEFT JOIN (SELECT NULL::VARCHAR AS product, NULL::DOUBLE AS list_price) p "
         "USING (product)"
     )
-    found: list[OpenPipeline] = []
-    for end in ends:
-        row = data.con.execute(
-            f"""
-            WITH g AS (
-                SELECT d.product, coalesce(d.probability, {stage_p}) AS probability,
-                       count(*) AS n, count(d.amount) AS priced,
-                       coalesce(sum(d.amount), 0) AS amount
-                FROM deals d WHERE {open_at(end)} GROUP BY ALL),
-            v AS (
-                SELECT n, n - priced AS unpriced, probability, p.list_price,
-                       amount + CASE WHEN p.list_price IS NULL THEN 0
-                                     ELSE (n - priced) * p.list_price END AS value
-                FROM g {prices})
-            SELECT coalesce(sum(n), 0), coalesce(sum(value), 0), sum(value * probability),
-                   coalesce(sum(unpriced) FILTER (list_price IS NOT NULL), 0),
-                   coalesce(sum(unpriced) FILTER (list_price IS NULL), 0),
-                   coalesce(sum(n) FILTER (probability IS NULL), 0)
-            FROM v
-            """
-        ).fetchone()
-        assert row is not None
-        count, total, weighted_sum, listed, unvalued, missing_p = row
-        if count == 0:
-            weighted: float | None = 0.0
-        elif missing_p == count:
-            weighted = None  # no probabilities at all: n/a rather than 0
-        else:
-            weighted = float(weighted_sum or 0.0)
-        found.append(
-            OpenPipeline(
-                count=int(count),
-                value=float(total),
-                weighted=weighted,
-                valued_at_list_price=int(listed),
-                without_value=int(unvalued),
-                without_probability=int(missing_p),
-            )
-        )
-    return found
+    row = data.con.execute(
+        f"""
+        WITH g AS (
+            SELECT d.product, coalesce(d.probability, {stage_p}) AS probability,
+                   count(*) AS n, count(d.amount) AS priced,
+                   coalesce(sum(d.amount), 0) AS amount
+            FROM deals d WHERE {open_at(end)} GROUP BY ALL),
+        v AS (
+            SELECT n, n - priced AS unpriced, probability, p.list_price,
+                   amount + CASE WHEN p.list_price IS NULL THEN 0
+                                 ELSE (n - priced) * p.list_price END AS value
+            FROM g {prices})
+        SELECT coalesce(sum(n), 0), coalesce(sum(value), 0), sum(value * probability),
+               coalesce(sum(unpriced) FILTER (list_price IS NOT NULL), 0),
+               coalesce(sum(unpriced) FILTER (list_price IS NULL), 0),
+               coalesce(sum(n) FILTER (probability IS NULL), 0)
+        FROM v
+        """
+    ).fetchone()
+    assert row is not None
+    count, total, weighted_sum, listed, unvalued, missing_p = row
+    if count == 0:
+        weighted: float | None = 0.0
+    elif missing_p == count:
+        weighted = None  # no probabilities at all: n/a rather than 0
+    else:
+        weighted = float(weighted_sum or 0.0)
+    return OpenPipeline(
+        count=int(count),
+        value=float(total),
+        weighted=weighted,
+        valued_at_list_price=int(listed),
+        without_value=int(unvalued),
+        without_probability=int(missing_p),
+    )
 
 
 def velocity(open_deals: int, closed: ClosedDeals) -> float | None:
