@@ -313,7 +313,7 @@ class _Reader:
         sniffed = {
             str(r[0]): str(r[1]).upper()
             for r in self.con.execute(
-                f"DESCRIBE SELECT * FROM read_csv({source}, header = true)"
+                f"DESCRIBE SELECT * FROM read_csv({source}, {_CSV})"
             ).fetchall()
         }
         typed: dict[str, str] = {}
@@ -335,7 +335,7 @@ class _Reader:
                 typed[source_column] = "VARCHAR"
         types = ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in typed.items())
         read = (
-            f"read_csv({source}, header = true, all_varchar = true, "
+            f"read_csv({source}, {_CSV}, all_varchar = true, "
             f"types = {{{types}}}, dateformat = '%Y-%m-%d')"
         )
         if any(t != "VARCHAR" for t in typed.values()):
@@ -358,8 +358,8 @@ class _Reader:
         self.con.execute(f"DROP VIEW IF EXISTS {view}")
         self.con.execute(f"DROP TABLE IF EXISTS {view}")
         self.con.execute(
-            f"CREATE TEMP TABLE {view} AS SELECT * FROM read_csv({source}, "
-            "all_varchar = true, header = true)"
+            f"CREATE TEMP TABLE {view} AS SELECT * FROM read_csv({source}, {_CSV}, "
+            "all_varchar = true)"
         )
         return True
 
@@ -421,6 +421,11 @@ def _excel_frame(path: Path, sheet: str | None) -> Any:
     }
     return pd.DataFrame(data, dtype=object)
 
+
+#: How CSV files are read: a header row and RFC 4180 quoting (a field in double quotes, a
+#: double quote in it doubled) even where DuckDB's sniffer, which samples the first rows,
+#: saw no quotes (exports quote only the fields that need it, such as "$1,200.50").
+_CSV = "header = true, quote = '\"', escape = '\"'"
 
 _SQL_TYPES = {
     "text": "VARCHAR",
