@@ -2,12 +2,14 @@
 with plain pandas, the way an analyst would write them (read the CSVs, fix product spellings,
 join the teams and accounts, then boolean masks and group-bys per figure).
 
-It computes the same figures as opscope for one quarter (with the previous quarter and the same
-quarter a year earlier): won revenue, won and lost deals, win rate, average deal, mean and
+It computes the same figures as opscope for one quarter (with the previous quarter and the
+same quarter a year earlier): won revenue, won and lost deals, win rate, average deal, mean and
 median sales cycle, open pipeline at the quarter's end (count, value with the list price for
 deals without an amount), pipeline velocity, the funnel, the leaderboard of every rep with
 team and region roll-ups, revenue by product, region and segment, and the monthly revenue
 series that feeds the forecast (the forecast itself is the same statsmodels call in both).
+:func:`load` reads and prepares the data, :func:`figures` computes from it (the benchmark
+times the two apart).
 """
 
 from __future__ import annotations
@@ -23,15 +25,9 @@ def _norm(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.casefold())
 
 
-def compute(
-    folder: Path,
-    start: str,
-    end: str,
-    prev: tuple[str, str],
-    last_year: tuple[str, str],
-    stages: list[str],
-) -> dict[str, Any]:
-    """The figures of both reports for ``[start, end)``; dates are ISO strings."""
+def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The deals with fixed product spellings, team, sector, list price and status, and the
+    teams (every rep): what the figures are computed from."""
     deals = pd.read_csv(folder / "sales_pipeline.csv", parse_dates=["engage_date", "close_date"])
     teams = pd.read_csv(folder / "sales_teams.csv")
     products = pd.read_csv(folder / "products.csv")
@@ -42,6 +38,32 @@ def compute(
     deals = deals.merge(accounts[["account", "sector"]], on="account", how="left")
     deals = deals.merge(products[["product", "sales_price"]], on="product", how="left")
     deals["status"] = deals["deal_stage"].map({"Won": "won", "Lost": "lost"}).fillna("open")
+    return deals, teams
+
+
+def compute(
+    folder: Path,
+    start: str,
+    end: str,
+    prev: tuple[str, str],
+    last_year: tuple[str, str],
+    stages: list[str],
+) -> dict[str, Any]:
+    """The figures of both reports for ``[start, end)``; dates are ISO strings."""
+    deals, teams = load(folder)
+    return figures(deals, teams, start, end, prev, last_year, stages)
+
+
+def figures(
+    deals: pd.DataFrame,
+    teams: pd.DataFrame,
+    start: str,
+    end: str,
+    prev: tuple[str, str],
+    last_year: tuple[str, str],
+    stages: list[str],
+) -> dict[str, Any]:
+    """The figures of both reports for ``[start, end)`` from :func:`load`'s frames."""
     out: dict[str, Any] = {}
 
     def closed(a: str, b: str) -> dict[str, Any]:

@@ -57,3 +57,33 @@ def test_backtest_on_a_straight_line() -> None:
     assert bt.naive_mae == pytest.approx((4 * 60 + 30 + 10) / 15)
     # A trend model beats the naive forecast on a trend: MASE (scale 10) well under 1.
     assert bt.mase is not None and math.isfinite(bt.mase) and bt.mase < 0.5
+
+
+def test_forecast_and_intervals_are_statsmodels_own() -> None:
+    # The fits skip the parameters' covariance matrix; the forecast and both interval levels
+    # must still be exactly those of a plain ETSModel(...).fit() and its exact prediction.
+    import warnings
+
+    import pandas as pd
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    history = [100.0 + 3 * t + 20 * math.sin(2 * math.pi * t / 12) + (t % 5) for t in range(40)]
+    ours = forecast(history, horizon=3, season_length=12)
+    assert ours is not None and ours.model == "ETS(A,Ad,A)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = ETSModel(
+            pd.Series(history),
+            error="add",
+            trend="add",
+            damped_trend=True,
+            seasonal="add",
+            seasonal_periods=12,
+        ).fit(disp=False)
+        prediction = fitted.get_prediction(start=40, end=42)
+    p80, p95 = prediction.summary_frame(alpha=0.2), prediction.summary_frame(alpha=0.05)
+    assert ours.mean == pytest.approx(list(p80["mean"]), rel=1e-12)
+    assert ours.lower80 == pytest.approx(list(p80["pi_lower"]), rel=1e-12)
+    assert ours.upper80 == pytest.approx(list(p80["pi_upper"]), rel=1e-12)
+    assert ours.lower95 == pytest.approx(list(p95["pi_lower"]), rel=1e-12)
+    assert ours.upper95 == pytest.approx(list(p95["pi_upper"]), rel=1e-12)

@@ -20,12 +20,15 @@ Definitions (the field's standard ones; sources named):
   per day; HubSpot's and Salesforce's "sales velocity").
 
 Every function returns plain numbers; a ratio whose denominator is 0 is ``None`` ("n/a").
+Results are remembered on the dataset (:meth:`Dataset.memo`): the sales report and the
+executive summary ask for the same periods' figures, and the tables do not change once loaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from typing import Any
 
 from opscope.report.sources import Dataset
@@ -58,6 +61,12 @@ FIRST_DATE = _FIRST_DATE
 
 def closed_deals(data: Dataset, start: date, end: date, where: str = "") -> ClosedDeals:
     """Deals that closed in ``[start, end)`` (optionally filtered by the SQL ``where``)."""
+    return data.memo(
+        ("closed_deals", start, end, where), lambda: _closed_deals(data, start, end, where)
+    )
+
+
+def _closed_deals(data: Dataset, start: date, end: date, where: str) -> ClosedDeals:
     extra = f" AND ({where})" if where else ""
     row = data.con.execute(
         f"""
@@ -118,16 +127,6 @@ class OpenPipeline:
 _OPEN_AMOUNT = "CASE WHEN d.status = 'lost' AND d.amount = 0 THEN NULL ELSE d.amount END"
 
 
-def _value_sql(data: Dataset) -> tuple[str, str]:
-    """SQL of a deal's value and the join it needs (list price when there is no amount)."""
-    if "products" in data.tables:
-        return (
-            f"coalesce({_OPEN_AMOUNT}, p.list_price)",
-            "LEFT JOIN (SELECT DISTINCT ON (product) * FROM products) p USING (product)",
-        )
-    return _OPEN_AMOUNT, ""
-
-
 def data_end(data: Dataset) -> date | None:
     """The data's last date: the latest created, engaged or (of closed deals) close date.
     ``None`` when no deal has a date."""
@@ -152,9 +151,23 @@ def open_at(end: date, *, undated: bool) -> str:
 def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
     """Deals open at the start of day ``end`` (see the module's definitions); deals without any
     date are counted only when ``end`` is after :func:`data_end`."""
-    last = data_end(data)
+    return open_pipelines(data, [end], probabilities)[0]
+
+
+def open_pipelines(
+    data: Dataset, ends: list[date], probabilities: dict[str, float]
+) -> list[OpenPipeline]:
+    """:func:`open_pipeline` at each of ``ends``."""
+    rates = tuple(sorted(probabilities.items()))
+    return [
+        data.memo(("open_pipeline", end, rates), partial(_open_pipeline, data, end, probabilities))
+        for end in ends
+    ]
+
+
+def _open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
+    last = data.memo(("data_end",), partial(data_end, data))
     undated = last is None or end > last
-    value, join = _value_sql(data)
     stages = {k.lower(): v for k, v in probabilities.items()}
     if stages:
         cases = " ".join(
@@ -163,34 +176,52 @@ def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> 
         stage_p = f"CASE lower(d.stage) {cases} END"
     else:
         stage_p = "NULL"
-    probability = f"coalesce(d.probability, {stage_p})"
+    # Open deals are summed per product and probability first; the list prices of deals
+    # without an amount are then applied to those few groups.
+    prices = (
+        "LEFT JOIN (SELECT DISTINCT ON (product) product, list_price FROM products) p "
+        "USING (product)"
+        if "products" in data.tables
+        else "LEFT JOIN (SELECT NULL::VARCHAR AS product, NULL::DOUBLE AS list_price) p "
+        "USING (product)"
+    )
     row = data.con.execute(
         f"""
-        SELECT count(*), coalesce(sum({value}), 0), sum({value} * {probability}),
-               count(*) FILTER (({_OPEN_AMOUNT}) IS NULL AND {value} IS NOT NULL),
-               count(*) FILTER ({value} IS NULL),
-               count(*) FILTER ({probability} IS NULL),
-               count(*) FILTER (coalesce(d.created_date, d.engaged_date) IS NULL)
-        FROM deals d {join}
-        WHERE {open_at(end, undated=undated)}
+        WITH g AS (
+            SELECT d.product, coalesce(d.probability, {stage_p}) AS probability,
+                   count(*) AS n, count({_OPEN_AMOUNT}) AS priced,
+                   coalesce(sum({_OPEN_AMOUNT}), 0) AS amount,
+                   count(*) FILTER (coalesce(d.created_date, d.engaged_date) IS NULL) AS undated
+            FROM deals d WHERE {open_at(end, undated=undated)} GROUP BY ALL),
+        v AS (
+            SELECT n, n - priced AS unpriced, probability, p.list_price, undated,
+                   amount + CASE WHEN p.list_price IS NULL THEN 0
+                                 ELSE (n - priced) * p.list_price END AS value
+            FROM g {prices})
+        SELECT coalesce(sum(n), 0), coalesce(sum(value), 0), sum(value * probability),
+               coalesce(sum(unpriced) FILTER (list_price IS NOT NULL), 0),
+               coalesce(sum(unpriced) FILTER (list_price IS NULL), 0),
+               coalesce(sum(n) FILTER (probability IS NULL), 0),
+               coalesce(sum(undated), 0)
+        FROM v
         """
     ).fetchone()
     assert row is not None
-    count, missing_p = int(row[0]), int(row[5])
+    count, total, weighted_sum, listed, unvalued, missing_p, undated_n = row
     if count == 0:
         weighted: float | None = 0.0
     elif missing_p == count:
         weighted = None  # no probabilities at all: n/a rather than 0
     else:
-        weighted = float(row[2] or 0.0)
+        weighted = float(weighted_sum or 0.0)
     return OpenPipeline(
-        count=count,
-        value=float(row[1]),
+        count=int(count),
+        value=float(total),
         weighted=weighted,
-        valued_at_list_price=int(row[3]),
-        without_value=int(row[4]),
-        without_probability=missing_p,
-        undated=int(row[6]),
+        valued_at_list_price=int(listed),
+        without_value=int(unvalued),
+        without_probability=int(missing_p),
+        undated=int(undated_n),
         undated_counted=undated,
     )
 
@@ -224,14 +255,23 @@ FUNNEL_METHOD = (
 
 def undated_deals(data: Dataset) -> int:
     """Deals with neither a created nor an engaged date (in no period's funnel)."""
-    row = data.con.execute(f"SELECT count(*) FROM deals WHERE {_FIRST_DATE} IS NULL").fetchone()
-    return int(row[0]) if row else 0
+
+    def count() -> int:
+        row = data.con.execute(f"SELECT count(*) FROM deals WHERE {_FIRST_DATE} IS NULL").fetchone()
+        return int(row[0]) if row else 0
+
+    return data.memo(("undated_deals",), count)
 
 
 def funnel(data: Dataset, start: date, end: date, order: list[str]) -> list[FunnelStage]:
     """Deals reaching each stage of ``order`` among deals created in ``[start, end)``."""
     if not order:
         return []
+    key = ("funnel", start, end, tuple(order))
+    return list(data.memo(key, lambda: _funnel(data, start, end, order)))
+
+
+def _funnel(data: Dataset, start: date, end: date, order: list[str]) -> list[FunnelStage]:
     rows = data.con.execute(
         f"""
         SELECT status, lower(stage), count(*) FROM deals
@@ -269,6 +309,13 @@ def by_dimension(data: Dataset, column: str, start: date, end: date) -> list[dic
     """Won revenue, won and lost deals and win rate per value of the deals' ``column``
     (``product``, ``region``, ``segment``, ``team``, ``owner``) for deals closed in the period,
     largest revenue first; a missing value is ``(none)``."""
+    rows = data.memo(
+        ("by_dimension", column, start, end), lambda: _by_dimension(data, column, start, end)
+    )
+    return [dict(row) for row in rows]  # callers may change their copy
+
+
+def _by_dimension(data: Dataset, column: str, start: date, end: date) -> list[dict[str, Any]]:
     rows = data.con.execute(
         f"""
         SELECT coalesce({column}, '(none)') AS key,
@@ -296,23 +343,34 @@ def revenue_series(data: Dataset, buckets: list[tuple[date, date]]) -> list[floa
     """Won revenue per bucket ``[start, end)`` (0 for a bucket without won deals)."""
     if not buckets:
         return []
-    starts = [b[0] for b in buckets]
+    return list(data.memo(("revenue_series", tuple(buckets)), lambda: _series(data, buckets)))
+
+
+def _series(data: Dataset, buckets: list[tuple[date, date]]) -> list[float]:
+    # Won revenue per close date first (one pass, a row per day), then per bucket: the range
+    # join then pairs buckets with days, not with deals.
     rows = data.con.execute(
         """
-        SELECT b.i, coalesce(sum(d.amount), 0)
-        FROM (SELECT unnest(?::DATE[]) AS s, unnest(?::DATE[]) AS e,
-                     unnest(range(?)) AS i) b
-        LEFT JOIN deals d ON d.status = 'won' AND d.close_date >= b.s AND d.close_date < b.e
+        WITH days AS (
+            SELECT close_date AS day, sum(amount) AS revenue FROM deals
+            WHERE status = 'won' AND close_date IS NOT NULL GROUP BY close_date),
+        b AS (SELECT unnest(?::DATE[]) AS s, unnest(?::DATE[]) AS e, unnest(range(?)) AS i)
+        SELECT b.i, coalesce(sum(days.revenue), 0)
+        FROM b LEFT JOIN days ON days.day >= b.s AND days.day < b.e
         GROUP BY b.i ORDER BY b.i
         """,
-        [starts, [b[1] for b in buckets], len(buckets)],
+        [[b[0] for b in buckets], [b[1] for b in buckets], len(buckets)],
     ).fetchall()
     return [float(v) for _, v in rows]
 
 
 def close_date_span(data: Dataset) -> tuple[date | None, date | None]:
     """First and last close date of the closed deals (the span the closed metrics cover)."""
-    row = data.con.execute(
-        "SELECT min(close_date), max(close_date) FROM deals WHERE status <> 'open'"
-    ).fetchone()
-    return (row[0], row[1]) if row else (None, None)
+
+    def span() -> tuple[date | None, date | None]:
+        row = data.con.execute(
+            "SELECT min(close_date), max(close_date) FROM deals WHERE status <> 'open'"
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    return data.memo(("close_date_span",), span)

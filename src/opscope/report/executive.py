@@ -40,7 +40,7 @@ from opscope.report.deals import (
     closed_deals,
     closed_in,
     funnel,
-    open_pipeline,
+    open_pipelines,
 )
 from opscope.report.document import (
     Chart,
@@ -136,10 +136,9 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
     year_or_none = closed_in(data, year_p.start, year_p.end, span)
     prev, year = prev_or_none or NO_DATA, year_or_none or NO_DATA
 
-    def pipe_value(p: ReportPeriod) -> float | None:
-        return open_pipeline(data, p.end, probabilities).value
-
-    pipe_now = open_pipeline(data, period.end, probabilities)
+    pipe_now, pipe_prev, pipe_year = open_pipelines(
+        data, [period.end, prev_p.end, year_p.end], probabilities
+    )
     values: dict[str, tuple[str, str, Any, Any, Any]] = {
         "revenue.won": ("Revenue", "money", now.revenue, prev.revenue, year.revenue),
         "deals.won": ("Won deals", "count", now.won, prev.won, year.won),
@@ -162,8 +161,8 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
             "Open pipeline",
             "money",
             pipe_now.value,
-            pipe_value(prev_p),
-            pipe_value(year_p),
+            pipe_prev.value,
+            pipe_year.value,
         ),
     }
     if data.has("nps_responses"):

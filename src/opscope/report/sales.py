@@ -509,31 +509,32 @@ def _leaderboard(data: Dataset, request: ReportRequest) -> tuple[list[dict[str, 
     and rank by revenue (ties share a rank; reps with no closed deals have none and come last,
     after reps whose revenue is negative)."""
     period = request.period
-    owners_sql = (
-        "SELECT owner, any_value(team) AS team, any_value(region) AS region FROM ("
-        "SELECT owner, team, region FROM owners WHERE owner IS NOT NULL "
-        "UNION ALL SELECT DISTINCT owner, team, region FROM deals WHERE owner IS NOT NULL) "
-        "GROUP BY owner"
+    # One pass over the deals: each owner's team and region (any of the deal rows') and
+    # closed-deal figures in the period; the owners table adds reps without deals.
+    listed = (
+        "SELECT owner, team, region FROM owners WHERE owner IS NOT NULL UNION ALL "
         if "owners" in data.tables
-        else "SELECT owner, any_value(team) AS team, any_value(region) AS region FROM deals "
-        "WHERE owner IS NOT NULL GROUP BY owner"
+        else ""
     )
+    in_period = "close_date >= ? AND close_date < ? AND status <> 'open'"
     rows = data.con.execute(
         f"""
-        WITH reps AS ({owners_sql}),
-        closed AS (
-            SELECT owner, coalesce(sum(amount) FILTER (status = 'won'), 0) AS revenue,
-                   count(*) FILTER (status = 'won') AS won,
-                   count(*) FILTER (status = 'lost') AS lost,
-                   count(amount) FILTER (status = 'won') AS priced
-            FROM deals WHERE close_date >= ? AND close_date < ? AND status <> 'open'
-            GROUP BY owner)
+        WITH closed AS (
+            SELECT owner, any_value(team) AS team, any_value(region) AS region,
+                   coalesce(sum(amount) FILTER ({in_period} AND status = 'won'), 0) AS revenue,
+                   count(*) FILTER ({in_period} AND status = 'won') AS won,
+                   count(*) FILTER ({in_period} AND status = 'lost') AS lost,
+                   count(amount) FILTER ({in_period} AND status = 'won') AS priced
+            FROM deals WHERE owner IS NOT NULL GROUP BY owner),
+        reps AS (
+            SELECT owner, any_value(team) AS team, any_value(region) AS region FROM (
+                {listed}SELECT owner, team, region FROM closed) GROUP BY owner)
         SELECT r.owner, r.team, r.region, coalesce(c.revenue, 0), coalesce(c.won, 0),
                coalesce(c.lost, 0), coalesce(c.priced, 0)
         FROM reps r LEFT JOIN closed c USING (owner)
         ORDER BY coalesce(c.won, 0) + coalesce(c.lost, 0) = 0, 4 DESC, 1
         """,
-        [period.start, period.end],
+        [period.start, period.end] * 4,
     ).fetchall()
     board: list[dict[str, Any]] = []
     without: list[str] = []

@@ -25,6 +25,14 @@ names that still match nothing are kept and reported. Without a lookup table, sp
 name that differ that way are unified to the most frequent one, with a warning. Every such
 decision, rows dropped (no id, duplicate id), unparseable values, values that look like typos
 (kept as found) and reps without deals go to :attr:`Dataset.quality`.
+
+How (for speed on large exports): DuckDB's CSV reader types the date and number columns
+itself where the file allows (see ``_Reader._csv_view``; the first value it refuses sends the
+file through the text parsing above, so the rules and counts are the same either way); the
+checks are set-based queries over the whole table (one counts ids, one counts deals per stage,
+owner, product and account with ``GROUPING SETS``) and one statement rewrites the deals with
+the corrected names (joined from a table of spellings) and the looked-up team, region and
+segment.
 """
 
 from __future__ import annotations
@@ -32,10 +40,10 @@ from __future__ import annotations
 import difflib
 import glob
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import duckdb
 
@@ -46,6 +54,12 @@ from opscope.report.schema import LOOKUPS, ResolvedMapping, column_kind, resolve
 _DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db")
 _EXCEL_SUFFIXES = (".xlsx", ".xlsm")
 
+T = TypeVar("T")
+
+#: SQL type of ``deals.status``: an enum compares with ``'won'`` like text, but as a number
+#: (every closed-deal and pipeline query filters on it).
+STATUS_TYPE = "ENUM('open', 'won', 'lost')"
+
 #: ``progress(step)`` is called with a short description before each loading step.
 Progress = Callable[[str], None]
 
@@ -54,8 +68,9 @@ Progress = Callable[[str], None]
 class Dataset:
     """Canonical tables of one source in an in-memory DuckDB database.
 
-    ``tables`` names the canonical tables present; ``quality`` holds data-quality lines in the
-    order they were found; ``stage_order`` and ``stage_probabilities`` come from the mapping.
+    ``tables`` names the canonical tables present and ``rows`` their row counts; ``quality``
+    holds data-quality lines in the order they were found; ``stage_order`` and
+    ``stage_probabilities`` come from the mapping.
     """
 
     con: duckdb.DuckDBPyConnection
@@ -66,13 +81,26 @@ class Dataset:
     stage_order: list[str] = field(default_factory=list)
     stage_probabilities: dict[str, float] = field(default_factory=dict)
     quality: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
 
     def has(self, table: str) -> bool:
         """Whether the source has the canonical ``table`` with at least one row."""
         if table not in self.tables:
             return False
-        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return bool(row and row[0])
+        if table not in self.rows:
+            row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
+            self.rows[table] = int(row[0]) if row else 0
+        return self.rows[table] > 0
+
+    def memo(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()``, remembered under ``key`` (the function and its arguments): the tables
+        do not change once loaded, and reports built from one dataset ask for the same figures
+        (the current, previous and last year's period in both the sales report and the
+        executive summary)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return cast(T, self._memo[key])
 
     def close(self) -> None:
         """Release the DuckDB database."""
@@ -110,6 +138,10 @@ def load_source(
         raise SourceError(str(exc)) from None
     con = duckdb.connect(":memory:")
     con.execute(f"SET TimeZone = {_lit(timezone)}")
+    # Rows in any order while loading: DuckDB then writes tables from both threads at once.
+    # Where the order matters (the first of repeated ids is kept) the deals are read again
+    # in the source's order (see _finish_deals).
+    con.execute("SET preserve_insertion_order = false")
     dataset = Dataset(
         con=con,
         tables=frozenset(),
@@ -122,19 +154,44 @@ def load_source(
     try:
         reader = _Reader(source, base, con)
         loaded: set[str] = set()
+        raws: dict[str, str] = {}
         for table, table_mapping in mapping.tables.items():
             if progress:
                 progress(f"reading {table}")
             raw = reader.raw(table, table_mapping, required=table == "deals")
             if raw is None:
                 continue
-            _parse_table(dataset, table, table_mapping, raw)
+            derived = _derived_deal_columns(mapping.deals) if table == "deals" else None
+            try:
+                _parse_table(dataset, table, table_mapping, raw, derived)
+            except duckdb.ConversionException:
+                # A value the typed reading of a CSV file refused (a timestamp in a date
+                # column, "$1,200" in an amount column): read the file as text instead and
+                # parse every value in SQL, counting what cannot be parsed.
+                if not reader.as_text(raw):
+                    raise
+                _parse_table(dataset, table, table_mapping, raw, derived)
+            raws[table] = raw
             loaded.add(table)
         dataset.tables = frozenset(loaded)
         if progress:
             progress("checking deals")
-        _finish_deals(dataset, mapping)
-        _check_typos(dataset)
+
+        def in_source_order() -> None:
+            con.execute("SET preserve_insertion_order = true")
+            con.execute("DROP TABLE deals")
+            _parse_table(
+                dataset,
+                "deals",
+                mapping.deals,
+                raws["deals"],
+                _derived_deal_columns(mapping.deals),
+                log=False,
+            )
+
+        stages = _finish_deals(dataset, mapping, in_source_order)
+        _check_typos(dataset, stages)
+        con.execute("SET preserve_insertion_order = true")
     except duckdb.Error as exc:
         con.close()
         raise SourceError(f"cannot read {reader.where}: {exc}") from exc
@@ -162,6 +219,7 @@ class _Reader:
                 kind = "files"
         self.kind = kind
         self._engine: Any = None
+        self._csv: dict[str, str] = {}  # raw view → CSV file it reads with typed columns
         if kind == "duckdb":
             assert self.path is not None
             if not self.path.is_file():
@@ -181,7 +239,7 @@ class _Reader:
             if found is None:
                 return None
             self.where = str(found)
-            self._file_view(view, found, mapping)
+            self._file_view(table, view, found, mapping)
         elif self.kind == "duckdb":
             name = mapping.table or table
             tables = {
@@ -236,7 +294,7 @@ class _Reader:
             )
         return matches[0]
 
-    def _file_view(self, view: str, path: Path, mapping: TableMapping) -> None:
+    def _file_view(self, table: str, view: str, path: Path, mapping: TableMapping) -> None:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_lit(str(path))})")
@@ -244,11 +302,74 @@ class _Reader:
             self.con.register(f"{view}_frame", _excel_frame(path, mapping.sheet))
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_frame")
         else:
-            # Read once into a table: parsing and the quality checks both scan it.
-            self.con.execute(
-                f"CREATE TEMP TABLE {view} AS SELECT * FROM read_csv({_lit(str(path))}, "
-                "all_varchar = true, header = true)"
-            )
+            self._csv_view(table, view, path, mapping)
+
+    def _csv_view(self, table: str, view: str, path: Path, mapping: TableMapping) -> None:
+        """The raw rows of a CSV file, with DuckDB's CSV reader typing the date and number
+        columns it can (so that they are not parsed twice, as text and then as values).
+
+        A mapped date column is read as ``DATE`` (strictly ``YYYY-MM-DD``) and a number column
+        as ``DOUBLE`` when the mapping gives no ``date_format``/``decimal: ","`` and DuckDB's
+        sniffer found that type in its sample of the file; everything else is text. A value
+        further on that does not fit raises ``ConversionException`` when the rows are read,
+        and :meth:`as_text` then reads the file as text (the parsing rules of the module then
+        apply to every value, and unparseable ones are counted). When some mapped column is
+        still parsed from text (a ``date_format``, booleans) the rows are read once into a
+        temporary table, since parsing and the count of unparseable values both scan them.
+        """
+        source = _lit(str(path))
+        sniffed = {
+            str(r[0]): str(r[1]).upper()
+            for r in self.con.execute(
+                f"DESCRIBE SELECT * FROM read_csv({source}, {_CSV})"
+            ).fetchall()
+        }
+        typed: dict[str, str] = {}
+        parsed_from_text = False
+        for column, source_column in _column_sources(table, mapping, sniffed).items():
+            kind = column_kind(column)
+            if kind == "text":
+                continue
+            found = sniffed[source_column]
+            if kind == "date" and mapping.date_format is None and found == "DATE":
+                want = "DATE"
+            elif kind in ("money", "number") and mapping.decimal == "." and _numeric(found):
+                want = "DOUBLE"
+            else:
+                parsed_from_text = True
+                continue
+            if typed.setdefault(source_column, want) != want:
+                parsed_from_text = True  # one column mapped as two kinds: read it as text
+                typed[source_column] = "VARCHAR"
+        types = ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in typed.items())
+        read = (
+            f"read_csv({source}, {_CSV}, all_varchar = true, "
+            f"types = {{{types}}}, dateformat = '%Y-%m-%d')"
+        )
+        if any(t != "VARCHAR" for t in typed.values()):
+            self._csv[view] = source
+        if not parsed_from_text:
+            self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {read}")
+            return
+        try:
+            self.con.execute(f"CREATE TEMP TABLE {view} AS SELECT * FROM {read}")
+        except duckdb.ConversionException:
+            self.as_text(view)
+
+    def as_text(self, view: str) -> bool:
+        """Make the raw relation ``view`` of a CSV file an all-text temporary table; ``False``
+        when ``view`` was not read from a CSV file with typed columns (nothing to fall back to).
+        """
+        source = self._csv.pop(view, None)
+        if source is None:
+            return False
+        self.con.execute(f"DROP VIEW IF EXISTS {view}")
+        self.con.execute(f"DROP TABLE IF EXISTS {view}")
+        self.con.execute(
+            f"CREATE TEMP TABLE {view} AS SELECT * FROM read_csv({source}, {_CSV}, "
+            "all_varchar = true)"
+        )
+        return True
 
     def _sql(self, table: str, mapping: TableMapping, *, required: bool) -> Any:
         import pandas as pd
@@ -309,6 +430,11 @@ def _excel_frame(path: Path, sheet: str | None) -> Any:
     return pd.DataFrame(data, dtype=object)
 
 
+#: How CSV files are read: a header row and RFC 4180 quoting (a field in double quotes, a
+#: double quote in it doubled) even where DuckDB's sniffer, which samples the first rows,
+#: saw no quotes (exports quote only the fields that need it, such as "$1,200.50").
+_CSV = "header = true, quote = '\"', escape = '\"'"
+
 _SQL_TYPES = {
     "text": "VARCHAR",
     "date": "DATE",
@@ -339,25 +465,65 @@ def _date_sql(x: str, date_format: str | None) -> str:
     )
 
 
-def _parse_table(dataset: Dataset, table: str, mapping: TableMapping, raw: str) -> None:
+def _numeric(sql_type: str) -> bool:
+    """Whether DuckDB's CSV sniffer typed a column as a number."""
+    return sql_type.startswith("DECIMAL") or sql_type in (
+        "TINYINT",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "HUGEINT",
+        "FLOAT",
+        "DOUBLE",
+    )
+
+
+def _column_sources(table: str, mapping: TableMapping, names: Iterable[str]) -> dict[str, str]:
+    """Canonical column of ``table`` → the source column among ``names`` holding it (the mapped
+    one, else one of the same name); mapped columns that are not in ``names`` are left out."""
+    present = set(names)
+    found: dict[str, str] = {}
+    for column in CANONICAL_COLUMNS[table]:
+        source_column = mapping.columns.get(column)
+        if source_column is None and column in present:
+            source_column = column
+        if source_column is not None and source_column in present:
+            found[column] = source_column
+    return found
+
+
+def _parse_table(
+    dataset: Dataset,
+    table: str,
+    mapping: TableMapping,
+    raw: str,
+    derived: str | None = None,
+    *,
+    log: bool = True,
+) -> None:
     """``CREATE TABLE table`` from the raw view: mapped columns parsed by kind; columns the
-    source lacks are NULL. Unparseable values are counted into the quality log."""
+    source lacks are NULL; ``derived`` (``expr AS column, …``) replaces columns computed from
+    the parsed ones. Unparseable values are counted into the quality log (unless ``log`` is
+    false: the table is being read a second time).
+
+    Raises :class:`SourceError` for a mapped column the source does not have, and lets
+    ``duckdb.ConversionException`` through when a typed CSV column meets a value it cannot
+    take (the caller reads the file as text then)."""
     con = dataset.con
     types = {r[0]: str(r[1]).upper() for r in con.execute(f"DESCRIBE {raw}").fetchall()}
+    sources = _column_sources(table, mapping, types)
     selects: list[str] = []
     checks: list[tuple[str, str, str]] = []  # (column, raw text expr, parsed expr)
     for column in CANONICAL_COLUMNS[table]:
-        source_column = mapping.columns.get(column)
-        if source_column is None and column in types:
-            source_column = column
+        source_column = sources.get(column)
+        if source_column is None and column in mapping.columns:
+            raise SourceError(
+                f"{table}: mapped column {column} → {mapping.columns[column]!r} is not in the "
+                f"source (columns: {', '.join(types)})"
+            )
         if source_column is None:
             selects.append(f"CAST(NULL AS {_SQL_TYPES[column_kind(column)]}) AS {_q(column)}")
             continue
-        if source_column not in types:
-            raise SourceError(
-                f"{table}: mapped column {column} → {source_column!r} is not in the source "
-                f"(columns: {', '.join(types)})"
-            )
         kind = column_kind(column)
         raw_type = types[source_column]
         ref = _q(source_column)
@@ -389,8 +555,11 @@ def _parse_table(dataset: Dataset, table: str, mapping: TableMapping, raw: str) 
             )
             checks.append((column, text, expr))
         selects.append(f"{expr} AS {_q(column)}")
-    con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(selects)} FROM {raw}")
-    if not checks:
+    parsed = f"SELECT {', '.join(selects)} FROM {raw}"
+    if derived:
+        parsed = f"SELECT * REPLACE ({derived}) FROM ({parsed})"
+    con.execute(f"CREATE TABLE {table} AS {parsed}")
+    if not checks or not log:
         return
     counts = ", ".join(
         f"count(*) FILTER ({t} IS NOT NULL AND ({e}) IS NULL), "
@@ -413,97 +582,140 @@ def _parse_table(dataset: Dataset, table: str, mapping: TableMapping, raw: str) 
             )
 
 
-def _finish_deals(dataset: Dataset, mapping: ResolvedMapping) -> None:
-    """Drop deals without id and duplicate ids, derive ``status``, match names to the lookup
-    tables, fill team/region/segment from them, and log what was done."""
-    con = dataset.con
-    deals: DealsMapping = mapping.deals
-    quality = dataset.quality
-    row = con.execute("SELECT count(*) FILTER (id IS NULL) FROM deals").fetchone()
-    no_id = int(row[0]) if row else 0
-    duplicates = con.execute(
-        "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM deals WHERE id IS NOT "
-        "NULL GROUP BY id HAVING count(*) > 1)"
-    ).fetchone()
-    dup = int(duplicates[0]) if duplicates else 0
-    if no_id:
-        quality.append(f"deals: {_n(no_id)} row(s) without an id dropped")
-    if dup:
-        quality.append(f"deals: {_n(dup)} row(s) repeat an earlier id: dropped (first kept)")
-    # Status.
-    won = [s.lower() for s in deals.won_stages]
-    lost = [s.lower() for s in deals.lost_stages]
-    has_flags = "is_won" in deals.columns or "is_closed" in deals.columns
-    if has_flags:
+def _derived_deal_columns(deals: DealsMapping) -> str:
+    """``expr AS status, expr AS probability``: a deal's status (``won``/``lost``/``open`` from
+    ``is_won``/``is_closed`` when mapped, else from the won and lost stages, case-insensitive;
+    of type :data:`STATUS_TYPE`) and its probability as a fraction (``probability_percent``
+    divides by 100)."""
+    if "is_won" in deals.columns or "is_closed" in deals.columns:
         status = "CASE WHEN is_won THEN 'won' WHEN is_closed THEN 'lost' ELSE 'open' END"
     else:
-        won_in = ", ".join(_lit(s) for s in won) or "NULL"
-        lost_in = ", ".join(_lit(s) for s in lost) or "NULL"
+        won_in = ", ".join(_lit(s.lower()) for s in deals.won_stages) or "NULL"
+        lost_in = ", ".join(_lit(s.lower()) for s in deals.lost_stages) or "NULL"
         status = (
             f"CASE WHEN lower(stage) IN ({won_in}) THEN 'won' "
             f"WHEN lower(stage) IN ({lost_in}) THEN 'lost' ELSE 'open' END"
         )
     probability = "probability / 100.0" if deals.probability_percent else "probability"
-    if no_id or dup:
+    return f"CAST({status} AS {STATUS_TYPE}) AS status, {probability} AS probability"
+
+
+@dataclass
+class _Counts:
+    """Deals per value of one column (``None`` = no value), and how many of those are open."""
+
+    deals: dict[str | None, int] = field(default_factory=dict)
+    open: dict[str | None, int] = field(default_factory=dict)
+
+
+def _finish_deals(
+    dataset: Dataset, mapping: ResolvedMapping, in_source_order: Callable[[], None]
+) -> list[str]:
+    """Drop deals without id and duplicate ids, check stages, match names to the lookup tables,
+    fill team/region/segment from them, and log what was done. Set-based: one query counts
+    ids, one counts deals per stage, owner, product and account, and one statement rewrites
+    the table with the corrected names and the looked-up columns. ``in_source_order()``
+    reads the deals again in the source's row order, which the first of repeated ids needs.
+
+    Returns the distinct stages of the deals (for :func:`_check_typos`)."""
+    con = dataset.con
+    deals: DealsMapping = mapping.deals
+    quality = dataset.quality
+    row = con.execute(
+        "SELECT count(*) FILTER (id IS NULL), count(id) - count(DISTINCT id) FROM deals"
+    ).fetchone()
+    assert row is not None
+    no_id, dup = int(row[0]), int(row[1])  # duplicates = rows beyond the first of each id
+    if no_id:
+        quality.append(f"deals: {_n(no_id)} row(s) without an id dropped")
+    if dup:
+        quality.append(f"deals: {_n(dup)} row(s) repeat an earlier id: dropped (first kept)")
+    if dup:
+        in_source_order()
         con.execute(
             "CREATE OR REPLACE TABLE deals AS SELECT * FROM (SELECT *, row_number() OVER () "
             "AS _row FROM deals) WHERE id IS NOT NULL "
             "QUALIFY row_number() OVER (PARTITION BY id ORDER BY _row) = 1"
         )
         con.execute("ALTER TABLE deals DROP COLUMN _row")
-    con.execute(
-        "CREATE OR REPLACE TABLE deals AS SELECT * EXCLUDE (status, probability), "
-        f"{status} AS status, {probability} AS probability FROM deals"
-    )
-    if not has_flags and not won:
+        con.execute("SET preserve_insertion_order = false")
+    elif no_id:
+        con.execute("CREATE OR REPLACE TABLE deals AS SELECT * FROM deals WHERE id IS NOT NULL")
+    has_flags = "is_won" in deals.columns or "is_closed" in deals.columns
+    if not has_flags and not deals.won_stages:
         quality.append("deals: the mapping names no won stages: every deal counts as open")
+
+    columns = ("stage", *LOOKUPS)
+    which = " ".join(f"WHEN GROUPING({c}) = 0 THEN {_lit(c)}" for c in columns)
+    value = " ".join(f"WHEN GROUPING({c}) = 0 THEN {c}" for c in columns)
+    sets = ", ".join(["(stage, status)", *(f"({c})" for c in LOOKUPS), "()"])
+    counts: dict[str, _Counts] = {c: _Counts() for c in columns}
+    open_stages: dict[str, int] = {}
+    total = no_close_date = won_no_amount = 0
+    for grouping, found, status, count, open_count, closed_undated, won_unpriced in con.execute(
+        f"""
+        SELECT CASE {which} ELSE 'all' END, CASE {value} END, status, count(*),
+               count(*) FILTER (status = 'open'),
+               count(*) FILTER (status <> 'open' AND close_date IS NULL),
+               count(*) FILTER (status = 'won' AND amount IS NULL)
+        FROM deals GROUP BY GROUPING SETS ({sets})
+        """
+    ).fetchall():
+        if grouping == "all":
+            total, no_close_date, won_no_amount = count, closed_undated, won_unpriced
+            continue
+        c = counts[grouping]
+        c.deals[found] = c.deals.get(found, 0) + int(count)
+        c.open[found] = c.open.get(found, 0) + int(open_count)
+        if grouping == "stage" and status == "open" and found is not None:
+            open_stages[found] = int(count)
     known = {s.lower() for s in [*deals.stage_order, *deals.won_stages, *deals.lost_stages]}
     if known:
-        unknown = con.execute(
-            "SELECT stage, count(*) FROM deals WHERE stage IS NOT NULL AND status = 'open' "
-            "GROUP BY stage ORDER BY stage"
-        ).fetchall()
-        for stage, count in unknown:
-            if str(stage).lower() not in known:
+        for stage, count in sorted(open_stages.items()):
+            if stage.lower() not in known:
                 quality.append(
                     f"deals.stage: {_n(count)} open deal(s) in stage {stage!r}, which is not in "
                     "the stage order: counted as open, left out of the funnel"
                 )
-    for column, lookup in LOOKUPS.items():
-        _match_names(dataset, column, lookup if lookup in dataset.tables else None)
-    _enrich(dataset)
-    row = con.execute(
-        "SELECT count(*) FILTER (status <> 'open' AND close_date IS NULL), "
-        "count(*) FILTER (status = 'won' AND amount IS NULL) FROM deals"
-    ).fetchone()
-    assert row is not None
-    if row[0]:
-        quality.append(
-            f"deals: {_n(row[0])} closed deal(s) without a close date: left out of every period"
+    fixes = {
+        column: _match_names(
+            dataset, column, lookup if lookup in dataset.tables else None, counts[column], total
         )
-    if row[1]:
+        for column, lookup in LOOKUPS.items()
+    }
+    _rewrite(dataset, fixes)
+    if no_close_date:
         quality.append(
-            f"deals: {_n(row[1])} won deal(s) without an amount: counted in win "
+            f"deals: {_n(no_close_date)} closed deal(s) without a close date: left out of every "
+            "period"
+        )
+    if won_no_amount:
+        quality.append(
+            f"deals: {_n(won_no_amount)} won deal(s) without an amount: counted in win "
             "rates, not in revenue"
         )
+    dataset.rows["deals"] = int(total)
+    return sorted(s for s in counts["stage"].deals if s is not None)
 
 
 def _normal(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.casefold())
 
 
-def _match_names(dataset: Dataset, column: str, lookup: str | None) -> None:
-    con = dataset.con
-    counts = dict(
-        con.execute(
-            f"SELECT {column}, count(*) FROM deals WHERE {column} IS NOT NULL GROUP BY 1"
-        ).fetchall()
-    )
+def _match_names(
+    dataset: Dataset, column: str, lookup: str | None, found: _Counts, total: int
+) -> dict[str, str]:
+    """The corrections of the deals' ``column`` (spelling → name): to the one name of
+    ``lookup`` with the same letters and digits, or, without a lookup table, to the most
+    frequent of the spellings that differ only in case, spaces or punctuation. ``found``
+    counts the deals per value. Logs every correction, names matching nothing, owners without
+    deals and deals without a value."""
+    counts = {v: n for v, n in found.deals.items() if v is not None}
     replace: dict[str, str] = {}
     if lookup is not None:
         names = [
             r[0]
-            for r in con.execute(
+            for r in dataset.con.execute(
                 f"SELECT DISTINCT {column} FROM {lookup} WHERE {column} IS NOT NULL"
             ).fetchall()
         ]
@@ -539,57 +751,68 @@ def _match_names(dataset: Dataset, column: str, lookup: str | None) -> None:
             )
     else:
         groups: dict[str, list[str]] = {}
-        for value in counts:
+        for value in sorted(counts):
             groups.setdefault(_normal(value), []).append(value)
         for spellings in groups.values():
             if len(spellings) < 2:
                 continue
             # The most frequent; on a tie, a capitalised spelling over an all-lowercase one.
             keep = min(spellings, key=lambda v: (-counts[v], v.islower(), v))
-            for value in spellings:
+            for value in sorted(spellings):
                 if value != keep:
                     replace[value] = keep
                     dataset.quality.append(
                         f"deals.{column}: {_n(counts[value])} deal(s) spell {value!r}, unified "
                         f"with {keep!r}"
                     )
-    if replace:
-        con.execute("CREATE TEMP TABLE _names (spelled VARCHAR, name VARCHAR)")
-        con.executemany("INSERT INTO _names VALUES (?, ?)", list(replace.items()))
-        con.execute(
-            f"UPDATE deals SET {column} = _names.name FROM _names "
-            f"WHERE deals.{column} = _names.spelled"
-        )
-        con.execute("DROP TABLE _names")
-    nulls = con.execute(
-        f"SELECT count(*), count(*) FILTER (status = 'open') FROM deals WHERE {column} IS NULL"
-    ).fetchone()
-    total = con.execute("SELECT count(*) FROM deals").fetchone()
-    if nulls and nulls[0] and total and nulls[0] < total[0]:  # all empty: not in the source
-        open_note = " (all open)" if nulls[0] == nulls[1] else ""
+    nulls, nulls_open = found.deals.get(None, 0), found.open.get(None, 0)
+    if nulls and nulls < total:  # all empty: not in the source
+        open_note = " (all open)" if nulls == nulls_open else ""
         dataset.quality.append(
-            f"deals: {_n(nulls[0])} deal(s) without {column}{open_note}: shown as (none)"
+            f"deals: {_n(nulls)} deal(s) without {column}{open_note}: shown as (none)"
         )
+    return replace
 
 
-def _enrich(dataset: Dataset) -> None:
-    """Fill ``team``, ``region`` (from owners) and ``segment`` (from accounts) where the deal
-    row leaves them empty."""
+def _rewrite(dataset: Dataset, fixes: dict[str, dict[str, str]]) -> None:
+    """Rewrite ``deals`` once: names corrected by ``fixes`` (deal column → {spelling: name},
+    joined as tables), and ``team``, ``region`` (from owners) and ``segment`` (from accounts)
+    filled where the deal row leaves them empty."""
     con = dataset.con
-    joins, sets = [], []
+    joins: list[str] = []
+    replaced: dict[str, str] = {}
+    temporary: list[str] = []
+    for column, replace in fixes.items():
+        if not replace:
+            continue
+        names = f"_names_{column}"
+        con.execute(
+            f"CREATE TEMP TABLE {names} AS SELECT unnest(?::VARCHAR[]) AS spelled, "
+            "unnest(?::VARCHAR[]) AS name",
+            [list(replace), list(replace.values())],
+        )
+        temporary.append(names)
+        joins.append(f"LEFT JOIN {names} ON d.{column} = {names}.spelled")
+        replaced[column] = f"coalesce({names}.name, d.{column})"
     if "owners" in dataset.tables:
-        joins.append("LEFT JOIN (SELECT DISTINCT ON (owner) * FROM owners) o USING (owner)")
-        sets += ["coalesce(d.team, o.team) AS team", "coalesce(d.region, o.region) AS region"]
+        owner = replaced.get("owner", "d.owner")
+        joins.append(f"LEFT JOIN (SELECT DISTINCT ON (owner) * FROM owners) o ON o.owner = {owner}")
+        replaced["team"] = "coalesce(d.team, o.team)"
+        replaced["region"] = "coalesce(d.region, o.region)"
     if "accounts" in dataset.tables:
-        joins.append("LEFT JOIN (SELECT DISTINCT ON (account) * FROM accounts) a USING (account)")
-        sets.append("coalesce(d.segment, a.segment) AS segment")
-    if not joins:
-        return
-    replaced = ", ".join(s.split(" AS ")[1] for s in sets)
-    con.execute(
-        f"CREATE OR REPLACE TABLE deals AS SELECT d.* EXCLUDE ({replaced}), {', '.join(sets)} "
-        f"FROM deals d {' '.join(joins)}"
-    )
+        account = replaced.get("account", "d.account")
+        joins.append(
+            f"LEFT JOIN (SELECT DISTINCT ON (account) * FROM accounts) a ON a.account = {account}"
+        )
+        replaced["segment"] = "coalesce(d.segment, a.segment)"
+    if joins:
+        columns = ", ".join(f"{expr} AS {column}" for column, expr in replaced.items())
+        con.execute(
+            f"CREATE OR REPLACE TABLE deals AS SELECT d.* REPLACE ({columns}) "
+            f"FROM deals d {' '.join(joins)}"
+        )
+    for names in temporary:
+        con.execute(f"DROP TABLE {names}")
 
 
 _COUNTRIES: list[str] | None = None
@@ -610,10 +833,10 @@ def _country_names() -> list[str]:
     return _COUNTRIES
 
 
-def _check_typos(dataset: Dataset) -> None:
+def _check_typos(dataset: Dataset, stages: list[str]) -> None:
     """Log values that look like misspellings, keeping them as found: country names that are
     not in ISO 3166 but close to one, and pairs of values of a category column that differ by
-    one letter (``Retail``/``Retial``)."""
+    one letter (``Retail``/``Retial``); ``stages`` are the deals' distinct stages."""
     con = dataset.con
     if "accounts" in dataset.tables:
         countries = _country_names()
@@ -637,11 +860,14 @@ def _check_typos(dataset: Dataset) -> None:
     ):
         if table not in dataset.tables:
             continue
+        if table == "deals":  # its distinct stages were counted already: no second scan
+            values, params = "SELECT unnest(?::VARCHAR[]) AS v", [stages]
+        else:
+            values, params = f"SELECT DISTINCT {column} AS v FROM {table}", []
         rows = con.execute(
-            f"SELECT a.{column}, b.{column} FROM (SELECT DISTINCT {column} FROM {table}) a, "
-            f"(SELECT DISTINCT {column} FROM {table}) b WHERE a.{column} < b.{column} "
-            f"AND length(a.{column}) >= 5 AND levenshtein(lower(a.{column}), "
-            f"lower(b.{column})) = 1"
+            f"WITH d AS ({values}) SELECT a.v, b.v FROM d a, d b WHERE a.v < b.v "
+            "AND length(a.v) >= 5 AND levenshtein(lower(a.v), lower(b.v)) = 1",
+            params,
         ).fetchall()
         for a, b in rows:
             dataset.quality.append(
