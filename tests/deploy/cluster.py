@@ -219,8 +219,9 @@ class Cluster(kmock.KubernetesEmulator):
 
     async def _watch(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         """A watch stream as the API server serves it: ``application/json``, one event per line,
-        the current objects first as ``ADDED`` (none when a ``resourceVersion`` is given, as
-        when watching on from a list), then every change, filtered like :meth:`_list`."""
+        the current objects first as ``ADDED`` (with a ``resourceVersion``, as when watching on
+        from a list: only those changed since, as ``MODIFIED``), then every change, filtered
+        like :meth:`_list`."""
         labels = request.params.get("labelSelector", "")
         fields = request.params.get("fieldSelector", "")
 
@@ -236,11 +237,17 @@ class Cluster(kmock.KubernetesEmulator):
         await response.prepare(request._raw_request)  # type: ignore[arg-type]
         bus = self._buses[request.resource]  # type: ignore[index]
         marker = await bus.mark()  # before listing: no change falls between the two
-        if not request.params.get("resourceVersion"):
-            for (resource, _, _), obj in list(self._objects.items()):
-                if resource == request.resource and not obj.deleted and wanted(obj.raw):
-                    line = json.dumps({"type": "ADDED", "object": obj.raw}) + "\n"
-                    await response.write(line.encode())
+        # From a resourceVersion (as after a list) only later changes, as the API server
+        # replays them; without one every current object as ADDED first.
+        since = int(request.params.get("resourceVersion") or -1)
+        for (resource, _, _), obj in list(self._objects.items()):
+            if resource != request.resource or obj.deleted or not wanted(obj.raw):
+                continue
+            version = int(obj.raw.get("metadata", {}).get("resourceVersion", 0) or 0)
+            if since < 0 or version > since:
+                kind = "ADDED" if since < 0 else "MODIFIED"
+                line = json.dumps({"type": kind, "object": obj.raw}) + "\n"
+                await response.write(line.encode())
         try:
             with contextlib.suppress(ConnectionError):
                 async for event in bus.stream(since=marker):
@@ -353,10 +360,20 @@ class Cluster(kmock.KubernetesEmulator):
             {
                 "kind": "List",
                 "apiVersion": "v1",
-                "metadata": {"resourceVersion": "1"},
+                "metadata": {"resourceVersion": str(self._newest_version())},
                 "items": items,
             }
         )
+
+    def _newest_version(self) -> int:
+        """The newest ``resourceVersion`` of any object (a list's version: a watch from it
+        sees every later change)."""
+        versions = [
+            int(obj.raw.get("metadata", {}).get("resourceVersion", 0) or 0)
+            for obj in self._objects.values()
+            if not obj.deleted
+        ]
+        return max(versions, default=0)
 
     def objects_of(self, plural: str, namespace: str, group: str = "") -> list[dict[str, Any]]:
         """Live objects of one resource in a namespace (for the controller and assertions)."""

@@ -139,6 +139,8 @@ class KubeBackend:
         self.clock = clock or SystemClock()
         self.releases = SecretReleaseStore(api, namespace)
         self.holder = f"{operator_identity()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        #: The Deployment as the last apply returned it, by name: the wait's first look.
+        self._applied: dict[str, dict[str, Any]] = {}
 
     # -- what to deploy -------------------------------------------------------------------------
 
@@ -270,9 +272,11 @@ class KubeBackend:
 
     async def apply(self, spec: ServiceSpec, payload: dict[str, Any]) -> None:
         """Server-side apply of every manifest, in the order rendered."""
+        self._applied.clear()  # only a complete apply hands its Deployment to the wait
+        applied: dict[str, dict[str, Any]] = {}
         for obj in payload["manifests"]:
             try:
-                await self.api.apply(obj)
+                stored = await self.api.apply(obj)
             except KubeError as exc:
                 if exc.status == 404 and "namespace" in str(exc).lower():
                     raise DeployError(
@@ -280,6 +284,9 @@ class KubeBackend:
                         f"(kubectl create namespace {self.namespace})"
                     ) from exc
                 raise
+            if obj["kind"] == "Deployment":
+                applied[obj["metadata"]["name"]] = stored
+        self._applied = applied
 
     async def wait(
         self, spec: ServiceSpec, payload: dict[str, Any], deadline: float, report: Report
@@ -291,10 +298,12 @@ class KubeBackend:
         selector = _deployment(payload["manifests"])["spec"]["selector"]["matchLabels"]
         poll = self.settings.poll_interval.total_seconds()
         last = "waiting for the rollout"
+        applied = self._applied.pop(name, None)  # saves a read right after the apply
         async with self._watching(name, selector) as changed:
             while True:
                 changed.clear()  # before reading: a change after the read wakes the next round
-                verdict, last = await self._judge(name, selector, report)
+                verdict, last = await self._judge(name, selector, report, applied)
+                applied = None
                 if verdict is not None:
                     return verdict
                 now = self.clock.time()
@@ -303,10 +312,16 @@ class KubeBackend:
                 await self._pause(changed, min(poll, deadline - now))
 
     async def _judge(
-        self, name: str, selector: dict[str, str], report: Report
+        self,
+        name: str,
+        selector: dict[str, str],
+        report: Report,
+        applied: dict[str, Any] | None = None,
     ) -> tuple[Verdict | None, str]:
-        """One look at the rollout: a final verdict, or ``None`` and the status message."""
-        live = await self.api.get("apps/v1", "Deployment", name, self.namespace)
+        """One look at the rollout: a final verdict, or ``None`` and the status message.
+        ``applied`` (the object the apply returned) stands in for a fresh read; the pods are
+        then looked at from the next look on (a new ReplicaSet has none yet)."""
+        live = applied or await self.api.get("apps/v1", "Deployment", name, self.namespace)
         if live is None:
             message = f"Deployment {self.namespace}/{name} disappeared"
             return Verdict("failed", message), message
@@ -316,6 +331,8 @@ class KubeBackend:
             return Verdict("done", status.message), status.message
         if status.phase == "paused":
             return Verdict("paused", status.message), status.message
+        if applied is not None and status.phase == "waiting":
+            return None, status.message
         failure = await self._failing_pod(live, selector)
         if status.phase == "failed":
             return Verdict("failed", status.message, failure or ""), status.message

@@ -403,11 +403,11 @@ class Deployer:
         if verdict.phase == "done":
             await self.backend.commit(spec)
             done = f"{revision.description} complete" if target else f"{kind} complete"
-            await self._make_current(
+            kept = await self._make_current(
                 revisions, revision.with_status("deployed", done, at=self.clock.time())
             )
             result.outcome, result.message = "deployed", done
-            await self._prune(spec.release)
+            await self._prune(spec.release, kept)
             return
         result.detail = verdict.detail
         if verdict.phase == "paused":
@@ -479,14 +479,14 @@ class Deployer:
             text = f"{failure}; rolled back to revision {previous.revision} (revision {number})"
             await releases.save(failed.with_status("rolled-back", text, at=self.clock.time()))
             revisions = await releases.revisions(spec.release)
-            await self._make_current(
+            kept = await self._make_current(
                 revisions,
                 restoring.with_status(
                     "deployed", f"Rollback to {previous.revision} complete", at=self.clock.time()
                 ),
             )
             result.outcome, result.message = "rolled-back", text
-            await self._prune(spec.release)
+            await self._prune(spec.release, kept)
             return
         await releases.save(failed.with_status("failed", failure, at=self.clock.time()))
         text = f"Rollback to {previous.revision} applied, not yet healthy: {verdict.message}"
@@ -543,17 +543,22 @@ class Deployer:
         )
         return await self.backend.verify(spec, payload, verify_deadline)
 
-    async def _make_current(self, revisions: list[Revision], deployed: Revision) -> None:
-        """Save ``deployed`` and mark every other ``deployed`` revision ``superseded``."""
+    async def _make_current(self, revisions: list[Revision], deployed: Revision) -> list[Revision]:
+        """Save ``deployed`` and mark every other ``deployed`` revision ``superseded``; returns
+        the release's revisions as they now are (we hold the lock: no one else writes them)."""
+        now: list[Revision] = []
         for other in revisions:
-            if other.status == "deployed" and other.revision != deployed.revision:
-                await self.backend.releases.save(
-                    other.with_status("superseded", other.description, at=self.clock.time())
-                )
+            if other.revision == deployed.revision:
+                continue
+            kept = other
+            if other.status == "deployed":
+                kept = other.with_status("superseded", other.description, at=self.clock.time())
+                await self.backend.releases.save(kept)
+            now.append(kept)
         await self.backend.releases.save(deployed)
+        return sorted([*now, deployed], key=lambda r: r.revision)
 
-    async def _prune(self, release: str) -> None:
-        revisions = await self.backend.releases.revisions(release)
+    async def _prune(self, release: str, revisions: list[Revision]) -> None:
         for old in to_prune(revisions, self.settings.history_max):
             await self.backend.releases.delete(release, old.revision)
 
