@@ -403,11 +403,11 @@ class Deployer:
         if verdict.phase == "done":
             await self.backend.commit(spec)
             done = f"{revision.description} complete" if target else f"{kind} complete"
-            kept = await self._make_current(
+            current_revisions = await self._make_current(
                 revisions, revision.with_status("deployed", done, at=self.clock.time())
             )
             result.outcome, result.message = "deployed", done
-            await self._prune(spec.release, kept)
+            await self._prune(spec.release, current_revisions)
             return
         result.detail = verdict.detail
         if verdict.phase == "paused":
