@@ -329,3 +329,24 @@ async def test_push_can_be_disabled(tmp_path: Path) -> None:
         response = await push.client.put("/api/v1/push/j", content="m 1\n")
         assert response.status_code == 404
         assert "disabled" in response.json()["error"]
+
+
+async def test_a_truncated_gzip_body_is_refused_and_every_member_is_read(push: Push) -> None:
+    whole = gzip.compress(b"trunc_a 1\ntrunc_b 123456\n")
+    # Cut inside the member: zlib would hand back "trunc_b 123" without complaint.
+    response = await push.client.put(
+        "/api/v1/push/t1", content=whole[:-12], headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 400
+    assert "truncated gzip body" in response.json()["error"]
+    assert await push.query('{__name__=~"trunc_.*"}') == {}
+    # Two members concatenated are one body (RFC 1952 §2.2), as Go's reader reads them.
+    body = gzip.compress(b"member_a 1\n") + gzip.compress(b"member_b 2\n")
+    response = await push.client.put(
+        "/api/v1/push/t1", content=body, headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 200, response.text
+    assert await push.query('{__name__=~"member_.*"}') == {
+        'member_a{job="t1"}': "1",
+        'member_b{job="t1"}': "2",
+    }
