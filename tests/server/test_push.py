@@ -350,3 +350,21 @@ async def test_a_truncated_gzip_body_is_refused_and_every_member_is_read(push: P
         'member_a{job="t1"}': "1",
         'member_b{job="t1"}': "2",
     }
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ([{"metric": "evil\n", "value": 1}], "[0].metric: invalid metric name"),
+        (
+            [{"metric": "a", "labels": {"l\n": "x"}, "value": 1}],
+            '[0].labels: invalid label name "l',
+        ),
+    ],
+)
+async def test_names_ending_in_a_newline_are_refused(push: Push, body: Any, where: str) -> None:
+    # Python's "$" matches before a final newline; a name is only [a-zA-Z_:][a-zA-Z0-9_:]*.
+    response = await push.client.put("/api/v1/push/nl", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(where)
+    assert await push.query('{job="nl"}') == {}

@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from opscope.config.types import LABEL_NAME, Interval, Model, PositiveDuration
 
-METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 
 
 def _label_names(labels: dict[str, str]) -> dict[str, str]:

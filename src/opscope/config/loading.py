@@ -53,7 +53,7 @@ from opscope.errors import ConfigFileError, ConfigProblem
 log = logging.getLogger(__name__)
 
 _VARIABLE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
-_SINGLE_VARIABLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
+_SINGLE_VARIABLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}\Z")
 _SCALAR_TYPES = (bool, int, float)
 
 

@@ -50,8 +50,8 @@ PushMethod = Literal["PUT", "POST"]
 #: The series the registry writes per group, overriding pushed ones of these names.
 PUSH_SERIES = ("push_time_seconds", "push_failure_time_seconds")
 _STATE_PREFIX = "push/"
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 
 
 class PushRejected(CollectError):
