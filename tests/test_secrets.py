@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from opscope.redaction import Redactor, hide_url_password
+from opscope.monitor.collectors.sql import display_url
+from opscope.redaction import Redactor, hide_url_password, hide_url_secrets
 from opscope.server.tokens import TokenFile
 
 from .conftest import ServeProcess, wait_until
@@ -22,6 +23,7 @@ SECRETS = {
     "HOOK_SECRET": "hmac-secret-77e1",
     "DB_PASSWORD": "db-Pw-31337x",
     "PROBE_PASSWORD": "probe-Pw-5150",
+    "PROBE_KEY": "probe-key-8086",
 }
 CONFIG = """\
 server: {auth: required}
@@ -34,7 +36,7 @@ monitor:
       url: "postgresql+psycopg://ops:${DB_PASSWORD}@127.0.0.1:1/crm"
       query: "SELECT 1 AS value"
   probes:
-    - {job: web, targets: ["http://probe:${PROBE_PASSWORD}@127.0.0.1:1/health"]}
+    - {job: web, targets: ["http://probe:${PROBE_PASSWORD}@127.0.0.1:1/health?apikey=${PROBE_KEY}"]}
   rules:
     - {alert: SomethingDown, expr: "up == 0", for: 0s, labels: {severity: critical}}
 notify:
@@ -72,7 +74,12 @@ def test_secrets_appear_nowhere(
     errors = {t["scrapePool"]: t["lastError"] for t in targets}
     assert errors["sql"] and errors["web"]  # both failed, so their errors were written
     probes = {t["scrapeUrl"] for t in targets if t["kind"] == "probe"}
-    assert probes == {"http://probe:***@127.0.0.1:1/health"}
+    assert probes == {"http://probe:***@127.0.0.1:1/health?apikey=***"}
+    # The stored instance label is the masked URL: queries and label values show no secret.
+    success = get("/api/v1/query", query="probe_success").json()["data"]["result"]
+    assert [r["metric"]["instance"] for r in success] == [
+        "http://probe:***@127.0.0.1:1/health?apikey=***"
+    ]
     for path in (
         "/api/v1/alerts",
         "/api/v1/rules",
@@ -114,3 +121,17 @@ def test_redactor_masks_every_secret_longest_first() -> None:
 def test_url_passwords_are_hidden() -> None:
     assert hide_url_password("http://u:pw@h:1/p?q=1") == "http://u:***@h:1/p?q=1"
     assert hide_url_password("http://h/p") == "http://h/p"
+
+
+def test_credential_query_parameters_are_hidden() -> None:
+    assert (
+        hide_url_secrets("http://h/p?apikey=abc&page=2&access_token=t0k&password=pw&x=")
+        == "http://h/p?apikey=***&page=2&access_token=***&password=***&x="
+    )
+    # libpq's password parameter and SQLite URI parameters of a database URL.
+    assert display_url("postgresql://ops@db/crm?password=LiteralQueryPw99&sslmode=require") == (
+        "postgresql://ops@db/crm?password=***&sslmode=require"
+    )
+    assert display_url("sqlite:///file:crm.db?user=x&password=LiteralQueryPw99&uri=true") == (
+        "sqlite:///file:crm.db?user=x&password=***&uri=true"
+    )

@@ -46,6 +46,7 @@ def config_secrets(loaded: LoadedConfig) -> set[str]:
         password = url_password(url)
         if password:
             found.add(password)
+        found.update(url_secret_parameters(url))
     return {s for s in found if len(s) >= MIN_SECRET_LENGTH}
 
 
@@ -60,6 +61,41 @@ def hide_url_password(url: str) -> str:
     user_info, _, host = parts.netloc.rpartition("@")
     user = user_info.split(":", 1)[0]
     return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
+
+
+#: Query parameters whose values are credentials: password, passwd, pwd, token, secret, key
+#: (apikey, api_key, access_token, client_secret …), credential, signature, auth.
+SECRET_PARAMETER = re.compile(r"pass|pwd|token|secret|key|credential|signature|sig\Z|auth", re.I)
+
+
+def url_secret_parameters(url: str) -> list[str]:
+    """The values of ``url``'s query parameters named like credentials (decoded)."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return []
+    found = []
+    for pair in query.split("&"):
+        name, sep, value = pair.partition("=")
+        if sep and value and SECRET_PARAMETER.search(unquote(name)):
+            found.append(unquote(value.replace("+", " ")))
+    return found
+
+
+def hide_url_secrets(url: str) -> str:
+    """``url`` with its user-info password and the values of query parameters named like
+    credentials (:data:`SECRET_PARAMETER`) replaced by ``***``; everything else as written."""
+    hidden = hide_url_password(url)
+    rest, hash_, fragment = hidden.partition("#")
+    head, question, query = rest.partition("?")
+    if not question:
+        return hidden
+    pairs = []
+    for pair in query.split("&"):
+        name, sep, value = pair.partition("=")
+        secret = sep and value and SECRET_PARAMETER.search(unquote(name))
+        pairs.append(f"{name}={MASK}" if secret else pair)
+    return f"{head}?{'&'.join(pairs)}{hash_}{fragment}"
 
 
 class Redactor:

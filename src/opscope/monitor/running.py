@@ -59,6 +59,7 @@ class Monitor:
         clock: Clock | None = None,
         hostname: str | None = None,
         rule_groups: list[RuleGroup] | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self.config = config
         self.store = store
@@ -108,6 +109,7 @@ class Monitor:
                         timeout=config.timeout_of(probe).total_seconds(),
                         resolve=store.series_id,
                         where=f"monitor.probes[{index}].tls",
+                        redact=redact,
                     )
                 )
         self._sql_engines = SqlEngines()

@@ -52,6 +52,7 @@ from opscope.config.business import SqlQueryConfig
 from opscope.config.types import LABEL_NAME
 from opscope.errors import CollectError
 from opscope.monitor.collectors.base import TargetHealth
+from opscope.redaction import hide_url_secrets
 from opscope.store import STALE_NAN, Batch, LabelSet, label_set
 from opscope.store.database import FloatArray, IntArray
 
@@ -72,11 +73,13 @@ class SqlError(CollectError):
 
 
 def display_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, fit for logs and the API."""
+    """``url`` with its password — user info or a query parameter such as libpq's
+    ``?password=`` — replaced by ``***``, fit for logs and the API."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        make_url(url)
     except SQLAlchemyError:
         return "(invalid database URL)"
+    return hide_url_secrets(url)
 
 
 def database_file(url: str) -> Path | None:
