@@ -368,3 +368,13 @@ async def test_names_ending_in_a_newline_are_refused(push: Push, body: Any, wher
     assert response.status_code == 400
     assert response.json()["error"].startswith(where)
     assert await push.query('{job="nl"}') == {}
+
+
+async def test_deeply_nested_json_is_a_400(push: Push) -> None:
+    response = await push.client.put(
+        "/api/v1/push/deep",
+        content="[" * 100_000 + "]" * 100_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "the body is not valid JSON: nested too deeply"

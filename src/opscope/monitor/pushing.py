@@ -370,6 +370,8 @@ class PushRegistry:
             items = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise PushRejected(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise PushRejected("the body is not valid JSON: nested too deeply") from None
         if not isinstance(items, list):
             raise PushRejected('expected a JSON array of {"metric", "labels", "value"} objects')
         ids, values, stamps = [], [], []
