@@ -378,3 +378,50 @@ async def test_deeply_nested_json_is_a_400(push: Push) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"] == "the body is not valid JSON: nested too deeply"
+
+
+async def test_two_groups_cannot_own_the_same_series(push: Push) -> None:
+    # An empty grouping label is an absent label: {job="dm",shard=""} is {job="dm"}.
+    response = await push.client.put("/api/v1/push/dm/shard@base64/=", content="backup_ok 1\n")
+    assert response.status_code == 200
+    response = await push.client.put("/api/v1/push/dm", content="backup_ok 0\n")
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        'push_time_seconds{job="dm"} was pushed before with the same name and label values by '
+        'the group {job="dm",shard=""}; push it there, or delete that group first'
+    )
+    # A body label equal to another group's grouping label (the Pushgateway answers 400 too).
+    await push.client.put("/api/v1/push/ov/instance/a", content="temp 10\n")
+    response = await push.client.put("/api/v1/push/ov", content='temp{instance="a"} 99\n')
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(
+        'temp{instance="a",job="ov"} was pushed before with the same name and label values by '
+        'the group {instance="a",job="ov"}'
+    )
+    assert await push.query('{job=~"dm|ov",__name__=~"backup_ok|temp"}') == {
+        'backup_ok{job="dm"}': "1",
+        'temp{instance="a",job="ov"}': "10",
+    }
+    # Once the owner is deleted, the series is free for the other group.
+    await push.client.delete("/api/v1/push/ov/instance/a")
+    response = await push.client.put("/api/v1/push/ov", content='temp{instance="a"} 99\n')
+    assert response.status_code == 200
+    assert await push.query("temp") == {'temp{instance="a",job="ov"}': "99"}
+    # A plain empty value (a trailing slash) is not an empty label: base64 "=" is.
+    response = await push.client.put("/api/v1/push/t2e/first/", content="m 1\n")
+    assert response.status_code == 400
+    assert 'empty value for label "first"' in response.json()["error"]
+
+
+async def test_pushes_cannot_replace_a_collectors_series(tmp_path: Path) -> None:
+    sql = (
+        '  sql: [{name: revenue_by_office, url: "sqlite:///crm.db", query: "SELECT 1 AS value"}]\n'
+    )
+    async with running(tmp_path, sql) as push:
+        body = 'revenue_by_office{region="East"} 0\nup{instance="revenue_by_office"} 0\n'
+        response = await push.client.put("/api/v1/push/sql", content=body)
+        assert response.status_code == 400
+        assert response.json()["error"].startswith(
+            'job "sql" belongs to a collector (monitor.sql (revenue_by_office))'
+        )
+        assert await push.query('{job="sql"}') == {}

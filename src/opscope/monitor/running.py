@@ -138,6 +138,7 @@ class Monitor:
                 config.push,
                 retention_s=config.retention.total_seconds(),
                 now=self.clock.time,
+                reserved_jobs=_collector_jobs(config),
             )
 
     @property
@@ -312,3 +313,14 @@ class Monitor:
 def _name(collector: Collector) -> str:
     h = collector.health
     return f"{h.kind}/{h.job}/{h.instance}"
+
+
+def _collector_jobs(config: MonitorConfig) -> dict[str, str]:
+    """The ``job`` label of every configured collector, with where it is configured: pushes
+    under these jobs are refused, so that no push can overwrite a collector's series (``up``)."""
+    jobs = {job.job: f"monitor.scrape ({job.job})" for job in config.scrape}
+    jobs |= {probe.job: f"monitor.probes ({probe.job})" for probe in config.probes}
+    jobs |= {query.job: f"monitor.sql ({query.name})" for query in config.sql}
+    if config.system.enabled:
+        jobs["system"] = "monitor.system"
+    return jobs
