@@ -425,3 +425,20 @@ async def test_pushes_cannot_replace_a_collectors_series(tmp_path: Path) -> None
             'job "sql" belongs to a collector (monitor.sql (revenue_by_office))'
         )
         assert await push.query('{job="sql"}') == {}
+
+
+async def test_a_push_over_the_series_limit_is_refused(tmp_path: Path) -> None:
+    async with running(tmp_path, "  push: {series_limit: 3}\n") as push:
+        body = "# HELP m help\n# TYPE m gauge\n" + "".join(f'm{{i="{i}"}} {i}\n' for i in range(3))
+        assert (await push.client.put("/api/v1/push/lim", content=body)).status_code == 200
+        response = await push.client.put("/api/v1/push/lim", content=body + "n 1\n")
+        assert response.status_code == 400
+        assert "more than 3 samples in one push" in response.json()["error"]
+        items = [{"metric": "j", "labels": {"i": str(i)}, "value": i} for i in range(4)]
+        response = await push.client.put("/api/v1/push/lim", json=items)
+        assert response.status_code == 400
+        assert await push.query('{job="lim",__name__=~"m|n|j"}') == {
+            'm{i="0",job="lim"}': "0",
+            'm{i="1",job="lim"}': "1",
+            'm{i="2",job="lim"}': "2",
+        }

@@ -290,6 +290,7 @@ class PushRegistry:
             self._new = {}
             self._placeholders = {}
             try:
+                self._check_size(body, json_body=json_body)
                 if group is None:  # its push times must not be another group's
                     known = [self.store.index.get(n, label_set(labels)) for n in PUSH_SERIES]
                     self._check_owners(key, np.array([i for i in known if i is not None]))
@@ -439,6 +440,24 @@ class PushRegistry:
             np.array(stamps, dtype=np.int64) if explicit else None,
             None,
         )
+
+    def _check_size(self, body: bytes, *, json_body: bool) -> None:
+        """Refuse a body with more samples than ``monitor.push.series_limit`` before decoding
+        it (text: sample lines; JSON: objects, counted by their ``"metric"`` keys)."""
+        limit = self.config.series_limit
+        if json_body:
+            count = body.count(b'"metric"')
+        else:
+            count = body.count(b"\n") + 1
+            if count > limit:  # only then count exactly: comments and blank lines are free
+                count = sum(
+                    1 for line in body.split(b"\n") if line.strip() and line.strip()[:1] != b"#"
+                )
+        if count > limit:
+            raise PushRejected(
+                f"more than {limit} samples in one push (monitor.push.series_limit); "
+                "split it into several groups"
+            )
 
     def _check_times(self, timestamps_ms: IntArray | None, now: float) -> None:
         if timestamps_ms is None:
