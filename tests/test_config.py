@@ -166,7 +166,8 @@ def test_environment_interpolation() -> None:
     assert config.project == "blatam"
     assert config.monitor.probes[0].targets == ["http://127.0.0.1:8000/health"]
     assert config.monitor.probes[0].headers == {"Authorization": "Bearer s3cret", "X-Cost": "$5"}
-    assert loaded.secrets == frozenset({"blatam", "s3cret"})
+    # TOKEN is named like a secret; the project name is not one.
+    assert loaded.secrets == frozenset({"s3cret"})
 
 
 def test_unset_variable_without_default_is_named() -> None:
@@ -433,3 +434,16 @@ def test_cli_validate_takes_deep_rule_expressions(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stderr.startswith(f'error: {config}:3:27 monitor.rules[0].expr: rule "Deep": ')
     assert "nested too deeply" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        '{name: "revenue\\n", url: "sqlite:///crm.db", query: "SELECT 1 AS value"}',
+        '{name: revenue, url: "sqlite:///crm.db", query: "SELECT 1 AS value", labels: {"l\\n": x}}',
+    ],
+)
+def test_names_ending_in_a_newline_are_refused(sql: str) -> None:
+    # Python's "$" matches before a final newline; names are [a-zA-Z_:][a-zA-Z0-9_:]* only.
+    with pytest.raises(ConfigFileError, match=r"invalid (metric|label) name"):
+        parse_config(f"monitor:\n  sql:\n    - {sql}\n", environ={})

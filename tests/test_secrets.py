@@ -5,13 +5,19 @@ every API response is searched for each secret."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from opscope.redaction import Redactor, hide_url_password
+from opscope.config import parse_config
+from opscope.errors import ConfigFileError
+from opscope.monitor.collectors.sql import display_url
+from opscope.redaction import Redactor, config_secrets, hide_url_password, hide_url_secrets
 from opscope.server.tokens import TokenFile
 
 from .conftest import ServeProcess, wait_until
@@ -22,6 +28,7 @@ SECRETS = {
     "HOOK_SECRET": "hmac-secret-77e1",
     "DB_PASSWORD": "db-Pw-31337x",
     "PROBE_PASSWORD": "probe-Pw-5150",
+    "PROBE_KEY": "probe-key-8086",
 }
 CONFIG = """\
 server: {auth: required}
@@ -34,7 +41,7 @@ monitor:
       url: "postgresql+psycopg://ops:${DB_PASSWORD}@127.0.0.1:1/crm"
       query: "SELECT 1 AS value"
   probes:
-    - {job: web, targets: ["http://probe:${PROBE_PASSWORD}@127.0.0.1:1/health"]}
+    - {job: web, targets: ["http://probe:${PROBE_PASSWORD}@127.0.0.1:1/health?apikey=${PROBE_KEY}"]}
   rules:
     - {alert: SomethingDown, expr: "up == 0", for: 0s, labels: {severity: critical}}
 notify:
@@ -72,7 +79,12 @@ def test_secrets_appear_nowhere(
     errors = {t["scrapePool"]: t["lastError"] for t in targets}
     assert errors["sql"] and errors["web"]  # both failed, so their errors were written
     probes = {t["scrapeUrl"] for t in targets if t["kind"] == "probe"}
-    assert probes == {"http://probe:***@127.0.0.1:1/health"}
+    assert probes == {"http://probe:***@127.0.0.1:1/health?apikey=***"}
+    # The stored instance label is the masked URL: queries and label values show no secret.
+    success = get("/api/v1/query", query="probe_success").json()["data"]["result"]
+    assert [r["metric"]["instance"] for r in success] == [
+        "http://probe:***@127.0.0.1:1/health?apikey=***"
+    ]
     for path in (
         "/api/v1/alerts",
         "/api/v1/rules",
@@ -114,3 +126,84 @@ def test_redactor_masks_every_secret_longest_first() -> None:
 def test_url_passwords_are_hidden() -> None:
     assert hide_url_password("http://u:pw@h:1/p?q=1") == "http://u:***@h:1/p?q=1"
     assert hide_url_password("http://h/p") == "http://h/p"
+
+
+def test_credential_query_parameters_are_hidden() -> None:
+    assert (
+        hide_url_secrets("http://h/p?apikey=abc&page=2&access_token=t0k&password=pw&x=")
+        == "http://h/p?apikey=***&page=2&access_token=***&password=***&x="
+    )
+    # libpq's password parameter and SQLite URI parameters of a database URL.
+    assert display_url("postgresql://ops@db/crm?password=LiteralQueryPw99&sslmode=require") == (
+        "postgresql://ops@db/crm?password=***&sslmode=require"
+    )
+    assert display_url("sqlite:///file:crm.db?user=x&password=LiteralQueryPw99&uri=true") == (
+        "sqlite:///file:crm.db?user=x&password=***&uri=true"
+    )
+
+
+def test_only_secret_variables_are_secrets() -> None:
+    environ = {
+        "OPSCOPE_PORT": "18765",
+        "DB_PW": "EnvSecret55",
+        "API_TOKEN": "tok-123456",
+        "SLACK_URL": "slack://TokenA/TokenB/TokenC",
+        "CRM_HOST": "crm.internal",
+    }
+    loaded = parse_config(
+        "server:\n  port: ${OPSCOPE_PORT}\n"
+        "monitor:\n"
+        "  probes:\n"
+        '    - {job: web, targets: ["http://${CRM_HOST}:${OPSCOPE_PORT}/h?token=${API_TOKEN}"]}\n'
+        "  sql:\n"
+        '    - {name: q, url: "postgresql://u:${DB_PW}@${CRM_HOST}/db", query: "SELECT 1"}\n'
+        "notify:\n"
+        '  channels: {slack: "${SLACK_URL}"}\n',
+        environ=environ,
+    )
+    # A port or a host name is not a secret: "serving on http://127.0.0.1:18765" stays readable.
+    assert loaded.secrets == {"EnvSecret55", "tok-123456", "slack://TokenA/TokenB/TokenC"}
+    redact = Redactor(config_secrets(loaded))
+    assert redact("http://crm.internal:18765/h?token=tok-123456") == (
+        "http://crm.internal:18765/h?token=***"
+    )
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "secret"),
+    [
+        (
+            'monitor:\n  sql:\n    - {name: q, url: "postgresql://u:${DB_PW}@host:badport/db", '
+            'query: "SELECT 1 AS value"}\n',
+            "EnvSecret55",
+        ),
+        ('monitor:\n  probes:\n    - {job: p, targets: ["${PROBE_URL}"]}\n', "EnvSecret66"),
+        (
+            'monitor:\n  probes:\n    - {job: p, targets: ["ftp://user:LiteralPw77@host/x"]}\n',
+            "LiteralPw77",
+        ),
+    ],
+)
+def test_configuration_errors_never_quote_a_secret(
+    yaml_text: str, secret: str, tmp_path: Path
+) -> None:
+    environ = {"DB_PW": "EnvSecret55", "PROBE_URL": "ftp://user:EnvSecret66@host/x"}
+    with pytest.raises(ConfigFileError) as caught:
+        parse_config(yaml_text, environ=environ)
+    message = str(caught.value)
+    assert "***" in message and secret not in message
+    # The CLI prints the same problems, in text and JSON.
+    path = tmp_path / "opscope.yaml"
+    path.write_text(yaml_text)
+    for extra in ([], ["--json"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "opscope", "validate", "-c", str(path), *extra],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **environ},
+        )
+        assert result.returncode == 2
+        assert "***" in result.stdout + result.stderr
+        assert secret not in result.stdout + result.stderr

@@ -1,10 +1,14 @@
 """Keeping the configuration's secrets out of logs, API responses and error messages.
 
-The secrets of a configuration are every value that came from an environment variable
-(``${VAR}``), the password of every URL in it (notification channels — SMTP passwords —,
-probe and scrape targets, SQL databases) and every webhook ``secret``. :class:`Redactor`
-replaces each of them with ``***`` in a text; :meth:`Redactor.install` puts it on the logging
-handlers so that no log line carries one, whatever a library wrote into its message.
+The secrets of a configuration are the values of environment variables (``${VAR}``) whose names say
+they are secrets (:data:`SECRET_VARIABLE`: ``DB_PASSWORD``, ``API_TOKEN``, ``HOOK_SECRET``…) or
+that are used in a notification channel, the password of every URL in it (notification channels —
+SMTP passwords —, probe and scrape targets, SQL databases), the values of URL query parameters
+named like credentials (``password=``, ``apikey=``, ``token=``…), every webhook ``secret`` and
+probe headers named like credentials (``Authorization``). Other substituted values
+(``${OPSCOPE_PORT}``, a host name) are not secrets and are shown. :class:`Redactor` replaces each
+secret with ``***`` in a text; :meth:`Redactor.install` puts it on the logging handlers so that no
+log line carries one, whatever a library wrote into its message.
 """
 
 from __future__ import annotations
@@ -12,13 +16,27 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from opscope.config import LoadedConfig
+if TYPE_CHECKING:
+    from opscope.config import LoadedConfig
 
 MASK = "***"
 #: Shorter values are not redacted: "1" or "on" would mask half of every line.
 MIN_SECRET_LENGTH = 4
+
+
+#: Environment variables whose values are secrets, by name: …PASSWORD, …PASS, …PWD, a ``PW``
+#: word (``DB_PW``), …SECRET, …TOKEN, …KEY, …CREDENTIAL(S), …AUTH….
+SECRET_VARIABLE = re.compile(r"PASS|PWD|(?:^|_)PW(?:_|$)|SECRET|TOKEN|KEY|CREDENTIAL|AUTH", re.I)
+
+
+def is_secret_variable(name: str, loc: tuple[str | int, ...] = ()) -> bool:
+    """Whether the value of ``${name}``, written at ``loc`` in the configuration, is a secret:
+    its name says so (:data:`SECRET_VARIABLE`), or it is part of a notification channel
+    (apprise URLs carry tokens in their paths: ``slack://TokenA/TokenB/TokenC``)."""
+    return bool(SECRET_VARIABLE.search(name)) or tuple(loc[:2]) == ("notify", "channels")
 
 
 def url_password(url: str) -> str | None:
@@ -42,10 +60,13 @@ def config_secrets(loaded: LoadedConfig) -> set[str]:
             found.add(channel.secret)
     urls += [query.url for query in config.monitor.sql]
     urls += [target for probe in config.monitor.probes for target in probe.targets]
+    for probe in config.monitor.probes:  # Authorization, X-Api-Key…: credentials
+        found.update(v for k, v in probe.headers.items() if SECRET_VARIABLE.search(k))
     for url in urls:
         password = url_password(url)
         if password:
             found.add(password)
+        found.update(url_secret_parameters(url))
     return {s for s in found if len(s) >= MIN_SECRET_LENGTH}
 
 
@@ -60,6 +81,41 @@ def hide_url_password(url: str) -> str:
     user_info, _, host = parts.netloc.rpartition("@")
     user = user_info.split(":", 1)[0]
     return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
+
+
+#: Query parameters whose values are credentials: password, passwd, pwd, token, secret, key
+#: (apikey, api_key, access_token, client_secret …), credential, signature, auth.
+SECRET_PARAMETER = re.compile(r"pass|pwd|token|secret|key|credential|signature|sig\Z|auth", re.I)
+
+
+def url_secret_parameters(url: str) -> list[str]:
+    """The values of ``url``'s query parameters named like credentials (decoded)."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return []
+    found = []
+    for pair in query.split("&"):
+        name, sep, value = pair.partition("=")
+        if sep and value and SECRET_PARAMETER.search(unquote(name)):
+            found.append(unquote(value.replace("+", " ")))
+    return found
+
+
+def hide_url_secrets(url: str) -> str:
+    """``url`` with its user-info password and the values of query parameters named like
+    credentials (:data:`SECRET_PARAMETER`) replaced by ``***``; everything else as written."""
+    hidden = hide_url_password(url)
+    rest, hash_, fragment = hidden.partition("#")
+    head, question, query = rest.partition("?")
+    if not question:
+        return hidden
+    pairs = []
+    for pair in query.split("&"):
+        name, sep, value = pair.partition("=")
+        secret = sep and value and SECRET_PARAMETER.search(unquote(name))
+        pairs.append(f"{name}={MASK}" if secret else pair)
+    return f"{head}?{'&'.join(pairs)}{hash_}{fragment}"
 
 
 class Redactor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -214,3 +216,90 @@ def test_result_shapes_that_cannot_be_samples(
 def test_a_password_in_the_url_is_never_shown() -> None:
     shown = display_url("postgresql+psycopg://ops:s3cret@db.example.com/crm")
     assert shown == "postgresql+psycopg://ops:***@db.example.com/crm"
+
+
+def collect_one(tmp_path: Path, url: str, query: str) -> tuple[Monitor, Store]:
+    """A monitor with the one query ``query`` on ``url`` (the caller closes both)."""
+    store = Store.open(tmp_path / "data")
+    monitor = monitor_for(
+        tmp_path, f'    - {{name: probe_query, url: "{url}", query: "{query}"}}\n', store
+    )
+    return monitor, store
+
+
+@pytest.mark.parametrize(
+    ("kind", "statement"),
+    [
+        ("sqlite", "DROP TABLE deals"),
+        ("sqlite", "DELETE FROM deals RETURNING 1 AS value"),
+        ("duckdb", "DROP TABLE deals"),
+        ("duckdb", "DELETE FROM deals RETURNING 1 AS value"),
+    ],
+)
+async def test_queries_cannot_change_the_database(
+    kind: str, statement: str, tmp_path: Path
+) -> None:
+    path = tmp_path / f"crm.{kind}"
+    connect = sqlite3.connect if kind == "sqlite" else duckdb.connect
+    db = connect(str(path))
+    db.execute("CREATE TABLE deals (region TEXT, amount REAL)")
+    db.execute("INSERT INTO deals VALUES ('North', 10.5)")
+    if kind == "sqlite":
+        db.commit()  # type: ignore[union-attr]
+    db.close()
+    monitor, store = collect_one(tmp_path, f"{kind}:///{path}", statement)
+    with store:
+        await monitor.collect_all()
+        await monitor.aclose()
+        (target,) = monitor.targets
+        assert target.health == "down"
+        assert "read-only" in target.last_error or "readonly" in target.last_error
+    db = connect(str(path))
+    assert db.execute("SELECT region, amount FROM deals").fetchall() == [("North", 10.5)]
+    db.close()
+
+
+async def test_duckdb_queries_write_no_files_and_leave_the_file_to_its_writer(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "crm.duckdb"
+    with duckdb.connect(str(path)) as db:
+        db.execute("CREATE TABLE deals AS SELECT 'North' AS region, 10.5 AS value")
+    written = tmp_path / "written.csv"
+    store = Store.open(tmp_path / "data")
+    monitor = monitor_for(
+        tmp_path,
+        f'    - {{name: deals, url: "duckdb:///{path}", query: "SELECT region, value FROM deals"}}\n'
+        f'    - {{name: copier, url: "duckdb:///{path}", '
+        f"query: \"COPY (SELECT 1 AS value) TO '{written}'\"}}\n",
+        store,
+    )
+    with store:
+        await monitor.collect_all()
+        health = {t.instance: t for t in monitor.targets}
+        assert health["deals"].health == "up"
+        assert health["copier"].health == "down"
+        assert not written.exists()
+        # Between runs the file is free: another process takes DuckDB's write lock.
+        script = f"import duckdb; duckdb.connect({str(path)!r}).execute('INSERT INTO deals VALUES (1, 2)')"
+        writer = subprocess.run(
+            [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+        )
+        assert writer.returncode == 0, writer.stderr
+        await monitor.aclose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "duckdb"])
+async def test_a_missing_database_file_is_an_error_and_is_not_created(
+    kind: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no_such_dir" / f"does_not_exist.{kind}"
+    monitor, store = collect_one(tmp_path, f"{kind}:///{missing}", "SELECT 1 AS value")
+    with store:
+        await monitor.collect_all()
+        await monitor.aclose()
+        (target,) = monitor.targets
+        assert (target.health, target.last_error) == ("down", f"database file not found: {missing}")
+        (up,) = instant_query(store, parse_selector("up"), int(NOW * 1000))
+        assert up.value == 0.0
+    assert not missing.exists() and not missing.parent.exists()

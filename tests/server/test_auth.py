@@ -321,3 +321,9 @@ async def test_a_read_token_cannot_push_over_http(
         ).status_code == 200
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/api/v1/query", params={"query": "m"})).status_code == 401
+
+
+def test_a_token_name_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid token name"):
+        TokenFile(tmp_path).create("nl\n", "read")
+    assert TokenFile(tmp_path).records() == []

@@ -329,3 +329,116 @@ async def test_push_can_be_disabled(tmp_path: Path) -> None:
         response = await push.client.put("/api/v1/push/j", content="m 1\n")
         assert response.status_code == 404
         assert "disabled" in response.json()["error"]
+
+
+async def test_a_truncated_gzip_body_is_refused_and_every_member_is_read(push: Push) -> None:
+    whole = gzip.compress(b"trunc_a 1\ntrunc_b 123456\n")
+    # Cut inside the member: zlib would hand back "trunc_b 123" without complaint.
+    response = await push.client.put(
+        "/api/v1/push/t1", content=whole[:-12], headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 400
+    assert "truncated gzip body" in response.json()["error"]
+    assert await push.query('{__name__=~"trunc_.*"}') == {}
+    # Two members concatenated are one body (RFC 1952 §2.2), as Go's reader reads them.
+    body = gzip.compress(b"member_a 1\n") + gzip.compress(b"member_b 2\n")
+    response = await push.client.put(
+        "/api/v1/push/t1", content=body, headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 200, response.text
+    assert await push.query('{__name__=~"member_.*"}') == {
+        'member_a{job="t1"}': "1",
+        'member_b{job="t1"}': "2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ([{"metric": "evil\n", "value": 1}], "[0].metric: invalid metric name"),
+        (
+            [{"metric": "a", "labels": {"l\n": "x"}, "value": 1}],
+            '[0].labels: invalid label name "l',
+        ),
+    ],
+)
+async def test_names_ending_in_a_newline_are_refused(push: Push, body: Any, where: str) -> None:
+    # Python's "$" matches before a final newline; a name is only [a-zA-Z_:][a-zA-Z0-9_:]*.
+    response = await push.client.put("/api/v1/push/nl", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(where)
+    assert await push.query('{job="nl"}') == {}
+
+
+async def test_deeply_nested_json_is_a_400(push: Push) -> None:
+    response = await push.client.put(
+        "/api/v1/push/deep",
+        content="[" * 100_000 + "]" * 100_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "the body is not valid JSON: nested too deeply"
+
+
+async def test_two_groups_cannot_own_the_same_series(push: Push) -> None:
+    # An empty grouping label is an absent label: {job="dm",shard=""} is {job="dm"}.
+    response = await push.client.put("/api/v1/push/dm/shard@base64/=", content="backup_ok 1\n")
+    assert response.status_code == 200
+    response = await push.client.put("/api/v1/push/dm", content="backup_ok 0\n")
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        'push_time_seconds{job="dm"} was pushed before with the same name and label values by '
+        'the group {job="dm",shard=""}; push it there, or delete that group first'
+    )
+    # A body label equal to another group's grouping label (the Pushgateway answers 400 too).
+    await push.client.put("/api/v1/push/ov/instance/a", content="temp 10\n")
+    response = await push.client.put("/api/v1/push/ov", content='temp{instance="a"} 99\n')
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(
+        'temp{instance="a",job="ov"} was pushed before with the same name and label values by '
+        'the group {instance="a",job="ov"}'
+    )
+    assert await push.query('{job=~"dm|ov",__name__=~"backup_ok|temp"}') == {
+        'backup_ok{job="dm"}': "1",
+        'temp{instance="a",job="ov"}': "10",
+    }
+    # Once the owner is deleted, the series is free for the other group.
+    await push.client.delete("/api/v1/push/ov/instance/a")
+    response = await push.client.put("/api/v1/push/ov", content='temp{instance="a"} 99\n')
+    assert response.status_code == 200
+    assert await push.query("temp") == {'temp{instance="a",job="ov"}': "99"}
+    # A plain empty value (a trailing slash) is not an empty label: base64 "=" is.
+    response = await push.client.put("/api/v1/push/t2e/first/", content="m 1\n")
+    assert response.status_code == 400
+    assert 'empty value for label "first"' in response.json()["error"]
+
+
+async def test_pushes_cannot_replace_a_collectors_series(tmp_path: Path) -> None:
+    sql = (
+        '  sql: [{name: revenue_by_office, url: "sqlite:///crm.db", query: "SELECT 1 AS value"}]\n'
+    )
+    async with running(tmp_path, sql) as push:
+        body = 'revenue_by_office{region="East"} 0\nup{instance="revenue_by_office"} 0\n'
+        response = await push.client.put("/api/v1/push/sql", content=body)
+        assert response.status_code == 400
+        assert response.json()["error"].startswith(
+            'job "sql" belongs to a collector (monitor.sql (revenue_by_office))'
+        )
+        assert await push.query('{job="sql"}') == {}
+
+
+async def test_a_push_over_the_series_limit_is_refused(tmp_path: Path) -> None:
+    async with running(tmp_path, "  push: {series_limit: 3}\n") as push:
+        body = "# HELP m help\n# TYPE m gauge\n" + "".join(f'm{{i="{i}"}} {i}\n' for i in range(3))
+        assert (await push.client.put("/api/v1/push/lim", content=body)).status_code == 200
+        response = await push.client.put("/api/v1/push/lim", content=body + "n 1\n")
+        assert response.status_code == 400
+        assert "more than 3 samples in one push" in response.json()["error"]
+        items = [{"metric": "j", "labels": {"i": str(i)}, "value": i} for i in range(4)]
+        response = await push.client.put("/api/v1/push/lim", json=items)
+        assert response.status_code == 400
+        assert await push.query('{job="lim",__name__=~"m|n|j"}') == {
+            'm{i="0",job="lim"}': "0",
+            'm{i="1",job="lim"}': "1",
+            'm{i="2",job="lim"}': "2",
+        }

@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from opscope.config.types import LABEL_NAME, Interval, Model, PositiveDuration
 
-METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 
 
 def _label_names(labels: dict[str, str]) -> dict[str, str]:
@@ -94,5 +94,8 @@ class PushConfig(Model):
     """Accept pushes (with a token of scope ``write`` when the server needs tokens)."""
     body_size_limit: StrictInt = Field(default=16 * 2**20, ge=1)
     """Largest request body, in bytes, before and after gzip decoding; larger ones get 413."""
+    series_limit: StrictInt = Field(default=100_000, ge=1)
+    """Most samples one push may carry (like a scrape's ``sample_limit``); a push with more
+    gets 400 and stores nothing."""
     max_future: PositiveDuration = timedelta(minutes=10)
     """Samples stamped further than this ahead of the server's clock are rejected."""

@@ -49,10 +49,10 @@ from opscope.config.quantity import is_quantity, scale_quantity
 from opscope.config.types import Model, PositiveDuration
 
 #: A DNS label (RFC 1123), as Kubernetes requires of namespace names.
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 #: A service key: lower-case letters, digits, ``_`` and ``-``, starting with a letter.
-_SERVICE_KEY = re.compile(r"^[a-z]([-_a-z0-9]*[a-z0-9])?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SERVICE_KEY = re.compile(r"^[a-z]([-_a-z0-9]*[a-z0-9])?\Z")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Longest Kubernetes service name: a DNS-1035 label of 63, minus room for the ReplicaSet and pod
 #: hashes Kubernetes appends to Deployment names (``-<10 chars>-<5 chars>``), as Helm advises.
 MAX_SERVICE_NAME = 47

@@ -10,8 +10,10 @@ position of every rule, so that later checks (PromQL, templates) can point at it
 Interpolation (as in Docker Compose): ``${VAR}`` is replaced by the environment variable ``VAR``
 — an unset ``VAR`` is an error naming it —, ``${VAR:-default}`` falls back to ``default`` when
 ``VAR`` is unset or empty, and ``$$`` is a literal ``$``. Only string *values* are interpolated,
-after YAML parsing, so a variable can never change the structure of the file. Interpolated values
-are remembered as secrets so that later stages can redact them.
+after YAML parsing, so a variable can never change the structure of the file. The values of
+variables that are secrets — named like one (``DB_PASSWORD``, ``API_TOKEN``) or used in a
+notification channel — are remembered so that later stages can redact them; an error message
+never quotes them, nor a password written in a URL.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -49,11 +51,17 @@ from opscope.config.yamlfile import (
     untemplate,
 )
 from opscope.errors import ConfigFileError, ConfigProblem
+from opscope.redaction import (
+    Redactor,
+    is_secret_variable,
+    url_password,
+    url_secret_parameters,
+)
 
 log = logging.getLogger(__name__)
 
 _VARIABLE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
-_SINGLE_VARIABLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
+_SINGLE_VARIABLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}\Z")
 _SCALAR_TYPES = (bool, int, float)
 
 
@@ -107,7 +115,8 @@ class LoadedRuleGroup:
 class LoadedConfig:
     """A validated configuration and what was learned while reading it.
 
-    ``secrets`` holds every value that came from an environment variable, for redaction;
+    ``secrets`` holds the values of environment variables that are secrets (see
+    :func:`opscope.redaction.is_secret_variable`), for redaction;
     ``warnings`` holds non-fatal problems (reserved sections present but not used yet).
     """
 
@@ -163,6 +172,36 @@ def parse_config(
     data = _interpolate(data, (), environ, positions, problems, secrets, filename)
     if problems:
         raise ConfigFileError(problems)
+    try:
+        return _validated(data, positions, filename, path, frozenset(s for s in secrets if s))
+    except ConfigFileError as exc:
+        # A message may quote a value ("got …"): no secret of the file in it, from ${VAR} or
+        # written in a URL.
+        redact = Redactor(secrets | _url_secrets(data))
+        masked = [replace(p, message=redact(p.message)) for p in exc.problems]
+        raise ConfigFileError(masked) from None
+
+
+def _url_secrets(value: Any) -> set[str]:
+    """Passwords and credential query parameters of every URL among the strings of ``value``."""
+    if isinstance(value, dict):
+        return set().union(*(_url_secrets(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_url_secrets(v) for v in value))
+    if not isinstance(value, str) or "://" not in value:
+        return set()
+    found = set(url_secret_parameters(value))
+    password = url_password(value)
+    return found | {password} if password else found
+
+
+def _validated(
+    data: dict[str, Any],
+    positions: Positions,
+    filename: str,
+    path: Path | None,
+    secrets: frozenset[str],
+) -> LoadedConfig:
     warnings = [
         ConfigProblem(
             filename,
@@ -203,7 +242,7 @@ def parse_config(
     return LoadedConfig(
         config=config,
         path=config_path,
-        secrets=frozenset(s for s in secrets if s),
+        secrets=secrets,
         warnings=warnings,
         rule_groups=groups,
     )
@@ -448,7 +487,8 @@ def _interpolate(
                 )
                 return ""
             return default
-        secrets.add(found)
+        if is_secret_variable(name, loc):
+            secrets.add(found)
         return found
 
     result = _VARIABLE.sub(replace, value)

@@ -47,7 +47,7 @@ from pydantic_core import PydanticCustomError
 
 from opscope.config.types import LABEL_NAME, Duration, Interval, Model
 
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 #: The group inline rules without a group are gathered into.
 DEFAULT_GROUP = "opscope"
 #: Fields of the seed's short form, allowed inline only (not in Prometheus's rule format).

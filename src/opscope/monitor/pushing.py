@@ -50,8 +50,8 @@ PushMethod = Literal["PUT", "POST"]
 #: The series the registry writes per group, overriding pushed ones of these names.
 PUSH_SERIES = ("push_time_seconds", "push_failure_time_seconds")
 _STATE_PREFIX = "push/"
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 
 
 class PushRejected(CollectError):
@@ -88,6 +88,11 @@ def decode_path_value(name: str, value: str) -> tuple[str, str]:
     base64url (RFC 4648 §5, padding optional; ``=`` for the empty value), as in the
     Pushgateway. Raises :class:`PushRejected` for bad base64."""
     if not name.endswith("@base64"):
+        if not value:
+            raise PushRejected(
+                f'empty value for label "{name}" in the grouping key (an empty value is '
+                f"{name}@base64/=)"
+            )
         return name, value
     text = value.rstrip("=")
     try:
@@ -173,8 +178,14 @@ class PushRegistry:
         *,
         retention_s: float,
         now: Callable[[], float],
+        reserved_jobs: dict[str, str] | None = None,
     ) -> None:
         self.store = store
+        #: Jobs of the configured collectors (job → where configured): never pushed to.
+        self.reserved_jobs = dict(reserved_jobs or {})
+        #: Which group owns each current series (series id → group key), as the Pushgateway
+        #: refuses a series "collected before with the same name and label values".
+        self._owners: dict[int, str] = {}
         self.config = config
         self.retention_s = retention_s
         self.now = now
@@ -201,6 +212,29 @@ class PushRegistry:
             group.push_time = float(doc["push_time"])
             group.failure_time = float(doc["failure_time"])
             self._groups[key] = group
+            self._own(group)
+
+    def _own(self, group: PushGroup) -> None:
+        for series_id in [*group.ids.tolist(), *group.synthetic.tolist()]:
+            self._owners.setdefault(series_id, group.key)
+
+    def _disown(self, key: str, ids: IntArray) -> None:
+        for series_id in ids.tolist():
+            if self._owners.get(series_id) == key:
+                del self._owners[series_id]
+
+    def _check_owners(self, key: str, ids: IntArray) -> None:
+        """Refuse series that another group owns (:class:`PushRejected` naming both)."""
+        for series_id in ids.tolist():
+            owner = self._owners.get(series_id, key) if series_id >= 0 else key
+            if owner != key:
+                ref = self.store.index.ref(series_id)
+                labels = ",".join(f'{k}="{v}"' for k, v in ref.labels)
+                group = ",".join(f'{k}="{v}"' for k, v in json.loads(owner[len(_STATE_PREFIX) :]))
+                raise PushRejected(
+                    f"{ref.name}{{{labels}}} was pushed before with the same name and label "
+                    f"values by the group {{{group}}}; push it there, or delete that group first"
+                )
 
     def _known(self, series_id: int) -> bool:
         try:
@@ -245,17 +279,28 @@ class PushRegistry:
         malformed or out of bounds; :class:`StoreError` when the store cannot be written.
         """
         key = _group_key(labels)
+        if labels["job"] in self.reserved_jobs:
+            raise PushRejected(
+                f'job "{labels["job"]}" belongs to a collector ({self.reserved_jobs[labels["job"]]}'
+                "): push under another job name, so that no push replaces its series"
+            )
         with self._lock:
             group = self._groups.get(key)
             now = self.now()
             self._new = {}
             self._placeholders = {}
             try:
+                self._check_size(body, json_body=json_body)
+                if group is None:  # its push times must not be another group's
+                    known = [self.store.index.get(n, label_set(labels)) for n in PUSH_SERIES]
+                    self._check_owners(key, np.array([i for i in known if i is not None]))
                 if json_body:
                     pushed = self._decode_json(body, labels)
                 else:
                     pushed = self._decode_text(body, labels, group)
                 self._check_times(pushed.timestamps_ms, now)
+                synthetic = group.synthetic if group is not None else np.zeros(0, np.int64)
+                self._check_owners(key, pushed.ids[np.isin(pushed.ids, synthetic, invert=True)])
             except PushRejected:
                 if group is not None:
                     group.decoder = None  # its cache may hold this request's placeholders
@@ -281,6 +326,7 @@ class PushRegistry:
             )
             self.store.delete_state([key])
             del self._groups[key]
+            self._disown(key, gone)
             return True
 
     def _apply(
@@ -330,6 +376,8 @@ class PushRegistry:
         batches.append(updated.batch(now, stale))
         self.store.append(batches, state={updated.key: updated.state()}, state_time=now)
         self._groups[updated.key] = updated
+        self._disown(updated.key, stale)
+        self._own(updated)
         return PushResult(samples=len(ids), series=len(new_ids), new_series=len(mapping))
 
     # -------------------------------------------------------------------------------- decode
@@ -370,6 +418,8 @@ class PushRegistry:
             items = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise PushRejected(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise PushRejected("the body is not valid JSON: nested too deeply") from None
         if not isinstance(items, list):
             raise PushRejected('expected a JSON array of {"metric", "labels", "value"} objects')
         ids, values, stamps = [], [], []
@@ -390,6 +440,24 @@ class PushRegistry:
             np.array(stamps, dtype=np.int64) if explicit else None,
             None,
         )
+
+    def _check_size(self, body: bytes, *, json_body: bool) -> None:
+        """Refuse a body with more samples than ``monitor.push.series_limit`` before decoding
+        it (text: sample lines; JSON: objects, counted by their ``"metric"`` keys)."""
+        limit = self.config.series_limit
+        if json_body:
+            count = body.count(b'"metric"')
+        else:
+            count = body.count(b"\n") + 1
+            if count > limit:  # only then count exactly: comments and blank lines are free
+                count = sum(
+                    1 for line in body.split(b"\n") if line.strip() and line.strip()[:1] != b"#"
+                )
+        if count > limit:
+            raise PushRejected(
+                f"more than {limit} samples in one push (monitor.push.series_limit); "
+                "split it into several groups"
+            )
 
     def _check_times(self, timestamps_ms: IntArray | None, now: float) -> None:
         if timestamps_ms is None:

@@ -59,6 +59,7 @@ class Monitor:
         clock: Clock | None = None,
         hostname: str | None = None,
         rule_groups: list[RuleGroup] | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self.config = config
         self.store = store
@@ -108,6 +109,7 @@ class Monitor:
                         timeout=config.timeout_of(probe).total_seconds(),
                         resolve=store.series_id,
                         where=f"monitor.probes[{index}].tls",
+                        redact=redact,
                     )
                 )
         self._sql_engines = SqlEngines()
@@ -136,6 +138,7 @@ class Monitor:
                 config.push,
                 retention_s=config.retention.total_seconds(),
                 now=self.clock.time,
+                reserved_jobs=_collector_jobs(config),
             )
 
     @property
@@ -310,3 +313,14 @@ class Monitor:
 def _name(collector: Collector) -> str:
     h = collector.health
     return f"{h.kind}/{h.job}/{h.instance}"
+
+
+def _collector_jobs(config: MonitorConfig) -> dict[str, str]:
+    """The ``job`` label of every configured collector, with where it is configured: pushes
+    under these jobs are refused, so that no push can overwrite a collector's series (``up``)."""
+    jobs = {job.job: f"monitor.scrape ({job.job})" for job in config.scrape}
+    jobs |= {probe.job: f"monitor.probes ({probe.job})" for probe in config.probes}
+    jobs |= {query.job: f"monitor.sql ({query.name})" for query in config.sql}
+    if config.system.enabled:
+        jobs["system"] = "monitor.system"
+    return jobs

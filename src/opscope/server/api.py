@@ -31,7 +31,7 @@ from opscope.monitor.trends import trend
 from opscope.server.params import format_value, parse_step, parse_time
 from opscope.store import SeriesRef, Store, is_stale, parse_selector, selector_for
 
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
 #: Metrics summarised by ``/api/v1/summary`` when no ``match[]`` is given.
 DEFAULT_SUMMARY = (
     "cpu_usage",

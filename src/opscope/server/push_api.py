@@ -50,14 +50,34 @@ async def read_body(request: Request, limit: int) -> bytes:
         return body
     if encoding != "gzip":
         raise HTTPException(415, f'unsupported Content-Encoding "{encoding}" (use gzip)')
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise PushRejected(f"the body is not valid gzip: {exc}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise HTTPException(413, f"request body larger than {limit} bytes after gzip decoding")
-    return data
+    return _gunzip(body, limit)
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Every member of a gzip body (RFC 1952 §2.2: a file is a series of members; Go's reader,
+    which the Pushgateway uses, reads them all), at most ``limit`` bytes in all.
+
+    Raises :class:`PushRejected` for bytes that are not gzip and for a body that ends inside a
+    member (a truncated upload must not store a cut-off value), 413 past ``limit``.
+    """
+    out: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            data = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise PushRejected(f"the body is not valid gzip: {exc}") from None
+        size += len(data)
+        if size > limit or inflater.unconsumed_tail:
+            raise HTTPException(413, f"request body larger than {limit} bytes after gzip decoding")
+        out.append(data)
+        if not inflater.eof:
+            raise PushRejected("truncated gzip body: it ends inside a gzip member")
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(out)
 
 
 def _grouping(job: str, path: str) -> dict[str, str]:

@@ -154,6 +154,7 @@ class OpscopeServer:
             clock=self.clock,
             hostname=self._hostname,
             rule_groups=rule_groups,
+            redact=self.redact,
         )
         lookback_ms = int(config.monitor.lookback_delta.total_seconds() * 1000)
         self.hub = LiveHub(

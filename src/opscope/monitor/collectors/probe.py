@@ -19,7 +19,7 @@ import numpy as np
 from opscope.config import ProbeConfig
 from opscope.monitor.collectors.base import TargetHealth
 from opscope.monitor.collectors.http import describe_http_error, make_client
-from opscope.redaction import hide_url_password
+from opscope.redaction import hide_url_secrets
 from opscope.store import Batch, LabelSet, label_set
 
 PROBE_SERIES = ("probe_success", "probe_duration_seconds", "probe_http_status_code")
@@ -44,12 +44,14 @@ class ProbeCollector:
         timeout: float,
         resolve: Callable[[str, LabelSet], int],
         where: str = "probe",
+        redact: Callable[[str], str] = str,
     ) -> None:
         self._job = job
         self._interval = interval
         self._timeout = min(timeout, interval)
         self._target = target
-        self.url = hide_url_password(target)
+        # The URL as stored in the instance label: without the configuration's secrets.
+        self.url = redact(hide_url_secrets(target))
         labels = {**job.labels, "job": job.job, "instance": self.url}
         self.group = f"probe/{job.job}/{self.url}"
         self.health = TargetHealth(

@@ -15,8 +15,15 @@ Per query and run:
 * series of the previous run that are missing now get a staleness marker; a failed run stores
   nothing from the query and marks them all stale.
 
-Queries run on a thread pool of their own, through one pooled SQLAlchemy engine per database
-URL, so a slow database never blocks the event loop, the store or the other collectors. A
+Queries only read: SQLite and DuckDB files are opened read-only (a missing file fails the run
+with "database file not found", it is never created), and every run's transaction is rolled
+back. A server database (PostgreSQL, MySQL) should still be queried as a read-only user: MySQL
+commits DDL whatever the transaction.
+
+Queries run on a thread pool of their own, through one SQLAlchemy engine per database URL
+(pooled, except DuckDB files: connected per run so that the application owning the file can
+take DuckDB's write lock between runs), so a slow database never blocks the event loop, the
+store or the other collectors. A
 query still running at its timeout is cancelled through the driver — ``interrupt()`` for SQLite
 and DuckDB, ``cancel()`` for PostgreSQL drivers — and the run fails with a timeout error.
 """
@@ -25,16 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import numpy as np
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import URL, Engine, NullPool, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 
@@ -42,6 +52,7 @@ from opscope.config.business import SqlQueryConfig
 from opscope.config.types import LABEL_NAME
 from opscope.errors import CollectError
 from opscope.monitor.collectors.base import TargetHealth
+from opscope.redaction import hide_url_secrets
 from opscope.store import STALE_NAN, Batch, LabelSet, label_set
 from opscope.store.database import FloatArray, IntArray
 
@@ -62,11 +73,64 @@ class SqlError(CollectError):
 
 
 def display_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, fit for logs and the API."""
+    """``url`` with its password — user info or a query parameter such as libpq's
+    ``?password=`` — replaced by ``***``, fit for logs and the API."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        make_url(url)
     except SQLAlchemyError:
         return "(invalid database URL)"
+    return hide_url_secrets(url)
+
+
+def database_file(url: str) -> Path | None:
+    """The file of a SQLite or DuckDB URL (``sqlite:///crm.db``, ``duckdb:///crm.duckdb``,
+    ``sqlite:///file:crm.db?uri=true``); ``None`` for in-memory and server databases."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    database = parsed.database or ""
+    if backend not in ("sqlite", "duckdb") or database in ("", ":memory:"):
+        return None
+    if backend == "sqlite" and database.startswith("file:"):
+        path = urlsplit(database).path
+        return Path(unquote(path)) if path and path != ":memory:" else None
+    return Path(database)
+
+
+def _create_engine(url: str) -> Engine:
+    """An engine whose connections cannot change a SQLite or DuckDB file.
+
+    SQLite files open with ``mode=ro`` (never created, every write refused) and
+    ``PRAGMA query_only``; DuckDB files with ``read_only=True`` and external access off (no
+    ``COPY … TO`` a file, no ``read_csv``), one connection per run (``NullPool``). Server
+    databases get a pooled engine; :meth:`SqlCollector._execute` rolls back every run.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    path = database_file(url)
+    if backend == "sqlite" and path is not None:
+        return create_engine(
+            "sqlite://", creator=lambda: _sqlite_read_only(parsed), pool_pre_ping=True
+        )
+    if backend == "duckdb" and path is not None:
+        # Read-only, and no file access beside the database: COPY … TO cannot write files.
+        args = {"read_only": True, "config": {"enable_external_access": False}}
+        return create_engine(url, connect_args=args, poolclass=NullPool)
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_read_only(parsed: URL) -> sqlite3.Connection:
+    """A SQLite connection that opens the file read-only (``mode=ro``: SQLite never creates
+    it, and refuses every write) with ``PRAGMA query_only`` (no write to an attached file
+    either)."""
+    database = parsed.database or ""
+    if not database.startswith("file:"):
+        database = "file:" + quote(database)
+    split = urlsplit(database)
+    params = [(k, v) for k, v in parse_qsl(split.query) if k != "mode"]
+    uri = split._replace(query=urlencode([*params, ("mode", "ro")])).geturl()
+    connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    connection.execute("PRAGMA query_only = ON")
+    return connection
 
 
 class SqlEngines:
@@ -81,12 +145,18 @@ class SqlEngines:
         self._engines: dict[str, Engine] = {}
 
     def get(self, url: str) -> Engine:
-        """The engine of ``url``; raises :class:`SqlError` when it cannot be created."""
+        """The engine of ``url``; raises :class:`SqlError` when it cannot be created.
+
+        SQLite and DuckDB files are opened read-only (see :func:`_create_engine`); a DuckDB
+        file is connected per run and never kept open (DuckDB lets no other process open a
+        file while a connection holds it for writing, and no writer in while one holds it
+        for reading: between runs, the application that owns the file can write).
+        """
         with self._lock:
             engine = self._engines.get(url)
             if engine is None:
                 try:
-                    engine = create_engine(url, pool_pre_ping=True)
+                    engine = _create_engine(url)
                 except (NoSuchModuleError, ImportError) as exc:
                     dialect = make_url(url).get_backend_name()
                     extra = _EXTRAS.get(dialect)
@@ -244,17 +314,29 @@ class SqlCollector:
         """Nothing to release: engines and the thread pool belong to the monitor."""
 
     def _execute(self, run: _Run) -> tuple[list[str], list[Sequence[Any]]]:
-        """Run the query (in a worker thread); the rows, at most ``MAX_ROWS``."""
+        """Run the query (in a worker thread); the rows, at most ``MAX_ROWS``.
+
+        The statement runs in a transaction that is always rolled back (PostgreSQL's is
+        also declared read-only), on a read-only connection for SQLite and DuckDB files.
+        """
+        path = database_file(self._query.url)
+        if path is not None and not path.exists():
+            raise SqlError(f"database file not found: {path}")
         engine = self._engines.get(self._query.url)
         try:
             with engine.connect() as connection:
+                if engine.dialect.name == "postgresql":
+                    connection.execution_options(postgresql_readonly=True)  # in place
                 run.attach(connection.connection.dbapi_connection)
-                result = connection.exec_driver_sql(self._query.query)
-                if not result.returns_rows:
-                    raise SqlError("the statement returns no rows (expected a SELECT)")
-                columns = list(result.keys())
-                rows = result.fetchmany(MAX_ROWS + 1)
-                result.close()
+                try:
+                    result = connection.exec_driver_sql(self._query.query)
+                    if not result.returns_rows:
+                        raise SqlError("the statement returns no rows (expected a SELECT)")
+                    columns = list(result.keys())
+                    rows = result.fetchmany(MAX_ROWS + 1)
+                    result.close()
+                finally:
+                    connection.rollback()
         except DBAPIError as exc:
             cause = exc.orig if exc.orig is not None else exc
             raise SqlError(f"{type(cause).__name__}: {cause}".strip()) from exc
