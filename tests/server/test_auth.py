@@ -327,3 +327,49 @@ def test_a_token_name_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid token name"):
         TokenFile(tmp_path).create("nl\n", "read")
     assert TokenFile(tmp_path).records() == []
+
+
+async def test_a_revoked_token_ends_its_websocket_session(
+    server_with_tokens: tuple[OpscopeServer, dict[str, str]], tmp_path: Path
+) -> None:
+    server, tokens = server_with_tokens
+    url = server.url.replace("http://", "ws://") + f"/ws?token={tokens['read']}"
+    async with connect(url, proxy=None) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "metrics": ["up"]}))
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert reply == {"type": "subscription_confirmed", "metrics": ["up"]}
+        # Revoked through the token file, as `opscope token revoke` does from another process.
+        assert TokenFile(tmp_path / "data").revoke("t-read")
+        revoked_at = asyncio.get_running_loop().time()
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {
+            "type": "error",
+            "error": "API token revoked",
+        }
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert asyncio.get_running_loop().time() - revoked_at < 2.0
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    # A session whose token stays valid stays open.
+    async with connect(server.url.replace("http://", "ws://") + "/ws", proxy=None) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": tokens["write"]}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "authenticated"
+        await asyncio.sleep(1.5)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
+
+
+async def test_a_binary_first_message_is_refused_cleanly(
+    server_with_tokens: tuple[OpscopeServer, dict[str, str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, _ = server_with_tokens
+    async with connect(server.url.replace("http://", "ws://") + "/ws", proxy=None) as ws:
+        await ws.send(b'{"type": "auth"}')
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {
+            "type": "error",
+            "error": "missing or invalid API token",
+        }
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"

@@ -13,6 +13,9 @@ is decided by :func:`required_scope` — one table, tested exhaustively:
 any other method on any other path (queries, ``/metrics``)  read
 =====================================================  ========
 
+An accepted WebSocket's token is checked again while the connection is open (the hub asks the
+predicate :meth:`TokenAuth.authenticate` returns): a revoked token ends the session (1008).
+
 A missing or unknown token gets 401 (with ``WWW-Authenticate: Bearer``), a token whose scope
 is too low 403, both in the API's one JSON error shape and without saying which part of the
 token was wrong. Tokens are never logged.
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -113,25 +117,45 @@ class TokenAuth:
             return _error(403, "forbidden", f"this endpoint needs a token of scope {needed}")
         return None
 
-    async def authenticate(self, websocket: WebSocket) -> bool:
+    async def authenticate(self, websocket: WebSocket) -> Callable[[], bool] | None:
         """Check an accepted WebSocket's token (header, ``token`` parameter or first message
-        ``{"type": "auth", "token": …}``); on failure send an error and close it (1008)."""
+        ``{"type": "auth", "token": …}``); on failure send an error and close it (1008) and
+        return ``None``. Otherwise return a predicate telling whether the token is still valid
+        (re-read from the token file: a revoked token makes it false)."""
         token = bearer(websocket.scope["headers"]) or websocket.query_params.get("token")
         first_message = token is None
         if first_message:
-            with contextlib.suppress(TimeoutError, WebSocketDisconnect, ValueError, TypeError):
-                async with asyncio.timeout(WS_AUTH_TIMEOUT):
-                    message = json.loads(await websocket.receive_text())
-                if isinstance(message, dict) and message.get("type") == "auth":
-                    token = message.get("token") if isinstance(message.get("token"), str) else None
+            token = await _first_message_token(websocket)
         scope = self.tokens.scope_of(token) if token else None
-        if scope is None:
+        if token is None or scope is None:
             with contextlib.suppress(Exception):
                 await websocket.send_text(
                     json.dumps({"type": "error", "error": "missing or invalid API token"})
                 )
                 await websocket.close(CLOSE_POLICY, "unauthorized")
-            return False
+            return None
         if first_message:
             await websocket.send_text(json.dumps({"type": "authenticated", "scope": scope}))
-        return True
+        checked = token
+        return lambda: self.tokens.scope_of(checked) is not None
+
+
+async def _first_message_token(websocket: WebSocket) -> str | None:
+    """The token of a first message ``{"type": "auth", "token": …}``; ``None`` for anything
+    else (a binary frame, text that is not JSON, another message, a disconnect, a timeout)."""
+    try:
+        async with asyncio.timeout(WS_AUTH_TIMEOUT):
+            message = await websocket.receive()
+    except (TimeoutError, WebSocketDisconnect):
+        return None
+    text = message.get("text") if message.get("type") == "websocket.receive" else None
+    if not isinstance(text, str):
+        return None
+    try:
+        request = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(request, dict) and request.get("type") == "auth":
+        token = request.get("token")
+        return token if isinstance(token, str) and token else None
+    return None

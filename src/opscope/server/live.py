@@ -19,6 +19,11 @@ After every collection cycle that stored a subscribed series, the server sends
 selectors (``disk_usage{mount="/"}``). Times are Unix seconds; a non-finite value is ``null``.
 Requests may carry an ``"id"``, echoed in the reply.
 
+When the server needs tokens, a connection is authenticated once it is accepted and its token is
+checked again every :data:`REAUTH_INTERVAL` seconds: a token revoked meanwhile ends the session
+with ``{"type":"error","error":"API token revoked"}`` and close code 1008, as a REST request with
+that token gets 401 at once.
+
 Each client has a bounded send queue. A client that falls a whole queue behind — slow, stalled or
 gone — is dropped (closed with code 1013) so that it never delays the others: the broadcast only
 ever enqueues, and each client's own task does the sending.
@@ -50,9 +55,16 @@ log = logging.getLogger(__name__)
 
 #: Close code for a client dropped for falling behind (RFC 6455 1013 "try again later").
 CLOSE_TOO_SLOW = 1013
+#: Close code for a connection whose token was revoked (RFC 6455 1008 "policy violation").
+CLOSE_REVOKED = 1008
+#: Seconds between two checks of an open connection's token.
+REAUTH_INTERVAL = 0.5
 #: Most points per series a get_historical reply holds when no step is given.
 DEFAULT_HISTORY_POINTS = 300
 State = Literal["open", "dropped", "closed"]
+#: Checks an accepted connection (closing it when refused) and returns a predicate telling
+#: whether its credentials still hold, or ``None`` when the connection was refused.
+Authenticator = Callable[[WebSocket], Awaitable[Callable[[], bool] | None]]
 
 
 def _number(value: float) -> float | None:
@@ -221,31 +233,41 @@ class LiveHub:
         self,
         websocket: WebSocket,
         *,
-        authenticate: Callable[[WebSocket], Awaitable[bool]] | None = None,
+        authenticate: Authenticator | None = None,
     ) -> None:
-        """Run one client connection until it closes or is dropped. With ``authenticate``,
-        the accepted connection is first checked (and closed by it when refused): only then
-        does it receive anything."""
+        """Run one client connection until it closes, is dropped or its token is revoked.
+
+        With ``authenticate``, the accepted connection is first checked (and closed by it when
+        refused): only then does it receive anything; the predicate it returns is then asked
+        every :data:`REAUTH_INTERVAL` seconds, and a ``False`` closes the connection (1008)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._loop_thread = threading.get_ident()
         await websocket.accept()
-        if authenticate is not None and not await authenticate(websocket):
-            return
+        still_allowed: Callable[[], bool] | None = None
+        if authenticate is not None:
+            still_allowed = await authenticate(websocket)
+            if still_allowed is None:
+                return
         client = LiveClient(websocket, self.queue_size)
         self._clients.add(client)
         self.telemetry.websocket_clients.set(len(self._clients))
         sender = asyncio.create_task(client.send_loop(self.telemetry), name="ws-send")
         receiver = asyncio.create_task(self._receive_loop(client), name="ws-receive")
         dropped = asyncio.create_task(client.dropped.wait(), name="ws-dropped")
+        tasks = {sender, receiver, dropped}
+        revoked: asyncio.Task[None] | None = None
+        if still_allowed is not None:
+            revoked = asyncio.create_task(_until_refused(still_allowed), name="ws-reauth")
+            tasks.add(revoked)
         try:
-            await asyncio.wait({sender, receiver, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if receiver.done() and not receiver.cancelled() and receiver.exception() is not None:
                 log.error("WebSocket receive loop failed", exc_info=receiver.exception())
         finally:
-            for task in (sender, receiver, dropped):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(sender, receiver, dropped, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._clients.discard(client)
             self.telemetry.websocket_clients.set(len(self._clients))
             if client.state == "dropped":
@@ -253,6 +275,14 @@ class LiveHub:
                     await asyncio.wait_for(
                         websocket.close(CLOSE_TOO_SLOW, "client too slow"), timeout=1.0
                     )
+            elif revoked is not None and revoked.done() and not revoked.cancelled():
+                log.info("closed a WebSocket session: its API token was revoked")
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await websocket.send_text(
+                            json.dumps({"type": "error", "error": "API token revoked"})
+                        )
+                        await websocket.close(CLOSE_REVOKED, "token revoked")
             client.state = "closed"
 
     async def _receive_loop(self, client: LiveClient) -> None:
@@ -351,6 +381,14 @@ class LiveHub:
                 for s in result
             ],
         }
+
+
+async def _until_refused(still_allowed: Callable[[], bool]) -> None:
+    """Return once ``still_allowed()`` is false, asking every :data:`REAUTH_INTERVAL` seconds."""
+    while True:
+        await asyncio.sleep(REAUTH_INTERVAL)
+        if not still_allowed():
+            return
 
 
 def _time(request: dict[str, Any], name: str, default: float) -> float:
