@@ -57,7 +57,9 @@ def test_the_bundled_example_is_valid() -> None:
     monitor = loaded.config.monitor
     assert [j.job for j in monitor.scrape] == ["node", "opscope", "blatam"]
     assert monitor.scrape[0].targets == ["127.0.0.1:9100"]
-    assert [(q.name, q.url) for q in monitor.sql] == [("revenue_rate", "duckdb:///crm.duckdb")]
+    # The relative file is resolved against the configuration file's folder.
+    crm = EXAMPLE.parent.resolve() / "data" / "crm.db"
+    assert [(q.name, q.url) for q in monitor.sql] == [("revenue_rate", f"sqlite:///{crm}")]
     assert monitor.probes[0].targets == ["http://127.0.0.1:8765/healthz"]
     assert monitor.retention == timedelta(days=15)
     assert loaded.config.server.host == "127.0.0.1"
@@ -447,3 +449,30 @@ def test_names_ending_in_a_newline_are_refused(sql: str) -> None:
     # Python's "$" matches before a final newline; names are [a-zA-Z_:][a-zA-Z0-9_:]* only.
     with pytest.raises(ConfigFileError, match=r"invalid (metric|label) name"):
         parse_config(f"monitor:\n  sql:\n    - {sql}\n", environ={})
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///crm.db", "sqlite:////etc/opscope/crm.db"),
+        ("duckdb:///data/crm.duckdb", "duckdb:////etc/opscope/data/crm.duckdb"),
+        ("sqlite:///../crm.db", "sqlite:////etc/opscope/../crm.db"),
+        (
+            "sqlite:///file:crm.db?mode=ro&uri=true",
+            "sqlite:///file:/etc/opscope/crm.db?mode=ro&uri=true",
+        ),
+        ("sqlite:////var/lib/crm.db", "sqlite:////var/lib/crm.db"),
+        ("duckdb:///:memory:", "duckdb:///:memory:"),
+        ("sqlite://", "sqlite://"),
+        ("postgresql+psycopg://u:pw@db/crm", "postgresql+psycopg://u:pw@db/crm"),
+    ],
+)
+def test_database_files_are_relative_to_the_configuration_file(
+    tmp_path: Path, url: str, expected: str
+) -> None:
+    base = tmp_path / "etc" / "opscope"
+    base.mkdir(parents=True)
+    config = base / "opscope.yaml"
+    config.write_text(f'monitor:\n  sql:\n    - {{name: m, url: "{url}", query: "SELECT 1"}}\n')
+    loaded = load_config(config)
+    assert loaded.config.monitor.sql[0].url == expected.replace("/etc/opscope", str(base))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
+import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -448,3 +452,66 @@ def test_silence_commands_for_scripts(
     assert expired.stdout == f"silence {silence_id} expired\n"
     missing = cli("expire", "zzzz")
     assert missing.returncode == 2 and "no silence zzzz" in missing.stderr
+
+
+EXAMPLE_DIR = Path(__file__).parent.parent / "examples" / "blatam"
+
+
+def test_the_bundled_example_serves_its_sql_metric_out_of_the_box(tmp_path: Path) -> None:
+    """The README's first command: `opscope serve -c examples/blatam/opscope.yaml`, from
+    another folder, with no CRM_DB set — the example's SQL target is up with its figures."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CRM_DB"}
+    env["OPSCOPE_PORT"] = str(port)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "opscope", "serve", "-c", str(EXAMPLE_DIR / "opscope.yaml")],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    serve = ServeProcess(process, f"http://127.0.0.1:{port}", tmp_path / ".opscope", log)
+
+    def sql_target() -> dict[str, Any]:
+        data = httpx.get(f"{serve.url}/api/v1/targets", timeout=5).json()["data"]
+        return next(t for t in data["activeTargets"] if t["labels"]["instance"] == "revenue_rate")
+
+    def sql_collected() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"opscope serve exited with {process.returncode}:\n{serve.output()}")
+        try:
+            return sql_target()["health"] != "unknown"
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(sql_collected, timeout=30, what="the example's SQL query to run once")
+        target = sql_target()
+        assert (target["health"], target["lastError"]) == ("up", "")
+        got = {r["metric"]["region"]: float(r["value"][1]) for r in query(serve, "revenue_rate")}
+        # By hand from data/deals.csv: the latest closed deal is at 10:00:00, so the hour is
+        # [09:00:00, 10:00:00]; won deals in it — East 8500 + 1999.99, West 15250.50 + 6200,
+        # North 7300, South 5400 (South's 3100 at 08:59:59 and East's 12000 at 08:15 are out,
+        # lost and open deals never count).
+        assert got == {"East": 10499.99, "West": 21450.5, "North": 7300.0, "South": 5400.0}
+        assert not (tmp_path / "crm.db").exists() and not (tmp_path / "data").exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_the_example_database_holds_exactly_the_csv_rows() -> None:
+    data = EXAMPLE_DIR / "data"
+    with (data / "deals.csv").open(newline="") as handle:
+        expected = [
+            (int(r["id"]), r["region"], float(r["amount"]), r["status"], r["closed_at"] or None)
+            for r in csv.DictReader(handle)
+        ]
+    connection = sqlite3.connect(f"file:{data / 'crm.db'}?mode=ro", uri=True)
+    try:
+        rows = connection.execute("SELECT * FROM deals ORDER BY id").fetchall()
+    finally:
+        connection.close()
+    assert rows == expected

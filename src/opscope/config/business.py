@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import Field, StrictBool, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
@@ -34,8 +36,9 @@ class SqlQueryConfig(Model):
     """Metric name of the samples (``revenue_won_last_hour``); also the target's instance."""
     url: str = Field(min_length=1)
     """SQLAlchemy database URL: ``sqlite:///path.db``, ``duckdb:///path.duckdb`` (both built
-    in), ``postgresql+psycopg://…`` or ``mysql+pymysql://…`` (install ``opscope[postgres]`` or
-    ``opscope[mysql]``). Use ``${VAR}`` for a password."""
+    in; a relative file path is relative to this configuration file), ``postgresql+psycopg://…``
+    or ``mysql+pymysql://…`` (install ``opscope[postgres]`` or ``opscope[mysql]``). Use
+    ``${VAR}`` for a password."""
     query: str = Field(min_length=1)
     """The SELECT statement. Each row is one sample: ``value_column`` is its value, every other
     column a label (NULL: the label is absent). Two rows with the same labels fail the query."""
@@ -85,6 +88,36 @@ class SqlQueryConfig(Model):
                 {},
             ) from None
         return url
+
+
+def resolve_database_file(url: str, base: Path) -> str:
+    """``url`` with a relative SQLite or DuckDB file path made absolute against ``base`` (the
+    configuration file's folder, as for ``rule_files``); every other URL unchanged.
+
+    ``sqlite:///crm.db`` → ``sqlite:////etc/opscope/crm.db``; ``sqlite:///file:crm.db?uri=true``
+    → ``sqlite:///file:/etc/opscope/crm.db?uri=true``. In-memory databases, absolute paths and
+    server URLs are returned as they are.
+    """
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 (only when sql is configured)
+
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    database = parsed.database or ""
+    if backend not in ("sqlite", "duckdb") or database in ("", ":memory:"):
+        return url
+    if backend == "sqlite" and database.startswith("file:"):
+        split = urlsplit(database)
+        if not split.path or split.path == ":memory:" or Path(unquote(split.path)).is_absolute():
+            return url
+        database = "file:" + quote(str(base.resolve() / unquote(split.path)))
+    elif Path(database).is_absolute():
+        return url
+    else:
+        database = str(base.resolve() / database)
+    # The URL's text is scheme:///DATABASE?QUERY: only the database part changes.
+    prefix, _, rest = url.partition(":///")
+    _, question, query = rest.partition("?")
+    return f"{prefix}:///{quote(database, safe='/:')}{question}{query}"
 
 
 class PushConfig(Model):

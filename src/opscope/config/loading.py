@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from opscope.config.business import resolve_database_file
 from opscope.config.deploy import deploy_problems
 from opscope.config.models import RESERVED_SECTIONS, OpscopeConfig
 from opscope.config.reports import report_problems
@@ -236,6 +237,8 @@ def _validated(
             ]
         )
     config_path = path or Path(filename)
+    if path is not None:
+        config = _with_database_files_resolved(config, path.parent)
     groups = _inline_groups(config, positions, filename)
     groups += _file_groups(config, positions, filename, config_path.parent)
     _check_unique_groups(groups)
@@ -246,6 +249,18 @@ def _validated(
         warnings=warnings,
         rule_groups=groups,
     )
+
+
+def _with_database_files_resolved(config: OpscopeConfig, base: Path) -> OpscopeConfig:
+    """``config`` with the relative SQLite/DuckDB files of ``monitor.sql`` made absolute
+    against ``base`` (the configuration file's folder)."""
+    queries = [
+        q.model_copy(update={"url": resolve_database_file(q.url, base)}) for q in config.monitor.sql
+    ]
+    if all(new.url == old.url for new, old in zip(queries, config.monitor.sql, strict=True)):
+        return config
+    monitor = config.monitor.model_copy(update={"sql": queries})
+    return config.model_copy(update={"monitor": monitor})
 
 
 def _loaded_rule(rule: RuleConfig, filename: str, positions: Positions, loc: Loc) -> LoadedRule:
