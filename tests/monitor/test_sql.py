@@ -303,3 +303,58 @@ async def test_a_missing_database_file_is_an_error_and_is_not_created(
         (up,) = instant_query(store, parse_selector("up"), int(NOW * 1000))
         assert up.value == 0.0
     assert not missing.exists() and not missing.parent.exists()
+
+
+async def test_numbers_stored_as_text_are_numbers(tmp_path: Path) -> None:
+    """SQLite keeps what it is given: a TEXT column of figures is read as numbers, as
+    sql_exporter does (Go's strconv.ParseFloat); text that is no number still fails the run."""
+    db = tmp_path / "text.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE figures (region TEXT, value TEXT)")
+        conn.executemany(
+            "INSERT INTO figures VALUES (?, ?)",
+            [("North", "1054"), ("South", "-2.5e3"), ("East", ".5"), ("West", "+Inf")],
+        )
+        conn.execute("CREATE TABLE words (region TEXT, value TEXT)")
+        conn.execute("INSERT INTO words VALUES ('North', '12 apples')")
+    monitor, store = collect_one(tmp_path, f"sqlite:///{db}", "SELECT * FROM figures")
+    with store:
+        await monitor.collect_all()
+        await monitor.aclose()
+        assert current(store, "probe_query") == {
+            "North": 1054.0,
+            "South": -2500.0,
+            "East": 0.5,
+            "West": float("inf"),
+        }
+    monitor, store = collect_one(tmp_path, f"sqlite:///{db}", "SELECT * FROM words")
+    with store:
+        await monitor.collect_all()
+        await monitor.aclose()
+        (target,) = monitor.targets
+        assert (target.health, target.last_error) == (
+            "down",
+            "row 1: value '12 apples' is not a number",
+        )
+
+
+async def test_a_job_or_instance_column_is_exported_not_honored(tmp_path: Path) -> None:
+    """Prometheus's honor_labels: false — a label of the target's own (job, instance) found
+    in the data is kept as exported_job / exported_instance; the series stay the query's."""
+    db = tmp_path / "jobs.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE runs (job TEXT, instance TEXT, exported_job TEXT, n INT)")
+        conn.execute("INSERT INTO runs VALUES ('nightly', 'host-1', 'other', 3)")
+    query = "SELECT job, instance, exported_job, n AS value FROM runs"
+    monitor, store = collect_one(tmp_path, f"sqlite:///{db}", query)
+    with store:
+        await monitor.collect_all()
+        await monitor.aclose()
+        (sample,) = instant_query(store, parse_selector("probe_query"), int(NOW * 1000))
+        assert dict(sample.ref.labels) == {
+            "job": "sql",
+            "exported_exported_job": "nightly",
+            "exported_instance": "host-1",
+            "exported_job": "other",
+        }
+        assert sample.value == 3.0

@@ -3,12 +3,15 @@
 Per query and run:
 
 * the value column (``value_column``, default ``value``) is the sample value — integers,
-  floats, decimals and booleans are numbers; a NULL value leaves the row out; anything else
-  fails the run;
+  floats, decimals and booleans are numbers, and so is text that spells a number (SQLite
+  ``TEXT '1054'``, ``'2.5e3'``, ``'NaN'``, ``'+Inf'``: what Go's ``strconv.ParseFloat`` takes,
+  as sql_exporter converts it); a NULL value leaves the row out; anything else fails the run;
 * every other column is a label (its text; NULL: the label is absent) beside ``job`` and the
-  configured ``labels``; a column name that is not a valid label name fails the run (give the
-  expression an alias); two rows with the same labels fail the run, like a duplicate series in
-  a scrape;
+  configured ``labels``; a column named like a target label (``job``, ``instance``) is stored
+  as ``exported_job`` / ``exported_instance``, as Prometheus does with ``honor_labels: false``,
+  so a query never changes whose series it writes; a column name that is not a valid label
+  name fails the run (give the expression an alias); two rows with the same labels fail the
+  run, like a duplicate series in a scrape;
 * ``up`` (1 or 0) and ``sql_query_duration_seconds`` are written with the labels ``job`` and
   ``instance`` (the query's name), so a failing query is visible as ``up == 0`` — and on
   ``/api/v1/targets`` with its error, like a failed scrape;
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -205,12 +209,32 @@ class _Run:
         return False
 
 
+#: Text that is a number: decimal with optional exponent, or NaN / Inf / Infinity with a sign
+#: (case-insensitive) — what Go's ``strconv.ParseFloat`` accepts in base 10.
+_NUMBER_TEXT = re.compile(
+    r"[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?)|nan", re.IGNORECASE
+)
+#: Labels a target sets on its samples; a column of one of these names gets ``exported_``.
+TARGET_LABELS = ("job", "instance")
+
+
 def _number(value: Any) -> float | None:
+    """A value cell as a float: numbers and text spelling a number; ``None`` for NULL."""
     if value is None:
         return None
     if isinstance(value, bool | int | float | Decimal):
         return float(value)
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        return float(value)
     raise SqlError(f"value {str(value)[:40]!r} is not a number")
+
+
+def _exported(name: str, taken: set[str]) -> str:
+    """``name``, prefixed with ``exported_`` while it clashes with a target label or another
+    column (Prometheus's ``honor_labels: false`` renaming)."""
+    while name in TARGET_LABELS or name in taken:
+        name = "exported_" + name
+    return name
 
 
 def _label_value(value: Any) -> str:
@@ -231,8 +255,10 @@ def rows_to_samples(
     """The samples of a result: ``(labels, value)`` per row whose value is not NULL.
 
     ``value_column`` is matched exactly, else ignoring case (PostgreSQL folds unquoted
-    names to lower case). Raises :class:`SqlError` for a missing value column, a column name
-    that is not a label name, a value that is not a number, or two rows with equal labels.
+    names to lower case). A column named ``job`` or ``instance`` becomes the label
+    ``exported_job`` / ``exported_instance`` (``exported_exported_job`` when that name is taken
+    too). Raises :class:`SqlError` for a missing value column, a column name that is not a label
+    name, a value that is not a number, or two rows with equal labels.
     """
     index = next((i for i, c in enumerate(columns) if c == value_column), None)
     if index is None:
@@ -246,6 +272,10 @@ def rows_to_samples(
     for _, name in label_columns:
         if not LABEL_NAME.match(name) or name.startswith("__"):
             raise SqlError(f'column "{name}" is not a valid label name; give it an alias')
+    names = {c for _, c in label_columns}
+    label_columns = [
+        (i, _exported(c, names - {c}) if c in TARGET_LABELS else c) for i, c in label_columns
+    ]
     samples: list[tuple[LabelSet, float]] = []
     seen: dict[LabelSet, int] = {}
     for number, row in enumerate(rows, start=1):
