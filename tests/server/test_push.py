@@ -208,11 +208,31 @@ async def test_one_bad_line_stores_nothing(push: Push) -> None:
 @pytest.mark.parametrize(
     ("body", "where"),
     [
-        ("a 1\na 2\n", "line 2: a{} is pushed twice"),
+        ("a 1\na 2\n", 'line 2: a{job="job1"} is pushed twice'),
+        # An empty label value is an absent label: the same series, on line 3.
+        ('# TYPE el gauge\nel{x=""} 1\nel 2\n', 'line 3: el{job="job1"} is pushed twice'),
+        # The grouping key's job replaces the body's: the same series too.
+        ('a{job="other"} 1\n\na 2\n', 'line 3: a{job="job1"} is pushed twice'),
         ("a 1\nb not-a-number\n", "line 2: "),
         ('a{x="1",x="2"} 1\n', "line 1: "),
-        ("a 1 " + str(int((NOW + 3600) * 1000)) + "\n", "sample 1: a sample is stamped 3600s"),
-        ("a 1\nb 1 " + str(int((NOW - 2 * 86400) * 1000)) + "\n", "sample 2: a sample is older"),
+        ("a 1 " + str(int((NOW + 3600) * 1000)) + "\n", "line 1: a sample is stamped 3600s"),
+        (
+            "# HELP b B.\na 1\n\nb 1 " + str(int((NOW - 2 * 86400) * 1000)) + "\n",
+            "line 4: a sample is older",
+        ),
+        # Microseconds where the text format has milliseconds: named, with the hint.
+        (
+            "a 1 " + str(int(NOW * 1e6)) + "\n",
+            f"line 1: a sample is stamped {NOW * 1e3 - NOW:.0f}s in the future (more than 600s "
+            f"ahead of the server's clock); {int(NOW * 1e6)} looks like microseconds: the text "
+            "format's timestamps are milliseconds",
+        ),
+        # Seconds where the text format has milliseconds: named, with the hint.
+        (
+            "a 1\nb 1 " + str(int(NOW)) + "\n",
+            f"line 2: a sample is older than the retention (86400s); {int(NOW)} looks like "
+            "seconds: the text format's timestamps are milliseconds",
+        ),
     ],
 )
 async def test_bad_text_bodies_name_the_line(push: Push, body: str, where: str) -> None:
@@ -232,7 +252,14 @@ async def test_bad_text_bodies_name_the_line(push: Push, body: str, where: str) 
         ([{"metric": "a"}], "[0].value: missing"),
         ([{"metric": "a", "value": 1, "extra": 1}], '[0]: unknown field "extra"'),
         ([{"metric": "a", "value": 1}, {"metric": "a", "value": 2}], "[1]: the same series"),
-        ([{"metric": "a", "value": 1, "timestamp": NOW + 3600}], "sample 1: a sample is stamped"),
+        ([{"metric": "a", "value": 1, "timestamp": NOW + 3600}], "[0].timestamp: a sample is"),
+        # Milliseconds where JSON has seconds: named, with the hint.
+        (
+            [{"metric": "a", "value": 1}, {"metric": "b", "value": 1, "timestamp": NOW * 1000}],
+            f"[1].timestamp: a sample is stamped {NOW * 1000 - NOW:.0f}s in the future (more "
+            f"than 600s ahead of the server's clock); {NOW * 1000:.0f} looks like milliseconds: "
+            "JSON timestamps are Unix seconds",
+        ),
     ],
 )
 async def test_bad_json_bodies_name_the_field(push: Push, body: Any, where: str) -> None:

@@ -162,6 +162,10 @@ class _Pushed:
     values: FloatArray
     timestamps_ms: IntArray | None
     decoder: ScrapeDecoder | None
+    #: Where sample ``i`` is in the body (``line 3``, ``[2].timestamp``), for error messages.
+    where: Callable[[int], str]
+    #: The unit timestamps are written in: ``ms`` (text exposition) or ``s`` (JSON).
+    unit: Literal["ms", "s"]
 
 
 class PushRegistry:
@@ -298,7 +302,7 @@ class PushRegistry:
                     pushed = self._decode_json(body, labels)
                 else:
                     pushed = self._decode_text(body, labels, group)
-                self._check_times(pushed.timestamps_ms, now)
+                self._check_times(pushed, now)
                 synthetic = group.synthetic if group is not None else np.zeros(0, np.int64)
                 self._check_owners(key, pushed.ids[np.isin(pushed.ids, synthetic, invert=True)])
             except PushRejected:
@@ -409,9 +413,16 @@ class PushRegistry:
             message = str(exc).removeprefix(f"line {exc.line}: ")
             raise PushRejected(message, where=f"line {exc.line}") from None
         if decoded.duplicates:
-            line, series = _first_duplicate(text)
+            line, series = _first_duplicate(text, labels)
             raise PushRejected(f"{series} is pushed twice", where=f"line {line}")
-        return _Pushed(decoded.series_ids, decoded.values, decoded.timestamps_ms, decoder)
+        return _Pushed(
+            decoded.series_ids,
+            decoded.values,
+            decoded.timestamps_ms,
+            decoder,
+            where=lambda index: f"line {_sample_line(text, index)}",
+            unit="ms",
+        )
 
     def _decode_json(self, body: bytes, labels: dict[str, str]) -> _Pushed:
         try:
@@ -439,6 +450,8 @@ class PushRegistry:
             np.array(values, dtype=np.float64),
             np.array(stamps, dtype=np.int64) if explicit else None,
             None,
+            where=lambda index: f"[{index}].timestamp",
+            unit="s",
         )
 
     def _check_size(self, body: bytes, *, json_body: bool) -> None:
@@ -459,7 +472,11 @@ class PushRegistry:
                 "split it into several groups"
             )
 
-    def _check_times(self, timestamps_ms: IntArray | None, now: float) -> None:
+    def _check_times(self, pushed: _Pushed, now: float) -> None:
+        """Refuse a sample stamped more than ``max_future`` ahead or older than the retention,
+        naming where it is; a stamp that fits once read in the other unit (milliseconds in
+        JSON's seconds, seconds in the text format's milliseconds) gets that hint."""
+        timestamps_ms = pushed.timestamps_ms
         if timestamps_ms is None:
             return
         given = timestamps_ms[timestamps_ms != NO_TIMESTAMP]
@@ -467,33 +484,69 @@ class PushRegistry:
             return
         newest, oldest = int(given.max()), int(given.min())
         limit_ms = int((now + self.config.max_future.total_seconds()) * 1000)
+        floor_ms = int((now - self.retention_s) * 1000)
+
+        def fits(t_ms: float) -> bool:
+            return floor_ms <= t_ms <= limit_ms
+
+        def where(value: int) -> str:
+            return pushed.where(int(np.flatnonzero(timestamps_ms == value)[0]))
+
         if newest > limit_ms:
+            hint = ""
+            if pushed.unit == "s" and fits(newest / 1000):
+                hint = (
+                    f"; {newest / 1000:.0f} looks like milliseconds: JSON timestamps are Unix "
+                    "seconds"
+                )
+            elif pushed.unit == "ms" and fits(newest / 1000):
+                hint = (
+                    f"; {newest} looks like microseconds: the text format's timestamps are "
+                    "milliseconds"
+                )
             raise PushRejected(
                 f"a sample is stamped {newest / 1000 - now:.0f}s in the future (more than "
-                f"{self.config.max_future.total_seconds():g}s ahead of the server's clock)",
-                where=_where(timestamps_ms, newest),
+                f"{self.config.max_future.total_seconds():g}s ahead of the server's clock)" + hint,
+                where=where(newest),
             )
-        floor_ms = int((now - self.retention_s) * 1000)
         if oldest < floor_ms:
+            hint = ""
+            if pushed.unit == "ms" and fits(oldest * 1000):
+                hint = (
+                    f"; {oldest} looks like seconds: the text format's timestamps are milliseconds"
+                )
             raise PushRejected(
-                f"a sample is older than the retention ({self.retention_s:g}s)",
-                where=_where(timestamps_ms, oldest),
+                f"a sample is older than the retention ({self.retention_s:g}s)" + hint,
+                where=where(oldest),
             )
 
 
-def _where(timestamps_ms: IntArray, value: int) -> str:
-    return f"sample {int(np.flatnonzero(timestamps_ms == value)[0]) + 1}"
+def _sample_line(text: str, index: int) -> int:
+    """The line number of sample ``index`` (0-based) of a text body: its ``index``-th line
+    that is neither blank nor a comment."""
+    seen = -1
+    number = 0
+    for number, raw in enumerate(text.split("\n"), start=1):
+        stripped = raw.strip()
+        if stripped and stripped[0] != "#":
+            seen += 1
+            if seen == index:
+                return number
+    return number
 
 
-def _first_duplicate(text: str) -> tuple[int, str]:
-    """The line of the first sample whose series appeared before, and that series."""
+def _first_duplicate(text: str, grouping: dict[str, str]) -> tuple[int, str]:
+    """The line of the first sample whose series appeared before, and that series. Series are
+    compared as stored: the grouping labels replace the body's, and an empty label value is
+    an absent label (Prometheus's rule)."""
     seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     for number, raw in enumerate(text.split("\n"), start=1):
         stripped = raw.strip()
         if not stripped or stripped[0] == "#":
             continue
         sample, _ = parse_sample_line(stripped, number)
-        key = (sample.name, tuple(sorted(sample.labels)))
+        merged = {**dict(sample.labels), **grouping}
+        key = (sample.name, tuple(sorted((k, v) for k, v in merged.items() if v)))
         if key in seen:
             labels = ",".join(f'{k}="{v}"' for k, v in key[1])
             return number, f"{sample.name}{{{labels}}}"
