@@ -373,3 +373,29 @@ async def test_a_binary_first_message_is_refused_cleanly(
             await asyncio.wait_for(ws.recv(), 5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_head_is_answered_wherever_get_is(
+    server_with_tokens: tuple[OpscopeServer, dict[str, str]],
+) -> None:
+    """RFC 9110 §9.3.2: HEAD gets GET's status and headers, no body — over a real socket."""
+    server, tokens = server_with_tokens
+    read = {"Authorization": f"Bearer {tokens['read']}"}
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        for path, headers in (
+            ("/healthz", {}),
+            ("/", {}),
+            ("/static/index.html", {}),
+            ("/api/v1/query?query=up", read),
+            ("/metrics", read),
+        ):
+            got = await client.get(path, headers=headers)
+            head = await client.head(path, headers=headers)
+            assert (path, head.status_code, head.content) == (path, 200, b"")
+            assert head.headers["content-type"] == got.headers["content-type"]
+            if path in ("/", "/static/index.html"):  # the others carry the time
+                assert head.headers["content-length"] == str(len(got.content))
+        # The token is checked as for GET.
+        assert (await client.head("/api/v1/query?query=up")).status_code == 401
+        # A path with no GET still says so.
+        assert (await client.head("/api/v1/push/j", headers=read)).status_code == 405

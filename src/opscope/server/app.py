@@ -30,6 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opscope import __version__
 from opscope.errors import OpscopeError, QueryError, QueryTooLarge
@@ -109,7 +110,6 @@ def create_app(state: ServerState) -> FastAPI:
     async def dashboard() -> FileResponse:
         return FileResponse(str(static / "index.html"), media_type="text/html")
 
-    @app.head("/healthz", include_in_schema=False)
     @app.get("/healthz", summary="Liveness of the server")
     async def healthz() -> dict[str, Any]:
         return {
@@ -140,6 +140,7 @@ def create_app(state: ServerState) -> FastAPI:
     auth = TokenAuth(app, state.tokens) if state.tokens is not None else None
     if state.tokens is not None:
         app.add_middleware(TokenAuth, tokens=state.tokens)
+    app.add_middleware(HeadAsGet)
     if state.reports is not None:
         app.include_router(reports_router(state.reports))
 
@@ -148,6 +149,33 @@ def create_app(state: ServerState) -> FastAPI:
         await state.hub.serve(websocket, authenticate=auth.authenticate if auth else None)
 
     return app
+
+
+class HeadAsGet:
+    """ASGI middleware: a ``HEAD`` request is answered as its ``GET`` would be, without the
+    body (RFC 9110 §9.3.2: a server answering GET answers HEAD too), for every route — the
+    dashboard, ``/healthz`` and the API alike. Headers (``content-length`` included) are the
+    GET's, and so is the token check."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        body_sent = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal body_sent
+            if message["type"] == "http.response.body":
+                if body_sent or message.get("more_body", False):
+                    return
+                body_sent = True
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 def _install_error_handlers(app: FastAPI, redact: Callable[[str], str]) -> None:
