@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 from rich.table import Table
 
-from opscope.cli import ConfigOption, JsonOption, _fail, _load, err, out
+from opscope.cli import ConfigOption, JsonOption, _fail, err, out
 from opscope.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
@@ -31,9 +31,19 @@ DataDirOption = Annotated[
 
 
 def _tokens(config: Path, data_dir: Path | None) -> TokenFile:
+    """The token file of ``--data-dir``, else of the configuration's ``data_dir`` (only that
+    field is read: the rest of the file's variables need not be set)."""
+    from opscope.config import load_data_dir
     from opscope.server.tokens import TokenFile
 
-    return TokenFile(data_dir if data_dir is not None else _load(config).config.data_dir)
+    if data_dir is not None:
+        return TokenFile(data_dir)
+    try:
+        return TokenFile(load_data_dir(config))
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            err.print(f"[bold red]error:[/] {line}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @token_app.command("create")

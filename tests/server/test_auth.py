@@ -399,3 +399,36 @@ async def test_head_is_answered_wherever_get_is(
         assert (await client.head("/api/v1/query?query=up")).status_code == 401
         # A path with no GET still says so.
         assert (await client.head("/api/v1/push/j", headers=read)).status_code == 405
+
+
+def test_token_commands_need_only_the_data_dir_of_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "opscope.yaml"
+    config.write_text(
+        "data_dir: ${OPSCOPE_HOME}/data\n"
+        "monitor:\n"
+        "  sql:\n"
+        '    - {name: m, url: "postgresql://ops:${DB_PASSWORD}@db/crm", query: "SELECT 1"}\n'
+        "notify: {channels: {ops: '${SLACK_WEBHOOK}'}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DB_PASSWORD", "SLACK_WEBHOOK")}
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "opscope", "token", *args, "-c", str(config)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, **extra, "COLUMNS": "200"},
+        )
+
+    home = str(tmp_path / "home")
+    created = run("create", "--name", "ci", "--scope", "write", OPSCOPE_HOME=home)
+    assert created.returncode == 0, created.stderr
+    assert TokenFile(tmp_path / "home" / "data").scope_of(created.stdout.strip()) == "write"
+    assert run("revoke", "ci", OPSCOPE_HOME=home).returncode == 0
+    assert TokenFile(tmp_path / "home" / "data").records() == []
+    # The data_dir's own variable is still needed, and its line is named.
+    unset = run("list", **{k: v for k, v in env.items() if k != "OPSCOPE_HOME"})
+    assert unset.returncode == 2
+    assert f"{config}:1" in unset.stderr and "OPSCOPE_HOME is not set" in unset.stderr

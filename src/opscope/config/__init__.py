@@ -12,6 +12,7 @@ from opscope.config.loading import (
     LoadedRule,
     LoadedRuleGroup,
     load_config,
+    load_data_dir,
     parse_config,
     read_rule_file,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "SystemConfig",
     "format_loc",
     "load_config",
+    "load_data_dir",
     "parse_config",
     "read_rule_file",
 ]

@@ -135,8 +135,46 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     file cannot be read, is not YAML, uses an unset variable, or does not fit the schema.
     """
     path = Path(path)
+    return parse_config(_read_text(path), filename=str(path), environ=environ, path=path)
+
+
+def load_data_dir(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Path:
+    """The ``data_dir`` of the configuration file at ``path`` — reading that field only, so a
+    command that needs no more (``opscope token …``) does not need the variables of the rest
+    of the file (a database password, a webhook URL) set.
+
+    Raises :class:`ConfigFileError` (file, line, field) when the file cannot be read, is not
+    YAML, or ``data_dir`` uses an unset variable or is not a path.
+    """
+    path = Path(path)
+    filename = str(path)
+    data, positions = read_yaml(_read_text(path), filename)
+    default: Path = OpscopeConfig.model_fields["data_dir"].default
+    if data is None:
+        return default
+    if not isinstance(data, dict):
+        line, col = positions.of(())
+        raise ConfigFileError(
+            [ConfigProblem(filename, line, col, "", "expected a mapping of sections at the top")]
+        )
+    if data.get("data_dir") is None:
+        return default
+    problems: list[ConfigProblem] = []
+    environ = os.environ if environ is None else environ
+    loc = ("data_dir",)
+    value = _interpolate(data["data_dir"], loc, environ, positions, problems, set(), filename)
+    if not problems and (not isinstance(value, str) or not value):
+        problems.append(
+            ConfigProblem(filename, *positions.of(loc), "data_dir", "expected a directory path")
+        )
+    if problems:
+        raise ConfigFileError(problems)
+    return Path(value)
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigFileError(
             [ConfigProblem(str(path), None, None, "", f"cannot read file: {exc.strerror}")]
@@ -145,7 +183,6 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         raise ConfigFileError(
             [ConfigProblem(str(path), None, None, "", "not a UTF-8 text file")]
         ) from exc
-    return parse_config(text, filename=str(path), environ=environ, path=path)
 
 
 def parse_config(
