@@ -432,3 +432,25 @@ def test_token_commands_need_only_the_data_dir_of_the_config(tmp_path: Path) -> 
     unset = run("list", **{k: v for k, v in env.items() if k != "OPSCOPE_HOME"})
     assert unset.returncode == 2
     assert f"{config}:1" in unset.stderr and "OPSCOPE_HOME is not set" in unset.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "way_out"),
+    [
+        ("0.0.0.0", "auto", "or bind 127.0.0.1"),
+        ("0.0.0.0", "required", "or bind 127.0.0.1 with server.auth: auto"),
+        ("127.0.0.1", "required", "or set server.auth: auto (a server bound to 127.0.0.1 needs"),
+    ],
+)
+async def test_the_refusal_suggests_only_what_would_help(
+    tmp_path: Path, host: str, auth: str, way_out: str
+) -> None:
+    loaded = parse_config(
+        f"monitor: {{system: {{enabled: false}}}}\nserver: {{auth: {auth}}}\n", environ={}
+    )
+    server = OpscopeServer(loaded, host=host, port=0, data_dir=tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        await server.start()
+    assert way_out in str(refused.value)
+    if host == "127.0.0.1":
+        assert "bind 127.0.0.1" not in str(refused.value)

@@ -226,15 +226,17 @@ class OpscopeServer:
             return None
         tokens = TokenFile(self.data_dir)
         if not tokens.records():
-            why = (
-                f"binding {self.host} (not a loopback address)"
-                if not is_loopback(self.host)
-                else "server.auth: required"
-            )
+            required = self.loaded.config.server.auth == "required"
+            if not is_loopback(self.host):
+                why = f"binding {self.host} (not a loopback address)"
+                other = "bind 127.0.0.1" + (" with server.auth: auto" if required else "")
+            else:  # loopback: only server.auth: required asks for tokens
+                why = "server.auth: required"
+                other = f"set server.auth: auto (a server bound to {self.host} needs no token)"
             raise ConfigError(
                 f"{why} needs API tokens and {tokens.path} has none; create one with "
                 f"`opscope token create --name NAME --scope admin --data-dir {self.data_dir}` "
-                "(scopes: read, write, admin), or bind 127.0.0.1"
+                f"(scopes: read, write, admin), or {other}"
             )
         return tokens
 
