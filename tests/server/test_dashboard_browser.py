@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from opscope.server.tokens import TokenFile
 from tests.conftest import ServeProcess, free_port, require_tool
 
 if TYPE_CHECKING:
@@ -267,3 +270,35 @@ def test_dashboard_alerts_and_silences(serve_process: Callable[[str], ServeProce
 
 def _seconds(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def test_the_dashboard_sends_its_token_in_the_first_message(
+    serve_process: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """With tokens, the page opened as /?token=… authenticates its WebSocket with its first
+    message — the token never travels in a URL after that first page load."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    data = tmp_path / "data-tokens"
+    token = TokenFile(data).create("dashboard", "read")
+    config = CONFIG.replace(
+        "server:\n  port: {port}\n", "server:\n  port: {port}\n  auth: required\n"
+    )
+    assert "auth: required" in config
+    serve = serve_process(config, data_dir=data)
+    with dashboard_page(serve, sync_api) as (page, log):
+        sockets: list[str] = []
+        sent: list[str] = []
+
+        def on_websocket(ws: Any) -> None:
+            sockets.append(ws.url)
+            ws.on("framesent", lambda payload: sent.append(str(payload)))
+
+        page.on("websocket", on_websocket)
+        page.goto(serve.url + f"/?token={token}")
+        page.wait_for_function("document.body.dataset.ws === 'open'", timeout=WAIT_MS)
+        page.wait_for_function(f"{POINTS} > 0", timeout=WAIT_MS)
+        assert token not in page.url
+        assert sockets == [serve.url.replace("http://", "ws://") + "/ws"]
+        assert json.loads(sent[0]) == {"type": "auth", "token": token}
+        assert all(token not in frame for frame in sent[1:])
+    assert log.errors == [], f"console errors: {log.errors}\nserver log:\n{serve.output()}"

@@ -465,7 +465,7 @@ function onMessage(text) {
       console.warn("opscope: server error:", message.error);
       break;
     default:
-      break; // subscription_confirmed, pong
+      break; // authenticated, subscription_confirmed, pong
   }
 }
 
@@ -496,8 +496,7 @@ function setConnection(status, text) {
 
 function websocketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const query = API_TOKEN ? `?token=${encodeURIComponent(API_TOKEN)}` : "";
-  return `${scheme}//${location.host}/ws${query}`;
+  return `${scheme}//${location.host}/ws`;
 }
 
 function connect() {
@@ -505,7 +504,12 @@ function connect() {
   setConnection("connecting", "Connecting");
   const ws = new WebSocket(websocketUrl());
   state.ws = ws;
-  ws.addEventListener("open", () => onOpen(ws));
+  ws.addEventListener("open", () => {
+    // The token goes in the first message, never in the URL (proxies and access logs keep
+    // URLs); the server answers {"type":"authenticated"} or closes with 1008.
+    if (API_TOKEN) ws.send(JSON.stringify({ type: "auth", token: API_TOKEN }));
+    onOpen(ws);
+  });
   ws.addEventListener("message", (event) => onMessage(event.data));
   ws.addEventListener("close", () => onClose(ws));
 }
