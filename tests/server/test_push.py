@@ -15,7 +15,7 @@ import pytest
 from opscope.clock import ManualClock
 from opscope.config import parse_config
 from opscope.monitor import Monitor
-from opscope.monitor.pushing import PushRegistry
+from opscope.monitor.pushing import PushRegistry, PushRejected
 from opscope.server.app import ServerState, create_app
 from opscope.server.live import LiveHub
 from opscope.store import Store
@@ -469,3 +469,42 @@ async def test_a_push_over_the_series_limit_is_refused(tmp_path: Path) -> None:
             'm{i="1",job="lim"}': "1",
             'm{i="2",job="lim"}': "2",
         }
+
+
+async def test_one_metric_name_has_one_type_across_groups(push: Push) -> None:
+    """The Pushgateway's consistency check: a # TYPE differing from another group's is 400."""
+    counter = "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total 1\n"
+    assert (await push.client.put("/api/v1/push/a", content=counter)).status_code == 200
+    gauge = '# TYPE jobs_total gauge\njobs_total{queue="x"} 2\n'
+    response = await push.client.put("/api/v1/push/b", content=gauge)
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        'line 1: metric jobs_total is pushed as gauge, but the group {job="a"} pushed it as '
+        "counter: one metric name has one type"
+    )
+    assert await push.query("jobs_total") == {'jobs_total{job="a"}': "1"}
+    # The same type, or none declared, is fine.
+    same = '# TYPE jobs_total counter\njobs_total{queue="x"} 2\n'
+    assert (await push.client.put("/api/v1/push/b", content=same)).status_code == 200
+    assert (await push.client.put("/api/v1/push/c", content="jobs_total 3\n")).status_code == 200
+    # A group may change its own type only when no other group declares the old one.
+    assert (await push.client.put("/api/v1/push/a", content=gauge)).status_code == 400
+    assert (await push.client.delete("/api/v1/push/b")).status_code == 202
+    assert (await push.client.put("/api/v1/push/a", content=gauge)).status_code == 200
+    # Declared types survive a restart.
+    assert push.monitor.push is not None
+    again = PushRegistry(
+        push.store, push.monitor.config.push, retention_s=86400, now=push.clock.time
+    )
+    with pytest.raises(PushRejected, match="pushed it as gauge"):
+        again.push("PUT", {"job": "d"}, same.encode(), json_body=False)
+
+
+async def test_a_second_type_line_for_one_name_is_refused(push: Push) -> None:
+    body = "# TYPE m gauge\nm 1\n# TYPE m counter\n"
+    response = await push.client.put("/api/v1/push/j", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "line 3: a second TYPE line for metric name m (the first is on line 1)"
+    )
+    assert await push.query('{job="j"}') == {}

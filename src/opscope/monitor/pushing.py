@@ -119,12 +119,20 @@ class PushGroup:
     push_time: float = 0.0
     failure_time: float = 0.0
     decoder: ScrapeDecoder | None = None
+    #: Metric types declared by the group's ``# TYPE`` lines (name → type; ``unknown`` is
+    #: written ``untyped``).
+    types: dict[str, str] = field(default_factory=dict)
 
     def state(self) -> str:
-        """The JSON document saved in the store with every push: labels and push times (the
-        series and values are those of the group's last collection row)."""
+        """The JSON document saved in the store with every push: labels, push times and the
+        declared types (the series and values are those of the group's last collection row)."""
         return json.dumps(
-            {"labels": self.labels, "push_time": self.push_time, "failure_time": self.failure_time}
+            {
+                "labels": self.labels,
+                "push_time": self.push_time,
+                "failure_time": self.failure_time,
+                "types": self.types,
+            }
         )
 
     def batch(self, t: float, stale: IntArray | None = None) -> Batch:
@@ -166,6 +174,8 @@ class _Pushed:
     where: Callable[[int], str]
     #: The unit timestamps are written in: ``ms`` (text exposition) or ``s`` (JSON).
     unit: Literal["ms", "s"]
+    #: The body's ``# TYPE`` lines: metric name → (type, line).
+    types: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class PushRegistry:
@@ -215,6 +225,7 @@ class PushRegistry:
                 group.ids, group.values = ids[keep], values[keep]
             group.push_time = float(doc["push_time"])
             group.failure_time = float(doc["failure_time"])
+            group.types = {str(k): str(v) for k, v in doc.get("types", {}).items()}
             self._groups[key] = group
             self._own(group)
 
@@ -303,6 +314,7 @@ class PushRegistry:
                 else:
                     pushed = self._decode_text(body, labels, group)
                 self._check_times(pushed, now)
+                self._check_types(key, pushed.types)
                 synthetic = group.synthetic if group is not None else np.zeros(0, np.int64)
                 self._check_owners(key, pushed.ids[np.isin(pushed.ids, synthetic, invert=True)])
             except PushRejected:
@@ -369,8 +381,14 @@ class PushRegistry:
             stale = np.zeros(0, dtype=np.int64)
         else:
             stale = np.setdiff1d(current.ids, new_ids, assume_unique=True)
+        declared = {name: kind for name, (kind, _) in pushed.types.items()}
         updated = replace(
-            current, ids=new_ids, values=new_values, push_time=now, decoder=pushed.decoder
+            current,
+            ids=new_ids,
+            values=new_values,
+            push_time=now,
+            decoder=pushed.decoder,
+            types={**current.types, **declared} if method == "POST" else declared,
         )
         batches = []
         if stamped is not None and not plain.all():
@@ -422,6 +440,7 @@ class PushRegistry:
             decoder,
             where=lambda index: f"line {_sample_line(text, index)}",
             unit="ms",
+            types=_declared_types(text) if "# TYPE" in text else {},
         )
 
     def _decode_json(self, body: bytes, labels: dict[str, str]) -> _Pushed:
@@ -472,6 +491,24 @@ class PushRegistry:
                 "split it into several groups"
             )
 
+    def _check_types(self, key: str, types: dict[str, tuple[str, int]]) -> None:
+        """Refuse a ``# TYPE`` that another group declared differently for the same metric
+        name (the Pushgateway's consistency check: 400, nothing stored)."""
+        if not types:
+            return
+        for other in self._groups.values():
+            if other.key == key or not other.types:
+                continue
+            for name, (kind, line) in types.items():
+                theirs = other.types.get(name)
+                if theirs is not None and theirs != kind:
+                    group = ",".join(f'{k}="{v}"' for k, v in sorted(other.labels.items()))
+                    raise PushRejected(
+                        f"metric {name} is pushed as {kind}, but the group {{{group}}} pushed "
+                        f"it as {theirs}: one metric name has one type",
+                        where=f"line {line}",
+                    )
+
     def _check_times(self, pushed: _Pushed, now: float) -> None:
         """Refuse a sample stamped more than ``max_future`` ahead or older than the retention,
         naming where it is; a stamp that fits once read in the other unit (milliseconds in
@@ -519,6 +556,26 @@ class PushRegistry:
                 f"a sample is older than the retention ({self.retention_s:g}s)" + hint,
                 where=where(oldest),
             )
+
+
+def _declared_types(text: str) -> dict[str, tuple[str, int]]:
+    """The ``# TYPE`` lines of a text body: metric name → (type, line); ``unknown`` is read
+    as ``untyped``. A second ``# TYPE`` line for one name is refused, as Prometheus's text
+    parser refuses it. (The lines are already checked well-formed by the decoder.)"""
+    types: dict[str, tuple[str, int]] = {}
+    for number, raw in enumerate(text.split("\n"), start=1):
+        parts = raw.split(None, 3)
+        if len(parts) < 4 or parts[0] != "#" or parts[1] != "TYPE":
+            continue
+        name, kind = parts[2], parts[3].strip()
+        if name in types:
+            raise PushRejected(
+                f"a second TYPE line for metric name {name} (the first is on line "
+                f"{types[name][1]})",
+                where=f"line {number}",
+            )
+        types[name] = ("untyped" if kind == "unknown" else kind, number)
+    return types
 
 
 def _sample_line(text: str, index: int) -> int:
