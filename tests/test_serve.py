@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -515,3 +516,41 @@ def test_the_example_database_holds_exactly_the_csv_rows() -> None:
     finally:
         connection.close()
     assert rows == expected
+
+
+def test_healthz_stays_responsive_during_a_push_just_under_the_series_limit(
+    serve_process: Callable[..., ServeProcess],
+) -> None:
+    """A push of 99,999 new series (the default monitor.push.series_limit is 100,000) is
+    decoded and stored off the event loop: /healthz keeps answering within a second."""
+    serve = serve_process(
+        "server: {port: {port}}\nmonitor: {interval: 1s, system: {interval: 1s}}\n"
+    )
+    count = 99_999
+    body = "".join(f'batch_rows{{shard="{i}"}} {i}\n' for i in range(count)).encode()
+    result: dict[str, Any] = {}
+
+    def push() -> None:
+        started = time.monotonic()
+        response = httpx.put(f"{serve.url}/api/v1/push/bulk", content=body, timeout=120)
+        result["status"], result["body"] = response.status_code, response.json()
+        result["seconds"] = time.monotonic() - started
+
+    pusher = threading.Thread(target=push)
+    latencies: list[float] = []
+    with httpx.Client(base_url=serve.url, timeout=30) as client:
+        pusher.start()
+        while pusher.is_alive():
+            started = time.monotonic()
+            assert client.get("/healthz").status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.05)
+    pusher.join()
+    assert result["status"] == 200, result
+    assert result["body"]["data"] == {"samples": count, "series": count, "newSeries": count}
+    assert len(latencies) >= 3, f"the push took only {result['seconds']:.2f}s"
+    assert max(latencies) < 1.0, f"slowest /healthz: {max(latencies):.2f}s of {len(latencies)}"
+    # Every series is queryable, with its value.
+    total = query(serve, "count(batch_rows)")
+    assert total[0]["value"][1] == str(count)
+    assert query(serve, 'batch_rows{shard="4242"}')[0]["value"][1] == "4242"

@@ -12,7 +12,9 @@ replacing labels of the same names in the body (the Pushgateway's rule). Per req
 
 A request is accepted or rejected as a whole: a bad line, a duplicate series, a sample stamped
 more than ``monitor.push.max_future`` ahead or older than ``monitor.retention`` rejects it and
-nothing from it is stored (not even a new series name).
+nothing from it is stored (not even a new series name). As in the Pushgateway, one metric name
+has one type: a ``# TYPE`` line differing from the one another group declared rejects the push,
+and so does a second ``# TYPE`` line for one name in a body (Prometheus's text parser).
 
 ``push_time_seconds`` and ``push_failure_time_seconds`` (Unix seconds of the group's last
 accepted and last rejected push, 0 for never) are kept per group with the grouping labels, so a
@@ -270,12 +272,18 @@ class PushRegistry:
         with self._lock:
             return [self._groups[k] for k in sorted(self._groups)]
 
-    def collect(self, t: float) -> None:
+    def collect(self, t: float, *, wait: bool = True) -> bool:
         """Write every group's current samples and push times, stamped ``t`` (as a scrape of
-        a Pushgateway would). Raises :class:`StoreError` when the write fails."""
-        with self._lock:
+        a Pushgateway would). With ``wait=False``, nothing is done and ``False`` returned when
+        a push or the store is busy in another thread (the event loop then writes from a
+        worker thread). Raises :class:`StoreError` when the write fails."""
+        if not self._lock.acquire(blocking=wait):
+            return False
+        try:
             batches = [group.batch(t) for group in self._groups.values()]
-            self.store.append(batches)
+            return self.store.append(batches, wait=wait)
+        finally:
+            self._lock.release()
 
     # ---------------------------------------------------------------------------------- push
     def push(

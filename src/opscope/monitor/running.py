@@ -226,7 +226,11 @@ class Monitor:
         started = time.perf_counter()
         try:
             batches = await collector.collect(now)
-            self.store.append(batches)
+            # Never wait for the store on the event loop: while another thread holds it (a
+            # large push being stored), write from a worker thread, so the API, /healthz and
+            # the WebSocket keep answering.
+            if not self.store.append(batches, wait=False):
+                await asyncio.to_thread(self.store.append, batches)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in a collector or a store failure must not stop others
@@ -261,8 +265,10 @@ class Monitor:
         interval = self.config.interval.total_seconds()
         while True:
             await self.clock.sleep(interval)
-            try:
-                push.collect(self.clock.time())
+            try:  # a push being stored holds the registry: then write from a worker thread
+                t = self.clock.time()
+                if not push.collect(t, wait=False):
+                    await asyncio.to_thread(push.collect, t)
             except StoreError as exc:
                 log.error("push: %s", exc)
 

@@ -350,42 +350,56 @@ class Store:
         *,
         state: dict[str, str] | None = None,
         state_time: float | None = None,
-    ) -> None:
+        wait: bool = True,
+    ) -> bool:
         """Write ``batches`` (and any new series they use) in one transaction, then notify.
 
         ``state`` documents (key → JSON text) are written in the same transaction, stamped
-        ``state_time`` (Unix seconds). Raises :class:`StoreError` when the write fails; nothing
-        is written then.
+        ``state_time`` (Unix seconds). With ``wait=False``, nothing is done and ``False`` is
+        returned when another thread is using the store (an event loop then writes from a
+        worker thread rather than wait); otherwise ``True``. Raises :class:`StoreError` when
+        the write fails; nothing is written then.
         """
         if not batches and not state:
-            return
-        with self._lock:
-            self._undo = []
-            try:
-                self._db.execute("BEGIN")
-                self._flush_series()
-                rows = [self._insert(batch) for batch in batches]
-                if state:
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO state (key, value, updated) VALUES (?, ?, ?)",
-                        [(k, v, state_time or 0.0) for k, v in state.items()],
-                    )
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                self._db.execute("ROLLBACK")
-                for undo in reversed(self._undo):
-                    undo()
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"cannot write samples: {exc}") from exc
-                raise
-            finally:
-                self._undo = []
-            self._pending_series.clear()
-            for row_id, batch in zip(rows, batches, strict=True):
-                self._cache_put(row_id, batch.values)
+            return True
+        if not self._lock.acquire(blocking=wait):
+            return False
+        try:
+            self._write(batches, state, state_time)
+        finally:
+            self._lock.release()
         if batches:
             for listener in list(self._listeners):
                 listener(batches)
+        return True
+
+    def _write(
+        self, batches: Sequence[Batch], state: dict[str, str] | None, state_time: float | None
+    ) -> None:
+        """The transaction of :meth:`append` (under the lock)."""
+        self._undo = []
+        try:
+            self._db.execute("BEGIN")
+            self._flush_series()
+            rows = [self._insert(batch) for batch in batches]
+            if state:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO state (key, value, updated) VALUES (?, ?, ?)",
+                    [(k, v, state_time or 0.0) for k, v in state.items()],
+                )
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._db.execute("ROLLBACK")
+            for undo in reversed(self._undo):
+                undo()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot write samples: {exc}") from exc
+            raise
+        finally:
+            self._undo = []
+        self._pending_series.clear()
+        for row_id, batch in zip(rows, batches, strict=True):
+            self._cache_put(row_id, batch.values)
 
     def _flush_series(self) -> None:
         if not self._pending_series:
