@@ -89,8 +89,8 @@ class Dataset:
         if table not in self.tables:
             return False
         if table not in self.rows:
-            row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
-            self.rows[table] = int(row[0]) if row else 0
+            row = _one(self.con, f"SELECT count(*) FROM {table}")
+            self.rows[table] = int(row[0])
         return self.rows[table] > 0
 
     def memo(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
@@ -114,6 +114,16 @@ def _q(name: str) -> str:
 
 def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
+    """The one row of the query ``sql``, its result read to the end: a result left unfinished
+    (``fetchone``) keeps the connection busy, and the next ``register`` of a data frame (an
+    Excel sheet, a SQL table) then fails."""
+    rows = con.execute(sql).fetchall()
+    if not rows:
+        raise SourceError(f"no result from {sql}")
+    return tuple(rows[0])
 
 
 def _n(count: int) -> str:
@@ -566,8 +576,7 @@ def _parse_table(
         f"min({t}) FILTER ({t} IS NOT NULL AND ({e}) IS NULL)"
         for _, t, e in checks
     )
-    row = con.execute(f"SELECT {counts} FROM {raw}").fetchone()
-    assert row is not None
+    row = _one(con, f"SELECT {counts} FROM {raw}")
     for index, (column, _, _) in enumerate(checks):
         bad, example = row[2 * index], row[2 * index + 1]
         if bad:
@@ -621,10 +630,9 @@ def _finish_deals(
     con = dataset.con
     deals: DealsMapping = mapping.deals
     quality = dataset.quality
-    row = con.execute(
-        "SELECT count(*) FILTER (id IS NULL), count(id) - count(DISTINCT id) FROM deals"
-    ).fetchone()
-    assert row is not None
+    row = _one(
+        con, "SELECT count(*) FILTER (id IS NULL), count(id) - count(DISTINCT id) FROM deals"
+    )
     no_id, dup = int(row[0]), int(row[1])  # duplicates = rows beyond the first of each id
     if no_id:
         quality.append(f"deals: {_n(no_id)} row(s) without an id dropped")
