@@ -12,7 +12,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 import typer.core
@@ -67,6 +67,14 @@ def report(
         typer.Option(
             "--mapping",
             help="Mapping preset of --data: maven_crm, hubspot_deals, salesforce_opportunities.",
+        ),
+    ] = None,
+    decimal: Annotated[
+        str | None,
+        typer.Option(
+            "--decimal",
+            help='Decimal mark of amounts written as text in --data: "." or "," '
+            '(default: detected per column where the values decide it, else ".").',
         ),
     ] = None,
     config: Annotated[
@@ -128,9 +136,15 @@ def report(
         kind = name
     if kind not in REPORT_NAMES:
         raise _fail(f'unknown report "{name}" (reports: {", ".join(REPORT_NAMES)})', 2)
+    if decimal is not None and decimal not in (".", ","):
+        raise _fail(f'--decimal: "{decimal}" is not a decimal mark (give "." or ",")', 2)
     if data is not None:
+        preset = mapping or "maven_crm"
         try:
-            source = SourceConfig(path=data, mapping=mapping or "maven_crm")
+            if decimal is None:
+                source = SourceConfig(path=data, mapping=preset)
+            else:
+                source = SourceConfig(path=data, mapping=_with_decimal(preset, decimal))
         except ValidationError:
             raise _fail(
                 f'--mapping: unknown preset "{mapping}" (maven_crm, hubspot_deals, '
@@ -138,8 +152,8 @@ def report(
                 2,
             ) from None
         base = Path(".")
-    elif mapping is not None:
-        raise _fail("--mapping goes with --data", 2)
+    elif mapping is not None or decimal is not None:
+        raise _fail(f"{'--mapping' if mapping is not None else '--decimal'} goes with --data", 2)
 
     if formats is None:
         # a configured report writes its own formats; a one-off run writes JSON
@@ -233,6 +247,21 @@ def report(
         err.print(f"[yellow]data:[/] {escape(line)}", highlight=False)
     for path_text in written:
         out.print(f"wrote {path_text}", highlight=False)
+
+
+def _with_decimal(preset: str, decimal: str) -> dict[str, Any]:
+    """The mapping ``preset`` with ``decimal`` set on each of its tables (an unknown preset is
+    left to the mapping's validation)."""
+    from opscope.config.reports import CANONICAL_COLUMNS
+    from opscope.report.schema import PRESETS
+
+    mapping: dict[str, Any] = {"preset": preset}
+    known = PRESETS.get(cast(Any, preset))
+    if known is not None:
+        for table in CANONICAL_COLUMNS:
+            if getattr(known, table) is not None:
+                mapping[table] = {"decimal": decimal}
+    return mapping
 
 
 def runs(

@@ -4,15 +4,19 @@ expected figure is worked out by hand from the rows written in the test."""
 
 from __future__ import annotations
 
+import csv
+import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import openpyxl
+import pytest
 
 from opscope.config.reports import MappingConfig, SourceConfig
 from opscope.report.sources import load_source
+from tests.report.test_cli_report import run_cli
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
 
@@ -87,3 +91,103 @@ def test_a_sqlite_source_with_several_tables_loads_every_table(tmp_path: Path) -
     assert "owners" in data.tables
     assert _won(data) == MAVEN_WON
     assert _teams(data)["A3"] == "Melvin Marxen"
+
+
+HUBSPOT_HEADER = [
+    "Record ID",
+    "Deal Name",
+    "Deal Stage",
+    "Amount",
+    "Deal owner",
+    "Close Date",
+    "Create Date",
+    "Pipeline",
+]
+
+
+def _hubspot_csv(path: Path, amounts: list[str], *, delimiter: str = ",") -> Path:
+    """One won deal per amount, closed 2024-01-10, owners Ann (first) and Bob (the rest)."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter=delimiter)
+        writer.writerow(HUBSPOT_HEADER)
+        for i, amount in enumerate(amounts, start=1):
+            owner = "Ann" if i == 1 else "Bob"
+            writer.writerow(
+                [i, f"D{i}", "Closed Won", amount, owner, "2024-01-10", "2024-01-01", "P"]
+            )
+    return path
+
+
+def _hubspot(path: Path, **deals: Any) -> SourceConfig:
+    mapping = MappingConfig.model_validate({"preset": "hubspot_deals", "deals": deals})
+    return SourceConfig(path=path, mapping=mapping)
+
+
+def _amounts(data: object) -> dict[str, float | None]:
+    con = data.con  # type: ignore[attr-defined]
+    return dict(con.execute("SELECT id, amount FROM deals ORDER BY id").fetchall())
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "1e309", "NaN"])
+def test_a_non_finite_amount_is_not_a_number_and_is_reported(tmp_path: Path, bad: str) -> None:
+    # The CSV has 100, the bad value and 500: won revenue by hand = 100 + 500.
+    data = load_source(_hubspot(_hubspot_csv(tmp_path / "d.csv", ["100", bad, "500"])))
+    assert _won(data) == 600.0
+    assert _amounts(data)["2"] is None
+    assert any("deals.amount: 1 value(s) are not numbers" in q for q in data.quality), data.quality
+
+
+def test_a_non_finite_amount_among_currency_strings_is_reported(tmp_path: Path) -> None:
+    data = load_source(_hubspot(_hubspot_csv(tmp_path / "d.csv", ["$100", "nan", "$1,500.25"])))
+    assert _won(data) == 1600.25
+    assert any("deals.amount: 1 value(s) are not numbers" in q for q in data.quality), data.quality
+
+
+def test_native_excel_numbers_are_not_reparsed_with_a_decimal_comma(tmp_path: Path) -> None:
+    path = tmp_path / "deals.xlsx"
+    rows: list[list[Any]] = [
+        [1, "A", "Closed Won", 1200.5, "Ann", "2024-01-10", "2024-01-01", "P"],
+        [2, "B", "Closed Won", 799.99, "Bob", "2024-01-10", "2024-01-01", "P"],
+        [3, "C", "Closed Won", "3.000,00 €", "Bob", "2024-01-10", "2024-01-01", "P"],
+        [4, "D", "Closed Won", 5, "Bob", "2024-01-10", "2024-01-01", "P"],
+    ]
+    _write_xlsx(path, HUBSPOT_HEADER, rows)
+    data = load_source(_hubspot(path, file="deals.xlsx", decimal=","))
+    # By hand: 1200.50 + 799.99 + 3000.00 + 5.
+    assert _amounts(data) == {"1": 1200.5, "2": 799.99, "3": 3000.0, "4": 5.0}
+
+
+def test_a_decimal_comma_column_is_detected_without_a_decimal_setting(tmp_path: Path) -> None:
+    path = _hubspot_csv(tmp_path / "d.csv", ["1.200,50 €", "300", "12,5"], delimiter=";")
+    data = load_source(_hubspot(path))
+    # By hand: 1200.50 + 300 + 12.50.
+    assert _amounts(data) == {"1": 1200.5, "2": 300.0, "3": 12.5}
+    assert any("decimal mark" in q and "1.200,50" in q for q in data.quality), data.quality
+
+
+def test_a_column_mixing_decimal_styles_is_reported(tmp_path: Path) -> None:
+    path = _hubspot_csv(tmp_path / "d.csv", ["1.200,50", "1,300.25"])
+    data = load_source(_hubspot(path))
+    assert any(
+        "1 value(s) are written with a decimal comma" in q and "1 with a decimal point" in q
+        for q in data.quality
+    ), data.quality
+
+
+def _report_json(tmp_path: Path, *args: str) -> dict[str, Any]:
+    result = run_cli(
+        "report", "sales_performance", *args, "--period", "2024-Q1", "--out", str(tmp_path / "out")
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads((tmp_path / "out" / "sales_performance-2024-Q1.json").read_text()))
+
+
+def test_the_decimal_option_reads_data_amounts_with_a_decimal_comma(tmp_path: Path) -> None:
+    # "1.200" and "300" alone decide nothing: with --decimal "," the first is 1200.
+    path = _hubspot_csv(tmp_path / "d.csv", ["1.200", "300"], delimiter=";")
+    doc = _report_json(
+        tmp_path, "--data", str(path), "--mapping", "hubspot_deals", "--decimal", ","
+    )
+    assert doc["metrics"]["revenue.won"] == 1500.0
+    result = run_cli("report", "sales_performance", "--data", str(path), "--decimal", ";")
+    assert result.returncode == 2 and "--decimal" in result.stderr

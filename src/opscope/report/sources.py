@@ -9,8 +9,10 @@ table per canonical table in an in-memory database: ``deals`` (always), and ``ow
 Parsing rules (what real exports need):
 
 * amounts: currency symbols and codes, spaces and thousands separators are removed
-  (``$1,200.50`` → 1200.5, ``£9000`` → 9000, ``1.200,50 €`` with ``decimal: ","``); a value in
-  parentheses is negative; anything else that is not a number becomes empty and is counted;
+  (``$1,200.50`` → 1200.5, ``£9000`` → 9000, ``1.200,50 €`` with ``decimal: ","``, or without
+  it when the column's values can only be read that way: :func:`_decimal_mark`); a value in
+  parentheses is negative; anything else that is not a number (also ``nan``, ``inf``,
+  ``1e309``) becomes empty and is counted; native Excel numbers keep their value;
 * dates: ISO 8601 dates or timestamps, or the mapping's ``date_format``; a timestamp with an
   offset is converted to the report's timezone before its calendar day is taken, one without is
   taken as local time there;
@@ -40,7 +42,7 @@ from __future__ import annotations
 import difflib
 import glob
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -309,7 +311,15 @@ class _Reader:
         if suffix == ".parquet":
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_lit(str(path))})")
         elif suffix in _EXCEL_SUFFIXES:
-            self.con.register(f"{view}_frame", _excel_frame(path, mapping.sheet))
+            numbers = {
+                source_column
+                for column, source_column in _column_sources(
+                    table, mapping, _excel_header(path, mapping.sheet)
+                ).items()
+                if column_kind(column) in ("money", "number")
+            }
+            frame = _excel_frame(path, mapping.sheet, numbers, mapping.decimal)
+            self.con.register(f"{view}_frame", frame)
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_frame")
         else:
             self._csv_view(table, view, path, mapping)
@@ -406,9 +416,8 @@ class _Reader:
             raise SourceError(f"cannot read {self.where}: {exc}") from exc
 
 
-def _excel_frame(path: Path, sheet: str | None) -> Any:
+def _excel_rows(path: Path, sheet: str | None, limit: int | None = None) -> list[tuple[Any, ...]]:
     import openpyxl
-    import pandas as pd
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
@@ -417,24 +426,52 @@ def _excel_frame(path: Path, sheet: str | None) -> Any:
     try:
         if sheet is not None and sheet not in book.sheetnames:
             raise SourceError(f"{path}: no sheet {sheet} (sheets: {', '.join(book.sheetnames)})")
-        rows = list((book[sheet] if sheet else book.worksheets[0]).iter_rows(values_only=True))
+        return list(
+            (book[sheet] if sheet else book.worksheets[0]).iter_rows(
+                values_only=True, max_row=limit
+            )
+        )
     finally:
         book.close()
+
+
+def _excel_names(first: tuple[Any, ...]) -> list[str]:
+    return [str(h) if h is not None else f"column{i + 1}" for i, h in enumerate(first)]
+
+
+def _excel_header(path: Path, sheet: str | None) -> list[str]:
+    """Column names of the sheet (its first row)."""
+    rows = _excel_rows(path, sheet, limit=1)
+    return _excel_names(rows[0]) if rows else []
+
+
+def _excel_frame(
+    path: Path, sheet: str | None, numbers: Collection[str] = (), decimal: str = "."
+) -> Any:
+    """The sheet as a data frame of text (the module's parsing rules then apply). A cell that
+    Excel stores as a number, in one of the ``numbers`` columns, is written with the mapping's
+    ``decimal`` mark and no thousands separator, so that the decimal rule for text amounts
+    reads it back as the same number (``1200.5`` stays 1200.5 with ``decimal: ","``)."""
+    import pandas as pd
+
+    rows = _excel_rows(path, sheet)
     if not rows:
         raise SourceError(f"{path}: the sheet is empty")
-    header = [str(h) if h is not None else f"column{i + 1}" for i, h in enumerate(rows[0])]
+    header = _excel_names(rows[0])
 
-    def text(value: Any) -> str | None:
+    def text(value: Any, number: bool) -> str | None:
         if value is None:
             return None
         if hasattr(value, "isoformat"):
             return str(value.isoformat())
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
+        if number and decimal == "," and isinstance(value, float):
+            return repr(value).replace(".", ",")
         return str(value)
 
     data = {
-        name: [text(r[i]) if i < len(r) else None for r in rows[1:]]
+        name: [text(r[i], name in numbers) if i < len(r) else None for r in rows[1:]]
         for i, name in enumerate(header)
     }
     return pd.DataFrame(data, dtype=object)
@@ -462,8 +499,64 @@ def _amount_sql(x: str, decimal: str) -> str:
         kept = f"replace(replace({kept}, '.', ''), ',', '.')"
     else:
         kept = f"replace({kept}, ',', '')"
-    number = f"TRY_CAST(replace(replace({kept}, '(', ''), ')', '') AS DOUBLE)"
+    number = _finite(f"TRY_CAST(replace(replace({kept}, '(', ''), ')', '') AS DOUBLE)")
     return f"CASE WHEN {x} LIKE '(%)' THEN -{number} ELSE {number} END"
+
+
+def _finite(number: str) -> str:
+    """SQL: the DOUBLE ``number``, or NULL when it is not finite (``nan``, ``inf``, ``1e309``:
+    DuckDB casts those texts to a DOUBLE, and one of them in a sum makes the total NaN)."""
+    return f"CASE WHEN isfinite({number}) THEN {number} END"
+
+
+def _amount_text_sql(x: str) -> str:
+    """SQL: text ``x`` without currency symbols, codes, spaces and parentheses."""
+    return f"regexp_replace({x}, '[\\p{{Sc}}\\s()]|^[A-Z]{{3}}|[A-Z]{{3}}$|^-', '', 'g')"
+
+
+#: Amounts that can only be read with ``,`` as the decimal mark (``1.200,50``, ``12,5``,
+#: ``1.200.000``) and only with ``.`` (``1,200.50``, ``12.5``, ``1,200,000``); ``1,200`` and
+#: ``1.200`` fit both and decide nothing.
+_COMMA_DECIMAL = r"^(\d{1,3}(\.\d{3})+,\d+|\d+,(\d{1,2}|\d{4,})|\d{1,3}(\.\d{3}){2,})$"
+_DOT_DECIMAL = r"^(\d{1,3}(,\d{3})+\.\d+|\d+\.(\d{1,2}|\d{4,})|\d{1,3}(,\d{3}){2,})$"
+
+
+def _decimal_mark(
+    dataset: Dataset, table: str, column: str, mapping: TableMapping, raw: str, text: str
+) -> str:
+    """The decimal mark of the text amounts of one column: the mapping's ``decimal`` when it
+    is given or the values fit it; ``,`` when the mapping gives none and every value that
+    decides (see :data:`_COMMA_DECIMAL`) is written with a decimal comma (logged). A column
+    with values of both styles is logged and read with the mapping's mark."""
+    kept = _amount_text_sql(text)
+    row = _one(
+        dataset.con,
+        f"SELECT count(*) FILTER (regexp_matches({kept}, {_lit(_COMMA_DECIMAL)})), "
+        f"min({text}) FILTER (regexp_matches({kept}, {_lit(_COMMA_DECIMAL)})), "
+        f"count(*) FILTER (regexp_matches({kept}, {_lit(_DOT_DECIMAL)})), "
+        f"min({text}) FILTER (regexp_matches({kept}, {_lit(_DOT_DECIMAL)})) FROM {raw}",
+    )
+    comma, comma_example, dot, dot_example = int(row[0]), row[1], int(row[2]), row[3]
+    given = mapping.decimal
+    if comma and dot:
+        dataset.quality.append(
+            f"{table}.{column}: {_n(comma)} value(s) are written with a decimal comma "
+            f"(e.g. {comma_example!r}) and {_n(dot)} with a decimal point (e.g. "
+            f"{dot_example!r}): all read with {given!r} as the decimal mark"
+        )
+        return given
+    if given == "." and comma and "decimal" not in mapping.model_fields_set:
+        dataset.quality.append(
+            f"{table}.{column}: values such as {comma_example!r} are read with ',' as the "
+            "decimal mark (set decimal in the mapping to choose)"
+        )
+        return ","
+    if given == "," and dot:
+        dataset.quality.append(
+            f"{table}.{column}: {_n(dot)} value(s) such as {dot_example!r} look written with "
+            "a decimal point, but the mapping gives decimal ','"
+        )
+    return given
 
 
 def _date_sql(x: str, date_format: str | None) -> str:
@@ -552,10 +645,11 @@ def _parse_table(
                 checks.append((column, text, expr))
         elif kind in ("money", "number"):
             if raw_type in ("VARCHAR", "BLOB") or raw_type.startswith("VARCHAR"):
-                expr = _amount_sql(text, mapping.decimal)
-                checks.append((column, text, expr))
+                decimal = _decimal_mark(dataset, table, column, mapping, raw, text)
+                expr = _amount_sql(text, decimal)
             else:
-                expr = f"CAST({ref} AS DOUBLE)"
+                expr = _finite(f"CAST({ref} AS DOUBLE)")
+            checks.append((column, text, expr))
         elif raw_type == "BOOLEAN":
             expr = ref
         else:
