@@ -15,6 +15,7 @@ import openpyxl
 import pytest
 
 from opscope.config.reports import MappingConfig, SourceConfig
+from opscope.errors import SourceError
 from opscope.report.sources import load_source
 from tests.report.test_cli_report import run_cli
 
@@ -191,3 +192,31 @@ def test_the_decimal_option_reads_data_amounts_with_a_decimal_comma(tmp_path: Pa
     assert doc["metrics"]["revenue.won"] == 1500.0
     result = run_cli("report", "sales_performance", "--data", str(path), "--decimal", ";")
     assert result.returncode == 2 and "--decimal" in result.stderr
+
+
+def _sqlite_crm(db: Path) -> None:
+    with sqlite3.connect(db) as lite:
+        lite.execute(f"CREATE TABLE deals ({', '.join(MAVEN_DEALS_HEADER)})")
+        lite.executemany("INSERT INTO deals VALUES (?, ?, ?, ?, ?, ?, ?, ?)", MAVEN_DEALS)
+
+
+def test_a_relative_sqlite_url_is_read_from_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cfg").mkdir()
+    _sqlite_crm(tmp_path / "cfg" / "crm.sqlite")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    source = SourceConfig(url="sqlite:///crm.sqlite", mapping=MappingConfig(preset="maven_crm"))
+    data = load_source(source, base=tmp_path / "cfg")
+    assert _won(data) == MAVEN_WON
+    data.close()
+    assert list(elsewhere.iterdir()) == []  # nothing created in the current folder
+    with pytest.raises(SourceError, match=r"database file not found: .*missing\.sqlite"):
+        load_source(
+            SourceConfig(url="sqlite:///missing.sqlite", mapping=MappingConfig(preset="maven_crm")),
+            base=tmp_path / "cfg",
+        )
+    assert not (tmp_path / "cfg" / "missing.sqlite").exists()
+    assert list(elsewhere.iterdir()) == []

@@ -220,6 +220,7 @@ class _Reader:
         self.source = source
         self.con = con
         self.where = str(source.path or "the database")
+        self.base = base
         self.path = (base / source.path) if source.path is not None else None
         kind = source.kind
         if kind is None:
@@ -397,7 +398,8 @@ class _Reader:
 
         if self._engine is None:
             try:
-                self._engine = sqlalchemy.create_engine(str(self.source.url))
+                url = _sqlite_read_only(sqlalchemy.engine.make_url(str(self.source.url)), self.base)
+                self._engine = sqlalchemy.create_engine(url)
             except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
                 raise SourceError(f"cannot use the database URL: {exc}") from exc
         name = mapping.table or table
@@ -414,6 +416,26 @@ class _Reader:
             return pd.read_sql_table(name, self._engine)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             raise SourceError(f"cannot read {self.where}: {exc}") from exc
+
+
+def _sqlite_read_only(url: Any, base: Path) -> Any:
+    """``url`` (a SQLAlchemy URL); a SQLite file's URL made to open the file read-only, a
+    relative path taken from ``base`` (the configuration's folder, like every path there).
+
+    Raises :class:`SourceError` when the file does not exist (SQLite would create it)."""
+    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return url
+    database = str(url.database)
+    if database.startswith("file:"):
+        return url  # a SQLite URI: the user chose its options
+    path = Path(database)
+    if not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise SourceError(f"database file not found: {path}")
+    return url.set(
+        database=f"file:{path.resolve()}", query={**url.query, "mode": "ro", "uri": "true"}
+    )
 
 
 def _excel_rows(path: Path, sheet: str | None, limit: int | None = None) -> list[tuple[Any, ...]]:
