@@ -98,17 +98,20 @@ def report(
     from pydantic import ValidationError
 
     from opscope.config.reports import ReportConfig, SourceConfig, report_kind
-    from opscope.errors import ReportError, SourceError
+    from opscope.errors import MappingError, ReportError, SourceError
     from opscope.report.building import REPORT_NAMES, ReportRequest, build_report
     from opscope.report.periods import WEEKDAYS, PeriodError, parse_period
     from opscope.report.periods import timezone as check_timezone
     from opscope.report.sources import load_source
 
     settings = ReportConfig()
+    config_file: Path | None = None  # the configuration file and the source's name in it
+    source_name: str | None = None
     configured = False  # name is a key of the configuration's reports
     base = Path(".")
     if config is not None or data is None:
         loaded = _load(config or Path("opscope.yaml"))
+        config_file = loaded.path
         base = loaded.path.parent
         cfg = loaded.config
         if name in cfg.reports:
@@ -203,6 +206,10 @@ def report(
 
         try:
             dataset = load_source(source, base=base, timezone=tz, progress=step)
+        except MappingError as exc:
+            if config_file is None or source_name is None or data is not None:
+                raise _fail(f"--mapping {mapping or 'maven_crm'}: {exc}", 2) from None
+            raise _fail(_mapping_problem(config_file, source_name, exc), 2) from None
         except SourceError as exc:
             raise _fail(str(exc), 1) from None
         progress.update(task, advance=1, description=f"computing {kind}")
@@ -247,6 +254,27 @@ def report(
         err.print(f"[yellow]data:[/] {escape(line)}", highlight=False)
     for path_text in written:
         out.print(f"wrote {path_text}", highlight=False)
+
+
+def _mapping_problem(config_file: Path, source_name: str, exc: Any) -> str:
+    """``FILE:LINE: sources.NAME.mapping.TABLE.columns.COLUMN: message`` for a mapped column
+    the data lacks (``exc``: a ``MappingError``); the line of the mapping's entry, else of the
+    source's mapping (the column came from a preset)."""
+    from opscope.config.yamlfile import read_yaml
+
+    loc: tuple[str, ...] = ("sources", source_name, "mapping", exc.table, "columns", exc.column)
+    try:
+        _, positions = read_yaml(config_file.read_text(encoding="utf-8"), str(config_file))
+    except Exception:  # noqa: BLE001 - the file was valid a moment ago; the message still helps
+        return f"{config_file}: {'.'.join(loc)}: {exc}"
+    line = None
+    for depth in range(len(loc), 1, -1):
+        if loc[:depth] in positions.keys or loc[:depth] in positions.values:
+            loc = loc[:depth]
+            line = positions.of(loc, key=True)[0]
+            break
+    where = f"{config_file}:{line}" if line is not None else str(config_file)
+    return f"{where}: {'.'.join(loc)}: {exc}"
 
 
 def _with_decimal(preset: str, decimal: str) -> dict[str, Any]:

@@ -220,3 +220,75 @@ def test_a_relative_sqlite_url_is_read_from_the_config_folder(
         )
     assert not (tmp_path / "cfg" / "missing.sqlite").exists()
     assert list(elsewhere.iterdir()) == []
+
+
+def _maven_csv_lines(folder: Path, lines: list[bytes]) -> Path:
+    folder.mkdir()
+    header = ",".join(MAVEN_DEALS_HEADER).encode()
+    (folder / "sales_pipeline.csv").write_bytes(b"\n".join([header, *lines]) + b"\n")
+    return folder
+
+
+def _maven_row(i: int, name: bytes = b"Ann Lee") -> bytes:
+    return b"D%d,%s,GTX Pro,Acme,Won,2017-01-02,2017-02-01,100" % (i, name)
+
+
+def _load_error(folder: Path) -> str:
+    with pytest.raises(SourceError) as caught:
+        load_source(SourceConfig(path=folder, mapping=MappingConfig(preset="maven_crm")))
+    message = str(caught.value)
+    assert "strict_mode" not in message and "LINE 1" not in message and "read_csv" not in message
+    return message
+
+
+def test_a_row_with_extra_fields_is_named_by_file_and_line(tmp_path: Path) -> None:
+    # 5,000 good rows (lines 2-5001), then line 5002 with two extra fields.
+    rows = [_maven_row(i) for i in range(5000)] + [_maven_row(5000) + b",x,y"]
+    folder = _maven_csv_lines(tmp_path / "crm", rows)
+    message = _load_error(folder)
+    assert message.startswith(
+        f"{folder / 'sales_pipeline.csv'}:5002: 10 field(s), the header has 8"
+    )
+
+
+def test_a_latin1_byte_is_named_by_file_and_line(tmp_path: Path) -> None:
+    rows = [_maven_row(i) for i in range(3000)]
+    rows[1765] = _maven_row(1765, "Jos\u00e9 Ruiz".encode("latin-1"))  # line 1767
+    folder = _maven_csv_lines(tmp_path / "crm", rows)
+    message = _load_error(folder)
+    assert message.startswith(f"{folder / 'sales_pipeline.csv'}:1767: not UTF-8 text (byte 0xE9")
+
+
+def test_an_empty_file_is_reported_as_empty(tmp_path: Path) -> None:
+    folder = tmp_path / "crm"
+    folder.mkdir()
+    (folder / "sales_pipeline.csv").write_bytes(b"")
+    assert _load_error(folder) == f"{folder / 'sales_pipeline.csv'} is empty"
+
+
+def test_a_stray_quote_after_a_quoted_field_is_named_by_line(tmp_path: Path) -> None:
+    rows = [_maven_row(1), b'D2,"Ann" Lee,GTX Pro,Acme,Won,2017-01-02,2017-02-01,100']
+    folder = _maven_csv_lines(tmp_path / "crm", rows)
+    assert _load_error(folder).startswith(f"{folder / 'sales_pipeline.csv'}:3: malformed quoting")
+
+
+def test_a_missing_mapped_column_is_a_config_error_naming_file_and_line(tmp_path: Path) -> None:
+    data = _hubspot_csv(tmp_path / "deals.csv", ["100"])
+    config = tmp_path / "opscope.yaml"
+    config.write_text(
+        "sources:\n"
+        "  hs:\n"
+        "    path: deals.csv\n"
+        "    mapping:\n"
+        "      preset: hubspot_deals\n"
+        "      deals:\n"
+        "        columns: {amount: Amount USD}\n"
+        "reports:\n"
+        "  sales_performance: {source: hs}\n",
+        encoding="utf-8",
+    )
+    result = run_cli("report", "sales_performance", "-c", str(config), "--period", "2024-Q1")
+    assert result.returncode == 2
+    # line 7 holds columns: {amount: …}
+    assert f"{config}:7: sources.hs.mapping.deals.columns.amount" in result.stderr
+    assert str(data) in result.stderr and "'Amount USD'" in result.stderr

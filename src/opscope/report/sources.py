@@ -50,7 +50,7 @@ from typing import Any, TypeVar, cast
 import duckdb
 
 from opscope.config.reports import CANONICAL_COLUMNS, DealsMapping, SourceConfig, TableMapping
-from opscope.errors import SourceError
+from opscope.errors import MappingError, SourceError
 from opscope.report.schema import LOOKUPS, ResolvedMapping, column_kind, resolve_mapping
 
 _DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db")
@@ -206,7 +206,16 @@ def load_source(
         con.execute("SET preserve_insertion_order = true")
     except duckdb.Error as exc:
         con.close()
+        if reader.csv_path is not None and not isinstance(exc, duckdb.ConversionException):
+            problem = _csv_problem(reader.csv_path)
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SourceError(
+                problem or f"{reader.csv_path}: cannot be read as CSV ({first})"
+            ) from exc
         raise SourceError(f"cannot read {reader.where}: {exc}") from exc
+    except MappingError as exc:
+        con.close()
+        raise MappingError(f"{reader.where}: {exc}", table=exc.table, column=exc.column) from None
     except SourceError:
         con.close()
         raise
@@ -233,6 +242,7 @@ class _Reader:
         self.kind = kind
         self._engine: Any = None
         self._csv: dict[str, str] = {}  # raw view → CSV file it reads with typed columns
+        self.csv_path: Path | None = None  # the CSV file being read
         if kind == "duckdb":
             assert self.path is not None
             if not self.path.is_file():
@@ -309,6 +319,7 @@ class _Reader:
 
     def _file_view(self, table: str, view: str, path: Path, mapping: TableMapping) -> None:
         suffix = path.suffix.lower()
+        self.csv_path = None
         if suffix == ".parquet":
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_lit(str(path))})")
         elif suffix in _EXCEL_SUFFIXES:
@@ -323,6 +334,11 @@ class _Reader:
             self.con.register(f"{view}_frame", frame)
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_frame")
         else:
+            with path.open("rb") as f:
+                start = f.read(4096)
+            if not start.removeprefix(b"\xef\xbb\xbf").strip():
+                raise SourceError(f"{path} is empty")
+            self.csv_path = path
             self._csv_view(table, view, path, mapping)
 
     def _csv_view(self, table: str, view: str, path: Path, mapping: TableMapping) -> None:
@@ -338,12 +354,10 @@ class _Reader:
         still parsed from text (a ``date_format``, booleans) the rows are read once into a
         temporary table, since parsing and the count of unparseable values both scan them.
         """
-        source = _lit(str(path))
+        source = f"{_lit(str(path))}, {_csv_options(path)}"
         sniffed = {
             str(r[0]): str(r[1]).upper()
-            for r in self.con.execute(
-                f"DESCRIBE SELECT * FROM read_csv({source}, {_CSV})"
-            ).fetchall()
+            for r in self.con.execute(f"DESCRIBE SELECT * FROM read_csv({source})").fetchall()
         }
         typed: dict[str, str] = {}
         parsed_from_text = False
@@ -364,8 +378,7 @@ class _Reader:
                 typed[source_column] = "VARCHAR"
         types = ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in typed.items())
         read = (
-            f"read_csv({source}, {_CSV}, all_varchar = true, "
-            f"types = {{{types}}}, dateformat = '%Y-%m-%d')"
+            f"read_csv({source}, all_varchar = true, types = {{{types}}}, dateformat = '%Y-%m-%d')"
         )
         if any(t != "VARCHAR" for t in typed.values()):
             self._csv[view] = source
@@ -387,8 +400,7 @@ class _Reader:
         self.con.execute(f"DROP VIEW IF EXISTS {view}")
         self.con.execute(f"DROP TABLE IF EXISTS {view}")
         self.con.execute(
-            f"CREATE TEMP TABLE {view} AS SELECT * FROM read_csv({source}, {_CSV}, "
-            "all_varchar = true)"
+            f"CREATE TEMP TABLE {view} AS SELECT * FROM read_csv({source}, all_varchar = true)"
         )
         return True
 
@@ -503,6 +515,62 @@ def _excel_frame(
 #: double quote in it doubled) even where DuckDB's sniffer, which samples the first rows,
 #: saw no quotes (exports quote only the fields that need it, such as "$1,200.50").
 _CSV = "header = true, quote = '\"', escape = '\"'"
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _csv_delimiter(path: Path) -> str | None:
+    """The delimiter of a CSV file: the candidate (``,`` ``;`` tab ``|``) found most often
+    outside quotes in its header line, or ``None`` when there is none (one column)."""
+    with path.open("rb") as f:
+        first = f.readline(1 << 16).decode("utf-8", errors="replace")
+    unquoted = re.sub(r'"[^"]*"', "", first)
+    counts = {d: unquoted.count(d) for d in _DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else None
+
+
+def _csv_options(path: Path) -> str:
+    """``read_csv`` options of ``path``: :data:`_CSV` and the delimiter of the header line (so
+    that a malformed row near the top is an error, not a file read as one column)."""
+    delimiter = _csv_delimiter(path)
+    return _CSV if delimiter is None else f"{_CSV}, delim = {_lit(delimiter)}"
+
+
+def _csv_problem(path: Path) -> str | None:
+    """What makes ``path`` unreadable as CSV, as ``FILE:LINE: problem``, or ``None`` when no
+    problem is found. Checks, in this order: UTF-8 text, RFC 4180 quoting, and every row having
+    as many fields as the header (Python's ``csv`` module, with the header's delimiter)."""
+    import csv
+
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return (
+                    f"{path}:{number}: not UTF-8 text (byte 0x{line[exc.start]:02X} at column "
+                    f"{exc.start + 1}); save the file as UTF-8"
+                )
+    delimiter = _csv_delimiter(path) or ","
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter=delimiter, strict=True)
+        try:
+            header = next(rows, None)
+            if header is None:
+                return f"{path} is empty"
+            for row in rows:
+                if row and len(row) != len(header):
+                    return (
+                        f"{path}:{rows.line_num}: {len(row)} field(s), the header has "
+                        f"{len(header)} (delimiter {delimiter!r})"
+                    )
+        except csv.Error as exc:
+            return (
+                f"{path}:{rows.line_num}: malformed quoting ({exc}); a field holding a double "
+                'quote must be in quotes, with the quote doubled ("27"" screen")'
+            )
+    return None
+
 
 _SQL_TYPES = {
     "text": "VARCHAR",
@@ -642,9 +710,11 @@ def _parse_table(
     for column in CANONICAL_COLUMNS[table]:
         source_column = sources.get(column)
         if source_column is None and column in mapping.columns:
-            raise SourceError(
+            raise MappingError(
                 f"{table}: mapped column {column} → {mapping.columns[column]!r} is not in the "
-                f"source (columns: {', '.join(types)})"
+                f"source (columns: {', '.join(types)})",
+                table=table,
+                column=column,
             )
         if source_column is None:
             selects.append(f"CAST(NULL AS {_SQL_TYPES[column_kind(column)]}) AS {_q(column)}")
