@@ -66,7 +66,8 @@ def report(
         str | None,
         typer.Option(
             "--mapping",
-            help="Mapping preset of --data: maven_crm, hubspot_deals, salesforce_opportunities.",
+            help="Mapping preset of --data: maven_crm, hubspot_deals, salesforce_opportunities "
+            "(default: detected from the data's file names or header).",
         ),
     ] = None,
     decimal: Annotated[
@@ -102,11 +103,13 @@ def report(
     from opscope.report.building import REPORT_NAMES, ReportRequest, build_report
     from opscope.report.periods import WEEKDAYS, PeriodError, parse_period
     from opscope.report.periods import timezone as check_timezone
+    from opscope.report.schema import detect_preset
     from opscope.report.sources import load_source
 
     settings = ReportConfig()
     config_file: Path | None = None  # the configuration file and the source's name in it
     source_name: str | None = None
+    preset: str | None = mapping
     configured = False  # name is a key of the configuration's reports
     base = Path(".")
     if config is not None or data is None:
@@ -142,7 +145,13 @@ def report(
     if decimal is not None and decimal not in (".", ","):
         raise _fail(f'--decimal: "{decimal}" is not a decimal mark (give "." or ",")', 2)
     if data is not None:
-        preset = mapping or "maven_crm"
+        preset = mapping or detect_preset(data)
+        if preset is None:
+            raise _fail(
+                f"--mapping: cannot tell which export {data} is from its header; give "
+                "--mapping maven_crm, hubspot_deals or salesforce_opportunities",
+                2,
+            )
         try:
             if decimal is None:
                 source = SourceConfig(path=data, mapping=preset)
@@ -208,7 +217,7 @@ def report(
             dataset = load_source(source, base=base, timezone=tz, progress=step)
         except MappingError as exc:
             if config_file is None or source_name is None or data is not None:
-                raise _fail(f"--mapping {mapping or 'maven_crm'}: {exc}", 2) from None
+                raise _fail(f"--mapping {preset}: {exc}", 2) from None
             raise _fail(_mapping_problem(config_file, source_name, exc), 2) from None
         except SourceError as exc:
             raise _fail(str(exc), 1) from None

@@ -292,3 +292,66 @@ def test_a_missing_mapped_column_is_a_config_error_naming_file_and_line(tmp_path
     # line 7 holds columns: {amount: …}
     assert f"{config}:7: sources.hs.mapping.deals.columns.amount" in result.stderr
     assert str(data) in result.stderr and "'Amount USD'" in result.stderr
+
+
+def test_the_maven_preset_reads_a_folder_of_parquet_files(tmp_path: Path) -> None:
+    import duckdb
+
+    folder = tmp_path / "crm"
+    folder.mkdir()
+    csv_path = tmp_path / "deals.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([MAVEN_DEALS_HEADER, *MAVEN_DEALS])
+    con = duckdb.connect()
+    con.execute(
+        f"COPY (SELECT * FROM read_csv('{csv_path}', all_varchar = true)) "
+        f"TO '{folder / 'sales_pipeline.parquet'}' (FORMAT parquet)"
+    )
+    con.close()
+    data = load_source(SourceConfig(path=folder, mapping=MappingConfig(preset="maven_crm")))
+    assert _won(data) == MAVEN_WON
+
+
+def test_the_maven_preset_reads_a_duckdb_file_by_the_export_table_names(tmp_path: Path) -> None:
+    import duckdb
+
+    db = tmp_path / "crm.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(
+        f"CREATE TABLE sales_pipeline ({', '.join(f'{c} VARCHAR' for c in MAVEN_DEALS_HEADER)})"
+    )
+    con.executemany(
+        "INSERT INTO sales_pipeline VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [[None if v is None else str(v) for v in row] for row in MAVEN_DEALS],
+    )
+    con.execute(f"CREATE TABLE sales_teams ({', '.join(f'{c} VARCHAR' for c in TEAMS_HEADER)})")
+    con.executemany("INSERT INTO sales_teams VALUES (?, ?, ?)", TEAMS)
+    con.close()
+    data = load_source(SourceConfig(path=db, mapping=MappingConfig(preset="maven_crm")))
+    assert _won(data) == MAVEN_WON
+    assert _teams(data)["A3"] == "Melvin Marxen"
+
+
+def test_optional_tables_in_a_data_folder_are_found_by_file_name(tmp_path: Path) -> None:
+    folder = tmp_path / "crm"
+    folder.mkdir()
+    with (folder / "sales_pipeline.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([MAVEN_DEALS_HEADER, *MAVEN_DEALS])
+    (folder / "nps_responses.csv").write_text(
+        "date,score\n2017-02-01,10\n2017-02-02,3\n", encoding="utf-8"
+    )
+    data = load_source(SourceConfig(path=folder, mapping=MappingConfig(preset="maven_crm")))
+    assert "nps_responses" in data.tables
+    rows = data.con.execute("SELECT date::VARCHAR, score FROM nps_responses ORDER BY 1").fetchall()
+    assert rows == [("2017-02-01", 10.0), ("2017-02-02", 3.0)]
+
+
+def test_data_without_mapping_detects_the_preset_from_the_header(tmp_path: Path) -> None:
+    path = _hubspot_csv(tmp_path / "export.csv", ["100", "250"])
+    doc = _report_json(tmp_path, "--data", str(path))
+    assert doc["metrics"]["revenue.won"] == 350.0
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n", encoding="utf-8")
+    result = run_cli("report", "sales_performance", "--data", str(other), "--period", "2024-Q1")
+    assert result.returncode == 2
+    assert "--mapping maven_crm, hubspot_deals or salesforce_opportunities" in result.stderr

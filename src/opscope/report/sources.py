@@ -167,7 +167,7 @@ def load_source(
         reader = _Reader(source, base, con)
         loaded: set[str] = set()
         raws: dict[str, str] = {}
-        for table, table_mapping in mapping.tables.items():
+        for table, table_mapping in {**mapping.tables, **reader.discovered(mapping)}.items():
             if progress:
                 progress(f"reading {table}")
             raw = reader.raw(table, table_mapping, required=table == "deals")
@@ -253,6 +253,19 @@ class _Reader:
             if not self.path.exists():
                 raise SourceError(f"{self.path}: no such file or folder")
 
+    def discovered(self, mapping: ResolvedMapping) -> dict[str, TableMapping]:
+        """Canonical tables the mapping leaves out that a folder source holds as a file of the
+        table's name (``automations.csv`` next to the deals), read with the canonical column
+        names."""
+        if self.kind != "files" or self.path is None or not self.path.is_dir():
+            return {}
+        return {
+            table: TableMapping()
+            for table in CANONICAL_COLUMNS
+            if table not in mapping.tables
+            and any((self.path / f"{table}{s}").is_file() for s in (".csv", ".parquet", ".xlsx"))
+        }
+
     def raw(self, table: str, mapping: TableMapping, *, required: bool) -> str | None:
         """Name of a DuckDB view holding the raw rows of ``table``, or ``None`` when the source
         does not have it (an error when ``required``)."""
@@ -264,7 +277,6 @@ class _Reader:
             self.where = str(found)
             self._file_view(table, view, found, mapping)
         elif self.kind == "duckdb":
-            name = mapping.table or table
             tables = {
                 r[0]
                 for r in self.con.execute(
@@ -272,6 +284,7 @@ class _Reader:
                     "UNION SELECT view_name FROM duckdb_views() WHERE database_name = 'src'"
                 ).fetchall()
             }
+            name = _table_name(table, mapping, tables)
             if name not in tables:
                 if required:
                     raise SourceError(
@@ -303,6 +316,14 @@ class _Reader:
             matches = [c for c in candidates if c.is_file()]
         else:
             matches = sorted(Path(p) for p in glob.glob(str(folder / mapping.file)))
+            if not matches and not glob.has_magic(mapping.file):
+                # the preset's sales_pipeline.csv exported as Parquet or Excel
+                stem = Path(mapping.file).stem
+                matches = [
+                    folder / f"{stem}{suffix}"
+                    for suffix in (".csv", ".parquet", ".xlsx")
+                    if (folder / f"{stem}{suffix}").is_file()
+                ]
         if not matches:
             if required:
                 raise SourceError(
@@ -414,11 +435,11 @@ class _Reader:
                 self._engine = sqlalchemy.create_engine(url)
             except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
                 raise SourceError(f"cannot use the database URL: {exc}") from exc
-        name = mapping.table or table
-        self.where = f"database table {name}"
         try:
             names = sqlalchemy.inspect(self._engine).get_table_names()
             views = sqlalchemy.inspect(self._engine).get_view_names()
+            name = _table_name(table, mapping, {*names, *views})
+            self.where = f"database table {name}"
             if name not in names and name not in views:
                 if required:
                     raise SourceError(
@@ -428,6 +449,19 @@ class _Reader:
             return pd.read_sql_table(name, self._engine)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             raise SourceError(f"cannot read {self.where}: {exc}") from exc
+
+
+def _table_name(table: str, mapping: TableMapping, present: set[str]) -> str:
+    """The database table holding the canonical ``table``: the mapping's ``table``; else the
+    canonical name, or, when the database has no such table, the name of the mapping's file
+    without its suffix (``sales_pipeline`` for the preset's ``sales_pipeline.csv``)."""
+    if mapping.table is not None:
+        return mapping.table
+    if table not in present and mapping.file and not glob.has_magic(mapping.file):
+        stem = Path(mapping.file).stem
+        if stem in present:
+            return stem
+    return table
 
 
 def _sqlite_read_only(url: Any, base: Path) -> Any:
