@@ -110,6 +110,7 @@ def report(
     config_file: Path | None = None  # the configuration file and the source's name in it
     source_name: str | None = None
     preset: str | None = mapping
+    undetected: str | None = None  # --data without --mapping whose preset is not recognised
     configured = False  # name is a key of the configuration's reports
     base = Path(".")
     if config is not None or data is None:
@@ -146,12 +147,12 @@ def report(
         raise _fail(f'--decimal: "{decimal}" is not a decimal mark (give "." or ",")', 2)
     if data is not None:
         preset = mapping or detect_preset(data)
-        if preset is None:
-            raise _fail(
+        if preset is None and data.exists():  # reported after the other options are checked
+            undetected = (
                 f"--mapping: cannot tell which export {data} is from its header; give "
-                "--mapping maven_crm, hubspot_deals or salesforce_opportunities",
-                2,
+                "--mapping maven_crm, hubspot_deals or salesforce_opportunities"
             )
+        preset = preset or "maven_crm"  # a missing path is reported by the loader
         try:
             if decimal is None:
                 source = SourceConfig(path=data, mapping=preset)
@@ -198,6 +199,8 @@ def report(
     except PeriodError as exc:
         raise _fail(f"{'--timezone' if 'timezone' in str(exc) else '--period'}: {exc}", 2) from None
 
+    if undetected is not None:
+        raise _fail(undetected, 2)
     request = ReportRequest(period=report_period, timezone=tz, now=now, settings=settings)
     written: list[str] = []
     with Progress(
