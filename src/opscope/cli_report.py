@@ -106,6 +106,14 @@ def report(
     from opscope.report.schema import detect_preset
     from opscope.report.sources import load_source
 
+    def fail(message: str, code: int) -> typer.Exit:
+        # --json: the error in the API's JSON error shape on stdout, the exit code as usual
+        if not as_json:
+            return _fail(message, code)
+        error_type = "bad_data" if code == 2 else "execution"
+        out.print_json(json.dumps({"status": "error", "errorType": error_type, "error": message}))
+        return typer.Exit(code)
+
     settings = ReportConfig()
     config_file: Path | None = None  # the configuration file and the source's name in it
     source_name: str | None = None
@@ -114,7 +122,16 @@ def report(
     configured = False  # name is a key of the configuration's reports
     base = Path(".")
     if config is not None or data is None:
-        loaded = _load(config or Path("opscope.yaml"))
+        if as_json:
+            from opscope.config import load_config
+            from opscope.errors import ConfigError
+
+            try:
+                loaded = load_config(config or Path("opscope.yaml"))
+            except ConfigError as exc:
+                raise fail(str(exc), 2) from None
+        else:
+            loaded = _load(config or Path("opscope.yaml"))
         config_file = loaded.path
         base = loaded.path.parent
         cfg = loaded.config
@@ -123,7 +140,7 @@ def report(
             configured = True
         kind = report_kind(name, settings)
         if kind is None:
-            raise _fail(
+            raise fail(
                 f'unknown report "{name}" (reports: {", ".join(REPORT_NAMES)}; '
                 f"configured: {', '.join(cfg.reports) or 'none'})",
                 2,
@@ -133,7 +150,7 @@ def report(
                 next(iter(cfg.sources)) if len(cfg.sources) == 1 else None
             )
             if source_name is None or source_name not in cfg.sources:
-                raise _fail(
+                raise fail(
                     "name the data: --data DIR, or a source in the configuration "
                     f"(sources: {', '.join(cfg.sources) or 'none'})",
                     2,
@@ -142,9 +159,9 @@ def report(
     else:
         kind = name
     if kind not in REPORT_NAMES:
-        raise _fail(f'unknown report "{name}" (reports: {", ".join(REPORT_NAMES)})', 2)
+        raise fail(f'unknown report "{name}" (reports: {", ".join(REPORT_NAMES)})', 2)
     if decimal is not None and decimal not in (".", ","):
-        raise _fail(f'--decimal: "{decimal}" is not a decimal mark (give "." or ",")', 2)
+        raise fail(f'--decimal: "{decimal}" is not a decimal mark (give "." or ",")', 2)
     if data is not None:
         preset = mapping or detect_preset(data)
         if preset is None and data.exists():  # reported after the other options are checked
@@ -159,14 +176,14 @@ def report(
             else:
                 source = SourceConfig(path=data, mapping=_with_decimal(preset, decimal))
         except ValidationError:
-            raise _fail(
+            raise fail(
                 f'--mapping: unknown preset "{mapping}" (maven_crm, hubspot_deals, '
                 "salesforce_opportunities)",
                 2,
             ) from None
         base = Path(".")
     elif mapping is not None or decimal is not None:
-        raise _fail(f"{'--mapping' if mapping is not None else '--decimal'} goes with --data", 2)
+        raise fail(f"{'--mapping' if mapping is not None else '--decimal'} goes with --data", 2)
 
     if formats is None:
         # a configured report writes its own formats; a one-off run writes JSON
@@ -174,18 +191,20 @@ def report(
     wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
     unknown = [f for f in wanted if f not in _FORMATS]
     if not wanted or unknown:
-        raise _fail(
+        raise fail(
             f"--format: unknown format {', '.join(unknown) or '(none)'} "
             f"(formats: {', '.join(_FORMATS)})",
             2,
         )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise fail(f"--out {out_dir} is a file, not a folder", 2)
     renderer = None
     if any(f != "json" for f in wanted):
         try:
             renderer = importlib.import_module("opscope.report.render")
         except ModuleNotFoundError:
             missing = ", ".join(f for f in wanted if f != "json")
-            raise _fail(
+            raise fail(
                 f"format {missing} not available in this version of opscope (json is)", 2
             ) from None
 
@@ -197,10 +216,10 @@ def report(
         chosen = period or _PERIOD_WORDS[settings.period]
         report_period = parse_period(chosen, now=now, tz=tz, week_start=week_start)
     except PeriodError as exc:
-        raise _fail(f"{'--timezone' if 'timezone' in str(exc) else '--period'}: {exc}", 2) from None
+        raise fail(f"{'--timezone' if 'timezone' in str(exc) else '--period'}: {exc}", 2) from None
 
     if undetected is not None:
-        raise _fail(undetected, 2)
+        raise fail(undetected, 2)
     request = ReportRequest(period=report_period, timezone=tz, now=now, settings=settings)
     written: list[str] = []
     with Progress(
@@ -220,15 +239,15 @@ def report(
             dataset = load_source(source, base=base, timezone=tz, progress=step)
         except MappingError as exc:
             if config_file is None or source_name is None or data is not None:
-                raise _fail(f"--mapping {preset}: {exc}", 2) from None
-            raise _fail(_mapping_problem(config_file, source_name, exc), 2) from None
+                raise fail(f"--mapping {preset}: {exc}", 2) from None
+            raise fail(_mapping_problem(config_file, source_name, exc), 2) from None
         except SourceError as exc:
-            raise _fail(str(exc), 1) from None
+            raise fail(str(exc), 1) from None
         progress.update(task, advance=1, description=f"computing {kind}")
         try:
             doc = build_report(kind, dataset, request)
         except ReportError as exc:
-            raise _fail(str(exc), 1) from None
+            raise fail(str(exc), 1) from None
         finally:
             dataset.close()
         progress.update(task, advance=1)
@@ -250,8 +269,10 @@ def report(
                     renderer.render(doc, fmt, path)
                 written.append(str(path))
                 progress.update(task, advance=1)
+        except FileExistsError:
+            raise fail(f"--out {out_dir} is a file, not a folder", 2) from None
         except OSError as exc:
-            raise _fail(f"cannot write {out_dir}: {exc.strerror or exc}", 1) from None
+            raise fail(f"cannot write {out_dir}: {exc.strerror or exc}", 1) from None
     if as_json:
         payload: dict[str, Any] = {
             "report": kind,

@@ -355,3 +355,74 @@ def test_data_without_mapping_detects_the_preset_from_the_header(tmp_path: Path)
     result = run_cli("report", "sales_performance", "--data", str(other), "--period", "2024-Q1")
     assert result.returncode == 2
     assert "--mapping maven_crm, hubspot_deals or salesforce_opportunities" in result.stderr
+
+
+def test_negative_won_amounts_and_outliers_are_reported(tmp_path: Path) -> None:
+    path = _hubspot_csv(tmp_path / "d.csv", ["100", "-50", "200", "1000000"])
+    data = load_source(_hubspot(path))
+    # By hand: one negative won amount (-50); median of the positive amounts 100, 200,
+    # 1,000,000 is 200, and only 1,000,000 exceeds 1000 × 200.
+    assert "deals: 1 won deal(s) with a negative amount (total -50.00): counted as found" in (
+        data.quality
+    )
+    assert any(
+        q.startswith("deals.amount: 1 value(s) above 1,000 × the median amount 200.00 ")
+        and "(total 1,000,000.00)" in q
+        for q in data.quality
+    ), data.quality
+
+
+def test_report_json_errors_use_the_json_error_shape(tmp_path: Path) -> None:
+    path = _hubspot_csv(tmp_path / "d.csv", ["100"])
+    result = run_cli(
+        "report", "sales_performance", "--data", str(path), "--period", "2024-Q5", "--json"
+    )
+    assert result.returncode == 2
+    body = json.loads(result.stdout)
+    assert body["status"] == "error" and body["errorType"] == "bad_data"
+    assert body["error"].startswith("--period: ")
+
+
+def test_out_pointing_at_a_file_says_so(tmp_path: Path) -> None:
+    path = _hubspot_csv(tmp_path / "d.csv", ["100"])
+    taken = tmp_path / "taken"
+    taken.write_text("x", encoding="utf-8")
+    result = run_cli(
+        "report",
+        "sales_performance",
+        "--data",
+        str(path),
+        "--period",
+        "2024-Q1",
+        "--out",
+        str(taken),
+    )
+    assert result.returncode == 2
+    assert f"--out {taken} is a file, not a folder" in result.stderr
+
+
+def test_error_text_in_square_brackets_is_printed(tmp_path: Path) -> None:
+    missing = tmp_path / "crm[b]" / "deals.csv"
+    result = run_cli("report", "sales_performance", "--data", str(missing), "--period", "2024-Q1")
+    assert result.returncode == 1
+    assert f"{missing}: no such file or folder" in " ".join(result.stderr.split())
+
+
+def test_a_rare_category_value_close_to_a_frequent_one_is_a_possible_typo(tmp_path: Path) -> None:
+    folder = tmp_path / "crm"
+    folder.mkdir()
+    with (folder / "sales_pipeline.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([MAVEN_DEALS_HEADER, *MAVEN_DEALS])
+    sectors = ["technology"] * 5 + ["tecnolgy"] * 2 + ["retail"] * 3  # 2 edits, 1 edit away
+    with (folder / "accounts.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["account", "sector", "office_location", "employees", "revenue"])
+        writer.writerows(
+            [f"Acc{i}", sector, "United States", "10", "1.5"] for i, sector in enumerate(sectors)
+        )
+    data = load_source(SourceConfig(path=folder, mapping=MappingConfig(preset="maven_crm")))
+    typos = [q for q in data.quality if "possible typo" in q]
+    assert typos == [
+        "accounts.segment: 'tecnolgy' (2 row(s)) is close to the more frequent 'technology' (5): "
+        "possible typo, kept as found"
+    ]

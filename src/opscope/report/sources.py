@@ -839,14 +839,14 @@ class _Counts:
 
 def _finish_deals(
     dataset: Dataset, mapping: ResolvedMapping, in_source_order: Callable[[], None]
-) -> list[str]:
+) -> dict[str, int]:
     """Drop deals without id and duplicate ids, check stages, match names to the lookup tables,
     fill team/region/segment from them, and log what was done. Set-based: one query counts
     ids, one counts deals per stage, owner, product and account, and one statement rewrites
     the table with the corrected names and the looked-up columns. ``in_source_order()``
     reads the deals again in the source's row order, which the first of repeated ids needs.
 
-    Returns the distinct stages of the deals (for :func:`_check_typos`)."""
+    Returns the deals per stage (for :func:`_check_typos`)."""
     con = dataset.con
     deals: DealsMapping = mapping.deals
     quality = dataset.quality
@@ -922,8 +922,44 @@ def _finish_deals(
             f"deals: {_n(won_no_amount)} won deal(s) without an amount: counted in win "
             "rates, not in revenue"
         )
+    _check_amounts(dataset)
     dataset.rows["deals"] = int(total)
-    return sorted(s for s in counts["stage"].deals if s is not None)
+    return {s: n for s, n in counts["stage"].deals.items() if s is not None}
+
+
+#: An amount more than this many times the median positive amount is a possible outlier (a
+#: value typed in cents, or a missing decimal mark).
+OUTLIER_FACTOR = 1000
+
+
+def _check_amounts(dataset: Dataset) -> None:
+    """Log won deals with a negative amount, and amounts above :data:`OUTLIER_FACTOR` × the
+    median positive amount (possible outliers), each with its count and total; both are kept
+    and counted as found."""
+    row = _one(
+        dataset.con,
+        f"""
+        WITH m AS (SELECT median(amount) AS median FROM deals WHERE amount > 0)
+        SELECT count(*) FILTER (status = 'won' AND amount < 0),
+               coalesce(sum(amount) FILTER (status = 'won' AND amount < 0), 0),
+               count(*) FILTER (amount > {OUTLIER_FACTOR} * m.median),
+               coalesce(sum(amount) FILTER (amount > {OUTLIER_FACTOR} * m.median), 0),
+               any_value(m.median)
+        FROM deals, m
+        """,
+    )
+    negative, negative_total, outliers, outlier_total, median = row
+    if negative:
+        dataset.quality.append(
+            f"deals: {_n(negative)} won deal(s) with a negative amount (total "
+            f"{negative_total:,.2f}): counted as found"
+        )
+    if outliers:
+        dataset.quality.append(
+            f"deals.amount: {_n(outliers)} value(s) above {OUTLIER_FACTOR:,} × the median "
+            f"amount {median:,.2f} (total {outlier_total:,.2f}): possible outliers, counted as "
+            "found"
+        )
 
 
 def _normal(name: str) -> str:
@@ -1061,10 +1097,16 @@ def _country_names() -> list[str]:
     return _COUNTRIES
 
 
-def _check_typos(dataset: Dataset, stages: list[str]) -> None:
+#: A category value this close (Levenshtein edits, case ignored) to a more frequent value of
+#: its column is a possible typo.
+TYPO_DISTANCE = 2
+
+
+def _check_typos(dataset: Dataset, stages: dict[str, int]) -> None:
     """Log values that look like misspellings, keeping them as found: country names that are
-    not in ISO 3166 but close to one, and pairs of values of a category column that differ by
-    one letter (``Retail``/``Retial``); ``stages`` are the deals' distinct stages."""
+    not in ISO 3166 but close to one, and values of a category column (of 5 letters or more)
+    within :data:`TYPO_DISTANCE` edits of a more frequent value of the column (``Retial`` next
+    to ``Retail``); ``stages`` counts the deals per stage."""
     con = dataset.con
     if "accounts" in dataset.tables:
         countries = _country_names()
@@ -1088,16 +1130,33 @@ def _check_typos(dataset: Dataset, stages: list[str]) -> None:
     ):
         if table not in dataset.tables:
             continue
-        if table == "deals":  # its distinct stages were counted already: no second scan
-            values, params = "SELECT unnest(?::VARCHAR[]) AS v", [stages]
+        params: list[Any]
+        if table == "deals":  # its stages were counted already: no second scan
+            values = "SELECT unnest(?::VARCHAR[]) AS v, unnest(?::BIGINT[]) AS n"
+            params = [list(stages), list(stages.values())]
         else:
-            values, params = f"SELECT DISTINCT {column} AS v FROM {table}", []
+            values = (
+                f"SELECT {column} AS v, count(*) AS n FROM {table} "
+                f"WHERE {column} IS NOT NULL GROUP BY 1"
+            )
+            params = []
         rows = con.execute(
-            f"WITH d AS ({values}) SELECT a.v, b.v FROM d a, d b WHERE a.v < b.v "
-            "AND length(a.v) >= 5 AND levenshtein(lower(a.v), lower(b.v)) = 1",
+            f"WITH d AS ({values}) SELECT a.v, a.n, b.v, b.n FROM d a, d b "
+            "WHERE (a.n < b.n OR (a.n = b.n AND a.v > b.v)) AND length(a.v) >= 5 "
+            f"AND levenshtein(lower(a.v), lower(b.v)) BETWEEN 1 AND {TYPO_DISTANCE} "
+            "ORDER BY a.v, b.n DESC, b.v",
             params,
         ).fetchall()
-        for a, b in rows:
-            dataset.quality.append(
-                f"{table}.{column}: {a!r} and {b!r} differ by one letter (kept as found)"
-            )
+        reported: set[str] = set()
+        for a, a_count, b, b_count in rows:
+            if a in reported:
+                continue  # the most frequent close value only
+            reported.add(a)
+            if a_count == b_count:
+                what = f"{a!r} and {b!r} ({_n(a_count)} row(s) each) are close"
+            else:
+                what = (
+                    f"{a!r} ({_n(a_count)} row(s)) is close to the more frequent {b!r} "
+                    f"({_n(b_count)})"
+                )
+            dataset.quality.append(f"{table}.{column}: {what}: possible typo, kept as found")
