@@ -426,3 +426,76 @@ def test_a_rare_category_value_close_to_a_frequent_one_is_a_possible_typo(tmp_pa
         "accounts.segment: 'tecnolgy' (2 row(s)) is close to the more frequent 'technology' (5): "
         "possible typo, kept as found"
     ]
+
+
+def test_xlsx_summary_and_benchmarks_use_the_value_kinds_formats(tmp_path: Path) -> None:
+    from opscope.config.reports import ReportConfig
+    from opscope.report.building import ReportRequest, build_report
+    from opscope.report.periods import parse_period
+    from opscope.report.render.xlsx import write_xlsx
+
+    path = _hubspot_csv(tmp_path / "d.csv", ["100", "300"])
+    data = load_source(_hubspot(path))
+    settings = ReportConfig.model_validate({"benchmarks": {"win_rate": 0.5}})
+    request = ReportRequest(parse_period("2024-Q1", now=NOW), "UTC", NOW, settings=settings)
+    doc = build_report("sales_performance", data, request)
+    out = write_xlsx(doc, tmp_path / "r.xlsx")
+    book = openpyxl.load_workbook(out)
+    formats = {
+        row[0].value: (row[1].value, row[1].number_format)
+        for row in book["Summary"].iter_rows(min_col=1, max_col=2)
+        if row[0].value in ("win_rate", "revenue.won", "deals.won")
+    }
+    # 2 won, 0 lost: win rate 100 %; revenue 100 + 300.
+    assert formats["win_rate"][0] == 1.0 and "%" in formats["win_rate"][1]
+    assert formats["revenue.won"][0] == 400.0 and formats["revenue.won"][1] != "General"
+    assert formats["deals.won"][0] == 2 and formats["deals.won"][1] != "General"
+    bench = next(s for s in doc.sections if s.id == "benchmarks").blocks[0]
+    assert [r["kind"] for r in bench.rows] == ["ratio"]  # type: ignore[union-attr]
+
+
+def test_names_missing_from_the_owners_table_use_an(tmp_path: Path) -> None:
+    folder = tmp_path / "crm"
+    folder.mkdir()
+    with (folder / "sales_pipeline.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([MAVEN_DEALS_HEADER, *MAVEN_DEALS])
+    with (folder / "sales_teams.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([TEAMS_HEADER, TEAMS[0]])  # no Bo Chan
+    data = load_source(SourceConfig(path=folder, mapping=MappingConfig(preset="maven_crm")))
+    assert any(
+        q.startswith("deals.owner: 2 deal(s) name an owner that is not in owners")
+        for q in data.quality
+    ), data.quality
+
+
+def test_the_backtest_reports_the_horizon_it_reached() -> None:
+    from opscope.report.forecast import backtest
+
+    history = [float(100 + 7 * i + (i % 3) * 5) for i in range(20)]
+    result = backtest(history, horizon=12, season_length=1, origins=6)
+    assert result is not None
+    # 6 origins: cut-offs after points 14 … 19; the earliest has 20 - 14 = 6 points after it.
+    assert (result.origins, result.horizon) == (6, 6)
+
+
+def test_a_monthly_forecast_flags_the_days_after_the_last_whole_week(
+    crm_dir: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "report", "executive_summary", "--data", str(crm_dir), "--mapping", "maven_crm",
+        "--period", "2017-03", "--format", "json", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((tmp_path / "executive_summary-2017-03.json").read_text())
+    section = next(s for s in doc["sections"] if s["id"] == "forecast")
+    notes = [item for b in section["blocks"] if b["type"] == "notes" for item in b["lines"]]
+    # By hand with the csv module: won close_value of 2017-03-27 … 2017-03-31.
+    with (crm_dir / "sales_pipeline.csv").open(newline="", encoding="utf-8") as f:
+        tail = sum(
+            float(r["close_value"])
+            for r in csv.DictReader(f)
+            if r["deal_stage"] == "Won" and "2017-03-27" <= r["close_date"] <= "2017-03-31"
+        )
+    assert any(
+        "2017-03-27 … 2017-03-31" in n and f"(won revenue {tail:,.0f})" in n for n in notes
+    ), notes

@@ -1003,8 +1003,10 @@ def _match_names(
         if unmatched:
             shown = ", ".join(f"{v!r} ({_n(c)})" for v, c in unmatched[:5])
             more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+            article = "an" if column[0] in "aeiou" else "a"
+            unmatched_count = _n(sum(c for _, c in unmatched))
             dataset.quality.append(
-                f"deals.{column}: {_n(sum(c for _, c in unmatched))} deal(s) name a {column} "
+                f"deals.{column}: {unmatched_count} deal(s) name {article} {column} "
                 f"that is not in {lookup}: {shown}{more} (kept, without {lookup} details)"
             )
         without = [n for n in names if n not in counts and n not in replace.values()]
