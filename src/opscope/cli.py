@@ -54,16 +54,20 @@ class LogLevel(enum.StrEnum):
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     return typer.Exit(code)
 
 
 def _load(path: Path) -> LoadedConfig:
+    from rich.markup import escape
+
     try:
         loaded = load_config(path)
     except ConfigError as exc:
         for line in str(exc).splitlines():
-            err.print(f"[bold red]error:[/] {line}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
         if not path.exists():
             err.print(
                 "hint: pass the configuration with -c FILE, e.g. -c examples/blatam/opscope.yaml",

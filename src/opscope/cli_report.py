@@ -12,7 +12,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 import typer.core
@@ -66,7 +66,16 @@ def report(
         str | None,
         typer.Option(
             "--mapping",
-            help="Mapping preset of --data: maven_crm, hubspot_deals, salesforce_opportunities.",
+            help="Mapping preset of --data: maven_crm, hubspot_deals, salesforce_opportunities "
+            "(default: detected from the data's file names or header).",
+        ),
+    ] = None,
+    decimal: Annotated[
+        str | None,
+        typer.Option(
+            "--decimal",
+            help='Decimal mark of amounts written as text in --data: "." or "," '
+            '(default: detected per column where the values decide it, else ".").',
         ),
     ] = None,
     config: Annotated[
@@ -90,17 +99,40 @@ def report(
     from pydantic import ValidationError
 
     from opscope.config.reports import ReportConfig, SourceConfig, report_kind
-    from opscope.errors import ReportError, SourceError
+    from opscope.errors import MappingError, ReportError, SourceError
     from opscope.report.building import REPORT_NAMES, ReportRequest, build_report
     from opscope.report.periods import WEEKDAYS, PeriodError, parse_period
     from opscope.report.periods import timezone as check_timezone
+    from opscope.report.schema import detect_preset
     from opscope.report.sources import load_source
 
+    def fail(message: str, code: int) -> typer.Exit:
+        # --json: the error in the API's JSON error shape on stdout, the exit code as usual
+        if not as_json:
+            return _fail(message, code)
+        error_type = "bad_data" if code == 2 else "execution"
+        out.print_json(json.dumps({"status": "error", "errorType": error_type, "error": message}))
+        return typer.Exit(code)
+
     settings = ReportConfig()
+    config_file: Path | None = None  # the configuration file and the source's name in it
+    source_name: str | None = None
+    preset: str | None = mapping
+    undetected: str | None = None  # --data without --mapping whose preset is not recognised
     configured = False  # name is a key of the configuration's reports
     base = Path(".")
     if config is not None or data is None:
-        loaded = _load(config or Path("opscope.yaml"))
+        if as_json:
+            from opscope.config import load_config
+            from opscope.errors import ConfigError
+
+            try:
+                loaded = load_config(config or Path("opscope.yaml"))
+            except ConfigError as exc:
+                raise fail(str(exc), 2) from None
+        else:
+            loaded = _load(config or Path("opscope.yaml"))
+        config_file = loaded.path
         base = loaded.path.parent
         cfg = loaded.config
         if name in cfg.reports:
@@ -108,7 +140,7 @@ def report(
             configured = True
         kind = report_kind(name, settings)
         if kind is None:
-            raise _fail(
+            raise fail(
                 f'unknown report "{name}" (reports: {", ".join(REPORT_NAMES)}; '
                 f"configured: {', '.join(cfg.reports) or 'none'})",
                 2,
@@ -118,7 +150,7 @@ def report(
                 next(iter(cfg.sources)) if len(cfg.sources) == 1 else None
             )
             if source_name is None or source_name not in cfg.sources:
-                raise _fail(
+                raise fail(
                     "name the data: --data DIR, or a source in the configuration "
                     f"(sources: {', '.join(cfg.sources) or 'none'})",
                     2,
@@ -127,19 +159,31 @@ def report(
     else:
         kind = name
     if kind not in REPORT_NAMES:
-        raise _fail(f'unknown report "{name}" (reports: {", ".join(REPORT_NAMES)})', 2)
+        raise fail(f'unknown report "{name}" (reports: {", ".join(REPORT_NAMES)})', 2)
+    if decimal is not None and decimal not in (".", ","):
+        raise fail(f'--decimal: "{decimal}" is not a decimal mark (give "." or ",")', 2)
     if data is not None:
+        preset = mapping or detect_preset(data)
+        if preset is None and data.exists():  # reported after the other options are checked
+            undetected = (
+                f"--mapping: cannot tell which export {data} is from its header; give "
+                "--mapping maven_crm, hubspot_deals or salesforce_opportunities"
+            )
+        preset = preset or "maven_crm"  # a missing path is reported by the loader
         try:
-            source = SourceConfig(path=data, mapping=mapping or "maven_crm")
+            if decimal is None:
+                source = SourceConfig(path=data, mapping=preset)
+            else:
+                source = SourceConfig(path=data, mapping=_with_decimal(preset, decimal))
         except ValidationError:
-            raise _fail(
+            raise fail(
                 f'--mapping: unknown preset "{mapping}" (maven_crm, hubspot_deals, '
                 "salesforce_opportunities)",
                 2,
             ) from None
         base = Path(".")
-    elif mapping is not None:
-        raise _fail("--mapping goes with --data", 2)
+    elif mapping is not None or decimal is not None:
+        raise fail(f"{'--mapping' if mapping is not None else '--decimal'} goes with --data", 2)
 
     if formats is None:
         # a configured report writes its own formats; a one-off run writes JSON
@@ -147,18 +191,20 @@ def report(
     wanted = [f.strip().lower() for f in formats.split(",") if f.strip()]
     unknown = [f for f in wanted if f not in _FORMATS]
     if not wanted or unknown:
-        raise _fail(
+        raise fail(
             f"--format: unknown format {', '.join(unknown) or '(none)'} "
             f"(formats: {', '.join(_FORMATS)})",
             2,
         )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise fail(f"--out {out_dir} is a file, not a folder", 2)
     renderer = None
     if any(f != "json" for f in wanted):
         try:
             renderer = importlib.import_module("opscope.report.render")
         except ModuleNotFoundError:
             missing = ", ".join(f for f in wanted if f != "json")
-            raise _fail(
+            raise fail(
                 f"format {missing} not available in this version of opscope (json is)", 2
             ) from None
 
@@ -170,8 +216,10 @@ def report(
         chosen = period or _PERIOD_WORDS[settings.period]
         report_period = parse_period(chosen, now=now, tz=tz, week_start=week_start)
     except PeriodError as exc:
-        raise _fail(f"{'--timezone' if 'timezone' in str(exc) else '--period'}: {exc}", 2) from None
+        raise fail(f"{'--timezone' if 'timezone' in str(exc) else '--period'}: {exc}", 2) from None
 
+    if undetected is not None:
+        raise fail(undetected, 2)
     request = ReportRequest(period=report_period, timezone=tz, now=now, settings=settings)
     written: list[str] = []
     with Progress(
@@ -189,13 +237,17 @@ def report(
 
         try:
             dataset = load_source(source, base=base, timezone=tz, progress=step)
+        except MappingError as exc:
+            if config_file is None or source_name is None or data is not None:
+                raise fail(f"--mapping {preset}: {exc}", 2) from None
+            raise fail(_mapping_problem(config_file, source_name, exc), 2) from None
         except SourceError as exc:
-            raise _fail(str(exc), 1) from None
+            raise fail(str(exc), 1) from None
         progress.update(task, advance=1, description=f"computing {kind}")
         try:
             doc = build_report(kind, dataset, request)
         except ReportError as exc:
-            raise _fail(str(exc), 1) from None
+            raise fail(str(exc), 1) from None
         finally:
             dataset.close()
         progress.update(task, advance=1)
@@ -217,8 +269,10 @@ def report(
                     renderer.render(doc, fmt, path)
                 written.append(str(path))
                 progress.update(task, advance=1)
+        except FileExistsError:
+            raise fail(f"--out {out_dir} is a file, not a folder", 2) from None
         except OSError as exc:
-            raise _fail(f"cannot write {out_dir}: {exc.strerror or exc}", 1) from None
+            raise fail(f"cannot write {out_dir}: {exc.strerror or exc}", 1) from None
     if as_json:
         payload: dict[str, Any] = {
             "report": kind,
@@ -233,6 +287,42 @@ def report(
         err.print(f"[yellow]data:[/] {escape(line)}", highlight=False)
     for path_text in written:
         out.print(f"wrote {path_text}", highlight=False)
+
+
+def _mapping_problem(config_file: Path, source_name: str, exc: Any) -> str:
+    """``FILE:LINE: sources.NAME.mapping.TABLE.columns.COLUMN: message`` for a mapped column
+    the data lacks (``exc``: a ``MappingError``); the line of the mapping's entry, else of the
+    source's mapping (the column came from a preset)."""
+    from opscope.config.yamlfile import read_yaml
+
+    loc: tuple[str, ...] = ("sources", source_name, "mapping", exc.table, "columns", exc.column)
+    try:
+        _, positions = read_yaml(config_file.read_text(encoding="utf-8"), str(config_file))
+    except Exception:  # noqa: BLE001 - the file was valid a moment ago; the message still helps
+        return f"{config_file}: {'.'.join(loc)}: {exc}"
+    line = None
+    for depth in range(len(loc), 1, -1):
+        if loc[:depth] in positions.keys or loc[:depth] in positions.values:
+            loc = loc[:depth]
+            line = positions.of(loc, key=True)[0]
+            break
+    where = f"{config_file}:{line}" if line is not None else str(config_file)
+    return f"{where}: {'.'.join(loc)}: {exc}"
+
+
+def _with_decimal(preset: str, decimal: str) -> dict[str, Any]:
+    """The mapping ``preset`` with ``decimal`` set on each of its tables (an unknown preset is
+    left to the mapping's validation)."""
+    from opscope.config.reports import CANONICAL_COLUMNS
+    from opscope.report.schema import PRESETS
+
+    mapping: dict[str, Any] = {"preset": preset}
+    known = PRESETS.get(cast(Any, preset))
+    if known is not None:
+        for table in CANONICAL_COLUMNS:
+            if getattr(known, table) is not None:
+                mapping[table] = {"decimal": decimal}
+    return mapping
 
 
 def runs(

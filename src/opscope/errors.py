@@ -133,6 +133,16 @@ class SourceError(ReportError):
     mapping (a mapped column is missing); the message names the file or table and column."""
 
 
+class MappingError(SourceError):
+    """A mapped column is not in the source: a configuration error. ``table`` and ``column``
+    are the canonical table and column of the mapping (to find its line in the file)."""
+
+    def __init__(self, message: str, *, table: str, column: str) -> None:
+        super().__init__(message)
+        self.table = table
+        self.column = column
+
+
 class CollectError(OpscopeError):
     """One collection from one target failed; recorded as the target's last error."""
 

@@ -164,7 +164,13 @@ def test_a_rule_threshold_benchmark_is_compared_with_its_metric(tmp_path: Path) 
     )
     bench = next(s for s in doc.sections if s.id == "benchmarks").blocks[0]  # type: ignore[attr-defined]
     assert bench.rows == [
-        {"metric": "pipeline_coverage", "value": 2.0, "benchmark": 3.0, "difference": -1.0}
+        {
+            "metric": "pipeline_coverage",
+            "value": 2.0,
+            "benchmark": 3.0,
+            "difference": -1.0,
+            "kind": "number",
+        }
     ]
 
 

@@ -215,7 +215,9 @@ class TableMapping(Model):
     is taken as local time there)."""
     decimal: Literal[".", ","] = "."
     """Decimal mark of amounts written as text (``$1,200.50`` with ``.``, ``1.200,50 €`` with
-    ``,``); currency symbols, codes and thousands separators are removed."""
+    ``,``); currency symbols, codes and thousands separators are removed. When not given, a
+    column whose amounts can only be read with ``,`` (``1.200,50``, ``12,5``) is read with
+    ``,`` (noted in the data-quality log). Native Excel numbers are never re-read."""
     rename: dict[str, dict[str, str]] = Field(default_factory=dict)
     """Canonical column → {value in the source: value in reports} (stage renaming, say)."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 #: How a value is meant to be shown. ``money`` in the document's currency, ``ratio`` as a
 #: percentage of 1, ``days`` as a duration in days, ``count`` as an integer, ``number`` as a
@@ -80,11 +80,47 @@ class KpiCards:
 
 @dataclass(slots=True)
 class Column:
-    """A table column: ``key`` indexes the row dicts, ``title`` is shown, ``kind`` formats."""
+    """A table column: ``key`` indexes the row dicts, ``title`` is shown, ``kind`` formats;
+    ``kind_key``, when set, names the row key holding the cell's kind instead (a table whose
+    rows are different metrics, such as the benchmarks)."""
 
     key: str
     title: str
     kind: ValueKind = "text"
+    kind_key: str | None = None
+
+    def kind_of(self, row: dict[str, Any]) -> ValueKind:
+        """The kind of this column's cell in ``row``."""
+        if self.kind_key is None:
+            return self.kind
+        return cast(ValueKind, row.get(self.kind_key) or self.kind)
+
+
+_RATIO = {"win_rate", "conversion", "lowest_conversion", "growth", "share", "roi", "margin"}
+_COUNT = {"won", "lost", "count", "reached", "rank", "without_deals", "deals", "runs"}
+_MONEY = {
+    "value", "weighted", "average", "average_deal", "revenue", "velocity", "savings",
+    "running_cost", "amount",
+}  # fmt: skip
+
+
+def metric_kind(name: str) -> ValueKind:
+    """The kind of the metric ``name`` (a key of ``ReportDocument.metrics``), from its last
+    part: rates and conversions are ratios, ``*_days`` days, counts of deals counts, revenue
+    and pipeline values money; anything else a plain number."""
+    parts = name.split(".")
+    while len(parts) > 1 and parts[-1] in ("previous", "last_year"):
+        parts.pop()
+    last = parts[-1]
+    if last in _RATIO or last.endswith("_rate"):
+        return "ratio"
+    if last.endswith("_days"):
+        return "days"
+    if last in _COUNT:
+        return "count"
+    if parts[0] == "revenue" or last in _MONEY:
+        return "money"
+    return "number"
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ Metrics: those of the KPI cards (``revenue.won``, ``deals.won``, ``win_rate``,
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from opscope.report import automation
@@ -373,6 +373,34 @@ def _history(
     return found
 
 
+def _alignment_notes(
+    data: Dataset, request: ReportRequest, buckets: list[ReportPeriod], first: date | None
+) -> list[str]:
+    """Notes where the history's buckets do not cover the report period exactly: days of the
+    period after the last complete bucket (with their won revenue, left out of the history),
+    and a first bucket the data covers only in part."""
+    from opscope.report.deals import revenue_series
+
+    notes: list[str] = []
+    granularity = buckets[0].granularity
+    end = min(request.period.end, local_today(request.now, request.timezone))
+    tail_start = buckets[-1].end
+    if tail_start < end:
+        (revenue,) = revenue_series(data, [(tail_start, end)])
+        notes.append(
+            f"The {granularity}s do not align with {request.period.label}: "
+            f"{tail_start.isoformat()} … {(end - timedelta(days=1)).isoformat()} "
+            f"(won revenue {revenue:,.0f}) is after the last complete {granularity} "
+            f"({buckets[-1].label}) and not in the history."
+        )
+    if first is not None and buckets[0].start < first:
+        notes.append(
+            f"The first {granularity} ({buckets[0].label}) is partial: the data starts on "
+            f"{first.isoformat()}."
+        )
+    return notes
+
+
 def _forecast_section(
     doc: ReportDocument,
     data: Dataset,
@@ -395,6 +423,7 @@ def _forecast_section(
         )
         return history, labels, []
     granularity = buckets[0].granularity
+    alignment = _alignment_notes(data, request, buckets, span[0])
     next_period = request.period.shifted(1)
     horizon = settings.horizon or len(
         [b for b in next_period.buckets(granularity) if b.start >= buckets[-1].end]
@@ -507,6 +536,7 @@ def _forecast_section(
                         f"Model {result.model} (statsmodels ETSModel, additive errors) fitted on "
                         f"{len(history)} {granularity}(s) of won revenue "
                         f"({labels[0]} … {labels[-1]}).",
+                        *alignment,
                         *accuracy,
                         *result.warnings,
                     ],

@@ -35,7 +35,8 @@ _SES_BELOW = 6
 @dataclass(frozen=True)
 class Backtest:
     """Rolling-origin accuracy: MASE, MAE of the model and of the naive forecast, how many
-    origins and forecast points were scored, and the horizon."""
+    origins and forecast points were scored, and the horizon reached (the most steps ahead any
+    origin scored: at most the requested horizon)."""
 
     mase: float | None
     mae: float
@@ -203,5 +204,5 @@ def backtest(
         naive_mae=sum(naive_errors) / len(naive_errors),
         origins=len(cuts),
         points=len(errors),
-        horizon=horizon,
+        horizon=min(horizon, n - cuts[0]),  # the furthest step any origin could score
     )

@@ -69,6 +69,7 @@ from opscope.report.document import (
     Section,
     Series,
     Table,
+    metric_kind,
 )
 from opscope.report.sources import Dataset
 
@@ -433,9 +434,9 @@ def sales_performance(data: Dataset, request: ReportRequest) -> ReportDocument:
                         "Against benchmarks",
                         [
                             Column("metric", "Metric"),
-                            Column("value", "Value", "number"),
-                            Column("benchmark", "Benchmark", "number"),
-                            Column("difference", "Difference", "number"),
+                            Column("value", "Value", "number", kind_key="kind"),
+                            Column("benchmark", "Benchmark", "number", kind_key="kind"),
+                            Column("difference", "Difference", "number", kind_key="kind"),
                         ],
                         bench,
                     )
@@ -604,6 +605,7 @@ def _benchmarks(benchmarks: dict[str, float], metrics: dict[str, Any]) -> list[d
                 "value": number,
                 "benchmark": float(reference),
                 "difference": None if number is None else number - reference,
+                "kind": metric_kind(_RULE_METRICS.get(name, name)),
             }
         )
     return rows

@@ -21,6 +21,7 @@ column holds each canonical column. Presets:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from opscope.config.reports import (
@@ -205,3 +206,31 @@ def resolve_mapping(mapping: MappingConfig) -> ResolvedMapping:
     if not isinstance(deals, DealsMapping):
         raise ValueError("the mapping has no deals table (give a preset or mapping.deals)")
     return ResolvedMapping(deals=deals, tables=tables)
+
+
+def detect_preset(path: Path) -> MappingPreset | None:
+    """The preset whose deals columns (its ``id`` and ``stage`` columns) the data at ``path``
+    has: a folder holding ``sales_pipeline.*`` is Maven's CRM dataset; else the header of the
+    CSV file (or, in a folder, of its first CSV file) decides. ``None`` when no preset fits or
+    the data is not CSV."""
+    import csv
+
+    if path.is_dir():
+        if any((path / f"sales_pipeline{s}").is_file() for s in (".csv", ".parquet", ".xlsx")):
+            return "maven_crm"
+        files = sorted(path.glob("*.csv"))
+        if not files:
+            return None
+        path = files[0]
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return None
+    with path.open("rb") as f:
+        first = f.readline(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
+    delimiter = max((",", ";", "\t", "|"), key=first.count)
+    header = {h.strip() for h in next(csv.reader([first], delimiter=delimiter), [])}
+    for name, preset in PRESETS.items():
+        deals = preset.deals
+        assert deals is not None
+        if deals.columns["id"] in header and deals.columns["stage"] in header:
+            return name
+    return None

@@ -9,8 +9,10 @@ table per canonical table in an in-memory database: ``deals`` (always), and ``ow
 Parsing rules (what real exports need):
 
 * amounts: currency symbols and codes, spaces and thousands separators are removed
-  (``$1,200.50`` → 1200.5, ``£9000`` → 9000, ``1.200,50 €`` with ``decimal: ","``); a value in
-  parentheses is negative; anything else that is not a number becomes empty and is counted;
+  (``$1,200.50`` → 1200.5, ``£9000`` → 9000, ``1.200,50 €`` with ``decimal: ","``, or without
+  it when the column's values can only be read that way: :func:`_decimal_mark`); a value in
+  parentheses is negative; anything else that is not a number (also ``nan``, ``inf``,
+  ``1e309``) becomes empty and is counted; native Excel numbers keep their value;
 * dates: ISO 8601 dates or timestamps, or the mapping's ``date_format``; a timestamp with an
   offset is converted to the report's timezone before its calendar day is taken, one without is
   taken as local time there;
@@ -40,7 +42,7 @@ from __future__ import annotations
 import difflib
 import glob
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -48,7 +50,7 @@ from typing import Any, TypeVar, cast
 import duckdb
 
 from opscope.config.reports import CANONICAL_COLUMNS, DealsMapping, SourceConfig, TableMapping
-from opscope.errors import SourceError
+from opscope.errors import MappingError, SourceError
 from opscope.report.schema import LOOKUPS, ResolvedMapping, column_kind, resolve_mapping
 
 _DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db")
@@ -89,8 +91,8 @@ class Dataset:
         if table not in self.tables:
             return False
         if table not in self.rows:
-            row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
-            self.rows[table] = int(row[0]) if row else 0
+            row = _one(self.con, f"SELECT count(*) FROM {table}")
+            self.rows[table] = int(row[0])
         return self.rows[table] > 0
 
     def memo(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
@@ -114,6 +116,16 @@ def _q(name: str) -> str:
 
 def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
+    """The one row of the query ``sql``, its result read to the end: a result left unfinished
+    (``fetchone``) keeps the connection busy, and the next ``register`` of a data frame (an
+    Excel sheet, a SQL table) then fails."""
+    rows = con.execute(sql).fetchall()
+    if not rows:
+        raise SourceError(f"no result from {sql}")
+    return tuple(rows[0])
 
 
 def _n(count: int) -> str:
@@ -155,7 +167,7 @@ def load_source(
         reader = _Reader(source, base, con)
         loaded: set[str] = set()
         raws: dict[str, str] = {}
-        for table, table_mapping in mapping.tables.items():
+        for table, table_mapping in {**mapping.tables, **reader.discovered(mapping)}.items():
             if progress:
                 progress(f"reading {table}")
             raw = reader.raw(table, table_mapping, required=table == "deals")
@@ -194,7 +206,16 @@ def load_source(
         con.execute("SET preserve_insertion_order = true")
     except duckdb.Error as exc:
         con.close()
+        if reader.csv_path is not None and not isinstance(exc, duckdb.ConversionException):
+            problem = _csv_problem(reader.csv_path)
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SourceError(
+                problem or f"{reader.csv_path}: cannot be read as CSV ({first})"
+            ) from exc
         raise SourceError(f"cannot read {reader.where}: {exc}") from exc
+    except MappingError as exc:
+        con.close()
+        raise MappingError(f"{reader.where}: {exc}", table=exc.table, column=exc.column) from None
     except SourceError:
         con.close()
         raise
@@ -208,6 +229,7 @@ class _Reader:
         self.source = source
         self.con = con
         self.where = str(source.path or "the database")
+        self.base = base
         self.path = (base / source.path) if source.path is not None else None
         kind = source.kind
         if kind is None:
@@ -220,6 +242,7 @@ class _Reader:
         self.kind = kind
         self._engine: Any = None
         self._csv: dict[str, str] = {}  # raw view → CSV file it reads with typed columns
+        self.csv_path: Path | None = None  # the CSV file being read
         if kind == "duckdb":
             assert self.path is not None
             if not self.path.is_file():
@@ -229,6 +252,19 @@ class _Reader:
             assert self.path is not None
             if not self.path.exists():
                 raise SourceError(f"{self.path}: no such file or folder")
+
+    def discovered(self, mapping: ResolvedMapping) -> dict[str, TableMapping]:
+        """Canonical tables the mapping leaves out that a folder source holds as a file of the
+        table's name (``automations.csv`` next to the deals), read with the canonical column
+        names."""
+        if self.kind != "files" or self.path is None or not self.path.is_dir():
+            return {}
+        return {
+            table: TableMapping()
+            for table in CANONICAL_COLUMNS
+            if table not in mapping.tables
+            and any((self.path / f"{table}{s}").is_file() for s in (".csv", ".parquet", ".xlsx"))
+        }
 
     def raw(self, table: str, mapping: TableMapping, *, required: bool) -> str | None:
         """Name of a DuckDB view holding the raw rows of ``table``, or ``None`` when the source
@@ -241,7 +277,6 @@ class _Reader:
             self.where = str(found)
             self._file_view(table, view, found, mapping)
         elif self.kind == "duckdb":
-            name = mapping.table or table
             tables = {
                 r[0]
                 for r in self.con.execute(
@@ -249,6 +284,7 @@ class _Reader:
                     "UNION SELECT view_name FROM duckdb_views() WHERE database_name = 'src'"
                 ).fetchall()
             }
+            name = _table_name(table, mapping, tables)
             if name not in tables:
                 if required:
                     raise SourceError(
@@ -280,6 +316,14 @@ class _Reader:
             matches = [c for c in candidates if c.is_file()]
         else:
             matches = sorted(Path(p) for p in glob.glob(str(folder / mapping.file)))
+            if not matches and not glob.has_magic(mapping.file):
+                # the preset's sales_pipeline.csv exported as Parquet or Excel
+                stem = Path(mapping.file).stem
+                matches = [
+                    folder / f"{stem}{suffix}"
+                    for suffix in (".csv", ".parquet", ".xlsx")
+                    if (folder / f"{stem}{suffix}").is_file()
+                ]
         if not matches:
             if required:
                 raise SourceError(
@@ -296,12 +340,26 @@ class _Reader:
 
     def _file_view(self, table: str, view: str, path: Path, mapping: TableMapping) -> None:
         suffix = path.suffix.lower()
+        self.csv_path = None
         if suffix == ".parquet":
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_lit(str(path))})")
         elif suffix in _EXCEL_SUFFIXES:
-            self.con.register(f"{view}_frame", _excel_frame(path, mapping.sheet))
+            numbers = {
+                source_column
+                for column, source_column in _column_sources(
+                    table, mapping, _excel_header(path, mapping.sheet)
+                ).items()
+                if column_kind(column) in ("money", "number")
+            }
+            frame = _excel_frame(path, mapping.sheet, numbers, mapping.decimal)
+            self.con.register(f"{view}_frame", frame)
             self.con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_frame")
         else:
+            with path.open("rb") as f:
+                start = f.read(4096)
+            if not start.removeprefix(b"\xef\xbb\xbf").strip():
+                raise SourceError(f"{path} is empty")
+            self.csv_path = path
             self._csv_view(table, view, path, mapping)
 
     def _csv_view(self, table: str, view: str, path: Path, mapping: TableMapping) -> None:
@@ -317,12 +375,10 @@ class _Reader:
         still parsed from text (a ``date_format``, booleans) the rows are read once into a
         temporary table, since parsing and the count of unparseable values both scan them.
         """
-        source = _lit(str(path))
+        source = f"{_lit(str(path))}, {_csv_options(path)}"
         sniffed = {
             str(r[0]): str(r[1]).upper()
-            for r in self.con.execute(
-                f"DESCRIBE SELECT * FROM read_csv({source}, {_CSV})"
-            ).fetchall()
+            for r in self.con.execute(f"DESCRIBE SELECT * FROM read_csv({source})").fetchall()
         }
         typed: dict[str, str] = {}
         parsed_from_text = False
@@ -343,8 +399,7 @@ class _Reader:
                 typed[source_column] = "VARCHAR"
         types = ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in typed.items())
         read = (
-            f"read_csv({source}, {_CSV}, all_varchar = true, "
-            f"types = {{{types}}}, dateformat = '%Y-%m-%d')"
+            f"read_csv({source}, all_varchar = true, types = {{{types}}}, dateformat = '%Y-%m-%d')"
         )
         if any(t != "VARCHAR" for t in typed.values()):
             self._csv[view] = source
@@ -366,8 +421,7 @@ class _Reader:
         self.con.execute(f"DROP VIEW IF EXISTS {view}")
         self.con.execute(f"DROP TABLE IF EXISTS {view}")
         self.con.execute(
-            f"CREATE TEMP TABLE {view} AS SELECT * FROM read_csv({source}, {_CSV}, "
-            "all_varchar = true)"
+            f"CREATE TEMP TABLE {view} AS SELECT * FROM read_csv({source}, all_varchar = true)"
         )
         return True
 
@@ -377,14 +431,15 @@ class _Reader:
 
         if self._engine is None:
             try:
-                self._engine = sqlalchemy.create_engine(str(self.source.url))
+                url = _sqlite_read_only(sqlalchemy.engine.make_url(str(self.source.url)), self.base)
+                self._engine = sqlalchemy.create_engine(url)
             except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
                 raise SourceError(f"cannot use the database URL: {exc}") from exc
-        name = mapping.table or table
-        self.where = f"database table {name}"
         try:
             names = sqlalchemy.inspect(self._engine).get_table_names()
             views = sqlalchemy.inspect(self._engine).get_view_names()
+            name = _table_name(table, mapping, {*names, *views})
+            self.where = f"database table {name}"
             if name not in names and name not in views:
                 if required:
                     raise SourceError(
@@ -396,9 +451,41 @@ class _Reader:
             raise SourceError(f"cannot read {self.where}: {exc}") from exc
 
 
-def _excel_frame(path: Path, sheet: str | None) -> Any:
+def _table_name(table: str, mapping: TableMapping, present: set[str]) -> str:
+    """The database table holding the canonical ``table``: the mapping's ``table``; else the
+    canonical name, or, when the database has no such table, the name of the mapping's file
+    without its suffix (``sales_pipeline`` for the preset's ``sales_pipeline.csv``)."""
+    if mapping.table is not None:
+        return mapping.table
+    if table not in present and mapping.file and not glob.has_magic(mapping.file):
+        stem = Path(mapping.file).stem
+        if stem in present:
+            return stem
+    return table
+
+
+def _sqlite_read_only(url: Any, base: Path) -> Any:
+    """``url`` (a SQLAlchemy URL); a SQLite file's URL made to open the file read-only, a
+    relative path taken from ``base`` (the configuration's folder, like every path there).
+
+    Raises :class:`SourceError` when the file does not exist (SQLite would create it)."""
+    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return url
+    database = str(url.database)
+    if database.startswith("file:"):
+        return url  # a SQLite URI: the user chose its options
+    path = Path(database)
+    if not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise SourceError(f"database file not found: {path}")
+    return url.set(
+        database=f"file:{path.resolve()}", query={**url.query, "mode": "ro", "uri": "true"}
+    )
+
+
+def _excel_rows(path: Path, sheet: str | None, limit: int | None = None) -> list[tuple[Any, ...]]:
     import openpyxl
-    import pandas as pd
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
@@ -407,24 +494,52 @@ def _excel_frame(path: Path, sheet: str | None) -> Any:
     try:
         if sheet is not None and sheet not in book.sheetnames:
             raise SourceError(f"{path}: no sheet {sheet} (sheets: {', '.join(book.sheetnames)})")
-        rows = list((book[sheet] if sheet else book.worksheets[0]).iter_rows(values_only=True))
+        return list(
+            (book[sheet] if sheet else book.worksheets[0]).iter_rows(
+                values_only=True, max_row=limit
+            )
+        )
     finally:
         book.close()
+
+
+def _excel_names(first: tuple[Any, ...]) -> list[str]:
+    return [str(h) if h is not None else f"column{i + 1}" for i, h in enumerate(first)]
+
+
+def _excel_header(path: Path, sheet: str | None) -> list[str]:
+    """Column names of the sheet (its first row)."""
+    rows = _excel_rows(path, sheet, limit=1)
+    return _excel_names(rows[0]) if rows else []
+
+
+def _excel_frame(
+    path: Path, sheet: str | None, numbers: Collection[str] = (), decimal: str = "."
+) -> Any:
+    """The sheet as a data frame of text (the module's parsing rules then apply). A cell that
+    Excel stores as a number, in one of the ``numbers`` columns, is written with the mapping's
+    ``decimal`` mark and no thousands separator, so that the decimal rule for text amounts
+    reads it back as the same number (``1200.5`` stays 1200.5 with ``decimal: ","``)."""
+    import pandas as pd
+
+    rows = _excel_rows(path, sheet)
     if not rows:
         raise SourceError(f"{path}: the sheet is empty")
-    header = [str(h) if h is not None else f"column{i + 1}" for i, h in enumerate(rows[0])]
+    header = _excel_names(rows[0])
 
-    def text(value: Any) -> str | None:
+    def text(value: Any, number: bool) -> str | None:
         if value is None:
             return None
         if hasattr(value, "isoformat"):
             return str(value.isoformat())
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
+        if number and decimal == "," and isinstance(value, float):
+            return repr(value).replace(".", ",")
         return str(value)
 
     data = {
-        name: [text(r[i]) if i < len(r) else None for r in rows[1:]]
+        name: [text(r[i], name in numbers) if i < len(r) else None for r in rows[1:]]
         for i, name in enumerate(header)
     }
     return pd.DataFrame(data, dtype=object)
@@ -434,6 +549,62 @@ def _excel_frame(path: Path, sheet: str | None) -> Any:
 #: double quote in it doubled) even where DuckDB's sniffer, which samples the first rows,
 #: saw no quotes (exports quote only the fields that need it, such as "$1,200.50").
 _CSV = "header = true, quote = '\"', escape = '\"'"
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _csv_delimiter(path: Path) -> str | None:
+    """The delimiter of a CSV file: the candidate (``,`` ``;`` tab ``|``) found most often
+    outside quotes in its header line, or ``None`` when there is none (one column)."""
+    with path.open("rb") as f:
+        first = f.readline(1 << 16).decode("utf-8", errors="replace")
+    unquoted = re.sub(r'"[^"]*"', "", first)
+    counts = {d: unquoted.count(d) for d in _DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else None
+
+
+def _csv_options(path: Path) -> str:
+    """``read_csv`` options of ``path``: :data:`_CSV` and the delimiter of the header line (so
+    that a malformed row near the top is an error, not a file read as one column)."""
+    delimiter = _csv_delimiter(path)
+    return _CSV if delimiter is None else f"{_CSV}, delim = {_lit(delimiter)}"
+
+
+def _csv_problem(path: Path) -> str | None:
+    """What makes ``path`` unreadable as CSV, as ``FILE:LINE: problem``, or ``None`` when no
+    problem is found. Checks, in this order: UTF-8 text, RFC 4180 quoting, and every row having
+    as many fields as the header (Python's ``csv`` module, with the header's delimiter)."""
+    import csv
+
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return (
+                    f"{path}:{number}: not UTF-8 text (byte 0x{line[exc.start]:02X} at column "
+                    f"{exc.start + 1}); save the file as UTF-8"
+                )
+    delimiter = _csv_delimiter(path) or ","
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter=delimiter, strict=True)
+        try:
+            header = next(rows, None)
+            if header is None:
+                return f"{path} is empty"
+            for row in rows:
+                if row and len(row) != len(header):
+                    return (
+                        f"{path}:{rows.line_num}: {len(row)} field(s), the header has "
+                        f"{len(header)} (delimiter {delimiter!r})"
+                    )
+        except csv.Error as exc:
+            return (
+                f"{path}:{rows.line_num}: malformed quoting ({exc}); a field holding a double "
+                'quote must be in quotes, with the quote doubled ("27"" screen")'
+            )
+    return None
+
 
 _SQL_TYPES = {
     "text": "VARCHAR",
@@ -452,8 +623,64 @@ def _amount_sql(x: str, decimal: str) -> str:
         kept = f"replace(replace({kept}, '.', ''), ',', '.')"
     else:
         kept = f"replace({kept}, ',', '')"
-    number = f"TRY_CAST(replace(replace({kept}, '(', ''), ')', '') AS DOUBLE)"
+    number = _finite(f"TRY_CAST(replace(replace({kept}, '(', ''), ')', '') AS DOUBLE)")
     return f"CASE WHEN {x} LIKE '(%)' THEN -{number} ELSE {number} END"
+
+
+def _finite(number: str) -> str:
+    """SQL: the DOUBLE ``number``, or NULL when it is not finite (``nan``, ``inf``, ``1e309``:
+    DuckDB casts those texts to a DOUBLE, and one of them in a sum makes the total NaN)."""
+    return f"CASE WHEN isfinite({number}) THEN {number} END"
+
+
+def _amount_text_sql(x: str) -> str:
+    """SQL: text ``x`` without currency symbols, codes, spaces and parentheses."""
+    return f"regexp_replace({x}, '[\\p{{Sc}}\\s()]|^[A-Z]{{3}}|[A-Z]{{3}}$|^-', '', 'g')"
+
+
+#: Amounts that can only be read with ``,`` as the decimal mark (``1.200,50``, ``12,5``,
+#: ``1.200.000``) and only with ``.`` (``1,200.50``, ``12.5``, ``1,200,000``); ``1,200`` and
+#: ``1.200`` fit both and decide nothing.
+_COMMA_DECIMAL = r"^(\d{1,3}(\.\d{3})+,\d+|\d+,(\d{1,2}|\d{4,})|\d{1,3}(\.\d{3}){2,})$"
+_DOT_DECIMAL = r"^(\d{1,3}(,\d{3})+\.\d+|\d+\.(\d{1,2}|\d{4,})|\d{1,3}(,\d{3}){2,})$"
+
+
+def _decimal_mark(
+    dataset: Dataset, table: str, column: str, mapping: TableMapping, raw: str, text: str
+) -> str:
+    """The decimal mark of the text amounts of one column: the mapping's ``decimal`` when it
+    is given or the values fit it; ``,`` when the mapping gives none and every value that
+    decides (see :data:`_COMMA_DECIMAL`) is written with a decimal comma (logged). A column
+    with values of both styles is logged and read with the mapping's mark."""
+    kept = _amount_text_sql(text)
+    row = _one(
+        dataset.con,
+        f"SELECT count(*) FILTER (regexp_matches({kept}, {_lit(_COMMA_DECIMAL)})), "
+        f"min({text}) FILTER (regexp_matches({kept}, {_lit(_COMMA_DECIMAL)})), "
+        f"count(*) FILTER (regexp_matches({kept}, {_lit(_DOT_DECIMAL)})), "
+        f"min({text}) FILTER (regexp_matches({kept}, {_lit(_DOT_DECIMAL)})) FROM {raw}",
+    )
+    comma, comma_example, dot, dot_example = int(row[0]), row[1], int(row[2]), row[3]
+    given = mapping.decimal
+    if comma and dot:
+        dataset.quality.append(
+            f"{table}.{column}: {_n(comma)} value(s) are written with a decimal comma "
+            f"(e.g. {comma_example!r}) and {_n(dot)} with a decimal point (e.g. "
+            f"{dot_example!r}): all read with {given!r} as the decimal mark"
+        )
+        return given
+    if given == "." and comma and "decimal" not in mapping.model_fields_set:
+        dataset.quality.append(
+            f"{table}.{column}: values such as {comma_example!r} are read with ',' as the "
+            "decimal mark (set decimal in the mapping to choose)"
+        )
+        return ","
+    if given == "," and dot:
+        dataset.quality.append(
+            f"{table}.{column}: {_n(dot)} value(s) such as {dot_example!r} look written with "
+            "a decimal point, but the mapping gives decimal ','"
+        )
+    return given
 
 
 def _date_sql(x: str, date_format: str | None) -> str:
@@ -517,9 +744,11 @@ def _parse_table(
     for column in CANONICAL_COLUMNS[table]:
         source_column = sources.get(column)
         if source_column is None and column in mapping.columns:
-            raise SourceError(
+            raise MappingError(
                 f"{table}: mapped column {column} → {mapping.columns[column]!r} is not in the "
-                f"source (columns: {', '.join(types)})"
+                f"source (columns: {', '.join(types)})",
+                table=table,
+                column=column,
             )
         if source_column is None:
             selects.append(f"CAST(NULL AS {_SQL_TYPES[column_kind(column)]}) AS {_q(column)}")
@@ -542,10 +771,11 @@ def _parse_table(
                 checks.append((column, text, expr))
         elif kind in ("money", "number"):
             if raw_type in ("VARCHAR", "BLOB") or raw_type.startswith("VARCHAR"):
-                expr = _amount_sql(text, mapping.decimal)
-                checks.append((column, text, expr))
+                decimal = _decimal_mark(dataset, table, column, mapping, raw, text)
+                expr = _amount_sql(text, decimal)
             else:
-                expr = f"CAST({ref} AS DOUBLE)"
+                expr = _finite(f"CAST({ref} AS DOUBLE)")
+            checks.append((column, text, expr))
         elif raw_type == "BOOLEAN":
             expr = ref
         else:
@@ -566,8 +796,7 @@ def _parse_table(
         f"min({t}) FILTER ({t} IS NOT NULL AND ({e}) IS NULL)"
         for _, t, e in checks
     )
-    row = con.execute(f"SELECT {counts} FROM {raw}").fetchone()
-    assert row is not None
+    row = _one(con, f"SELECT {counts} FROM {raw}")
     for index, (column, _, _) in enumerate(checks):
         bad, example = row[2 * index], row[2 * index + 1]
         if bad:
@@ -610,21 +839,20 @@ class _Counts:
 
 def _finish_deals(
     dataset: Dataset, mapping: ResolvedMapping, in_source_order: Callable[[], None]
-) -> list[str]:
+) -> dict[str, int]:
     """Drop deals without id and duplicate ids, check stages, match names to the lookup tables,
     fill team/region/segment from them, and log what was done. Set-based: one query counts
     ids, one counts deals per stage, owner, product and account, and one statement rewrites
     the table with the corrected names and the looked-up columns. ``in_source_order()``
     reads the deals again in the source's row order, which the first of repeated ids needs.
 
-    Returns the distinct stages of the deals (for :func:`_check_typos`)."""
+    Returns the deals per stage (for :func:`_check_typos`)."""
     con = dataset.con
     deals: DealsMapping = mapping.deals
     quality = dataset.quality
-    row = con.execute(
-        "SELECT count(*) FILTER (id IS NULL), count(id) - count(DISTINCT id) FROM deals"
-    ).fetchone()
-    assert row is not None
+    row = _one(
+        con, "SELECT count(*) FILTER (id IS NULL), count(id) - count(DISTINCT id) FROM deals"
+    )
     no_id, dup = int(row[0]), int(row[1])  # duplicates = rows beyond the first of each id
     if no_id:
         quality.append(f"deals: {_n(no_id)} row(s) without an id dropped")
@@ -694,8 +922,44 @@ def _finish_deals(
             f"deals: {_n(won_no_amount)} won deal(s) without an amount: counted in win "
             "rates, not in revenue"
         )
+    _check_amounts(dataset)
     dataset.rows["deals"] = int(total)
-    return sorted(s for s in counts["stage"].deals if s is not None)
+    return {s: n for s, n in counts["stage"].deals.items() if s is not None}
+
+
+#: An amount more than this many times the median positive amount is a possible outlier (a
+#: value typed in cents, or a missing decimal mark).
+OUTLIER_FACTOR = 1000
+
+
+def _check_amounts(dataset: Dataset) -> None:
+    """Log won deals with a negative amount, and amounts above :data:`OUTLIER_FACTOR` × the
+    median positive amount (possible outliers), each with its count and total; both are kept
+    and counted as found."""
+    row = _one(
+        dataset.con,
+        f"""
+        WITH m AS (SELECT median(amount) AS median FROM deals WHERE amount > 0)
+        SELECT count(*) FILTER (status = 'won' AND amount < 0),
+               coalesce(sum(amount) FILTER (status = 'won' AND amount < 0), 0),
+               count(*) FILTER (amount > {OUTLIER_FACTOR} * m.median),
+               coalesce(sum(amount) FILTER (amount > {OUTLIER_FACTOR} * m.median), 0),
+               any_value(m.median)
+        FROM deals, m
+        """,
+    )
+    negative, negative_total, outliers, outlier_total, median = row
+    if negative:
+        dataset.quality.append(
+            f"deals: {_n(negative)} won deal(s) with a negative amount (total "
+            f"{negative_total:,.2f}): counted as found"
+        )
+    if outliers:
+        dataset.quality.append(
+            f"deals.amount: {_n(outliers)} value(s) above {OUTLIER_FACTOR:,} × the median "
+            f"amount {median:,.2f} (total {outlier_total:,.2f}): possible outliers, counted as "
+            "found"
+        )
 
 
 def _normal(name: str) -> str:
@@ -739,8 +1003,10 @@ def _match_names(
         if unmatched:
             shown = ", ".join(f"{v!r} ({_n(c)})" for v, c in unmatched[:5])
             more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+            article = "an" if column[0] in "aeiou" else "a"
+            unmatched_count = _n(sum(c for _, c in unmatched))
             dataset.quality.append(
-                f"deals.{column}: {_n(sum(c for _, c in unmatched))} deal(s) name a {column} "
+                f"deals.{column}: {unmatched_count} deal(s) name {article} {column} "
                 f"that is not in {lookup}: {shown}{more} (kept, without {lookup} details)"
             )
         without = [n for n in names if n not in counts and n not in replace.values()]
@@ -833,10 +1099,16 @@ def _country_names() -> list[str]:
     return _COUNTRIES
 
 
-def _check_typos(dataset: Dataset, stages: list[str]) -> None:
+#: A category value this close (Levenshtein edits, case ignored) to a more frequent value of
+#: its column is a possible typo.
+TYPO_DISTANCE = 2
+
+
+def _check_typos(dataset: Dataset, stages: dict[str, int]) -> None:
     """Log values that look like misspellings, keeping them as found: country names that are
-    not in ISO 3166 but close to one, and pairs of values of a category column that differ by
-    one letter (``Retail``/``Retial``); ``stages`` are the deals' distinct stages."""
+    not in ISO 3166 but close to one, and values of a category column (of 5 letters or more)
+    within :data:`TYPO_DISTANCE` edits of a more frequent value of the column (``Retial`` next
+    to ``Retail``); ``stages`` counts the deals per stage."""
     con = dataset.con
     if "accounts" in dataset.tables:
         countries = _country_names()
@@ -860,16 +1132,33 @@ def _check_typos(dataset: Dataset, stages: list[str]) -> None:
     ):
         if table not in dataset.tables:
             continue
-        if table == "deals":  # its distinct stages were counted already: no second scan
-            values, params = "SELECT unnest(?::VARCHAR[]) AS v", [stages]
+        params: list[Any]
+        if table == "deals":  # its stages were counted already: no second scan
+            values = "SELECT unnest(?::VARCHAR[]) AS v, unnest(?::BIGINT[]) AS n"
+            params = [list(stages), list(stages.values())]
         else:
-            values, params = f"SELECT DISTINCT {column} AS v FROM {table}", []
+            values = (
+                f"SELECT {column} AS v, count(*) AS n FROM {table} "
+                f"WHERE {column} IS NOT NULL GROUP BY 1"
+            )
+            params = []
         rows = con.execute(
-            f"WITH d AS ({values}) SELECT a.v, b.v FROM d a, d b WHERE a.v < b.v "
-            "AND length(a.v) >= 5 AND levenshtein(lower(a.v), lower(b.v)) = 1",
+            f"WITH d AS ({values}) SELECT a.v, a.n, b.v, b.n FROM d a, d b "
+            "WHERE (a.n < b.n OR (a.n = b.n AND a.v > b.v)) AND length(a.v) >= 5 "
+            f"AND levenshtein(lower(a.v), lower(b.v)) BETWEEN 1 AND {TYPO_DISTANCE} "
+            "ORDER BY a.v, b.n DESC, b.v",
             params,
         ).fetchall()
-        for a, b in rows:
-            dataset.quality.append(
-                f"{table}.{column}: {a!r} and {b!r} differ by one letter (kept as found)"
-            )
+        reported: set[str] = set()
+        for a, a_count, b, b_count in rows:
+            if a in reported:
+                continue  # the most frequent close value only
+            reported.add(a)
+            if a_count == b_count:
+                what = f"{a!r} and {b!r} ({_n(a_count)} row(s) each) are close"
+            else:
+                what = (
+                    f"{a!r} ({_n(a_count)} row(s)) is close to the more frequent {b!r} "
+                    f"({_n(b_count)})"
+                )
+            dataset.quality.append(f"{table}.{column}: {what}: possible typo, kept as found")

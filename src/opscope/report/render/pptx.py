@@ -453,7 +453,9 @@ def _chart(
 
 def _table(deck: _Deck, block: Table) -> None:
     columns = block.columns
-    cells = [[deck.style.format(row.get(c.key), c.kind) for c in columns] for row in block.rows]
+    cells = [
+        [deck.style.format(row.get(c.key), c.kind_of(row)) for c in columns] for row in block.rows
+    ]
     # Column widths in proportion to their longest text (title or cell), at least 0.6 inch.
     longest = [
         max([len(c.title), *(len(r[i]) for r in cells)]) if columns else 1

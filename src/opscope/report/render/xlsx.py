@@ -48,6 +48,7 @@ from opscope.report.document import (
     Section,
     Table,
     ValueKind,
+    metric_kind,
 )
 from opscope.report.render.figures import PALETTE, ROLE_COLOURS, series_colour
 from opscope.report.render.locales import MISSING, NumberStyle, finite
@@ -207,7 +208,7 @@ class _SheetWriter:
         for data in block.rows:
             self.row += 1
             for col, column in enumerate(block.columns):
-                self.value(self.row, col, data.get(column.key), column.kind)
+                self.value(self.row, col, data.get(column.key), column.kind_of(data))
         if not block.rows:
             self.row += 1
             self.text(self.row, 0, "No rows.", self.formats.muted)
@@ -593,7 +594,7 @@ def _summary(workbook: Workbook, formats: _Formats, doc: ReportDocument, names: 
         elif number is None:
             out._missing(row, 1, blank=False)
         else:
-            sheet.write_number(row, 1, number)
+            out.value(row, 1, number, metric_kind(metric))
     out.finish()
 
 
