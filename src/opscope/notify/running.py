@@ -162,8 +162,8 @@ class Notifier:
             await asyncio.wait_for(sending, DRAIN_TIMEOUT)
         except TimeoutError:
             log.warning("stopping: a notification to %s is still being sent", channel.name)
-        except Exception:
-            log.exception("delivery to %s failed unexpectedly", channel.name)
+        except Exception as exc:  # the delivery's own error: recorded by the outbox, logged here
+            log.error("delivery to %s failed unexpectedly: %s", channel.name, exc, exc_info=exc)
 
     async def _prune_loop(self) -> None:
         while True:
