@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opscope.report.building import (
+    Direction,
     ReportRequest,
     kpi,
     new_document,
@@ -60,6 +61,15 @@ class ProcessImpact:
     def roi(self) -> float | None:
         """(savings − cost) / cost; ``None`` when the cost is 0."""
         return ratio(self.net, self.cost)
+
+
+#: The impact cards: title, value kind, field of the totals, which direction is good.
+_CARDS: list[tuple[str, str, str, Direction]] = [
+    ("Hours saved", "number", "hours_saved", "higher"),
+    ("Cost saved", "money", "savings", "higher"),
+    ("Running cost", "money", "cost", "lower"),
+    ("ROI", "ratio", "roi", "higher"),
+]
 
 
 def _rows(
@@ -172,41 +182,15 @@ def automation_impact(data: Dataset, request: ReportRequest) -> ReportDocument:
                     KpiCards(
                         [
                             kpi(
-                                "Hours saved",
-                                "number",
-                                total.hours_saved,
-                                previous=None if prev is None else prev.hours_saved,
-                                last_year=None if year is None else year.hours_saved,
+                                title,
+                                kind,
+                                getattr(total, field),
+                                previous=None if prev is None else getattr(prev, field),
+                                last_year=None if year is None else getattr(year, field),
                                 target=None,
-                                direction="higher",
-                            ),
-                            kpi(
-                                "Cost saved",
-                                "money",
-                                total.savings,
-                                previous=None if prev is None else prev.savings,
-                                last_year=None if year is None else year.savings,
-                                target=None,
-                                direction="higher",
-                            ),
-                            kpi(
-                                "Running cost",
-                                "money",
-                                total.cost,
-                                previous=None if prev is None else prev.cost,
-                                last_year=None if year is None else year.cost,
-                                target=None,
-                                direction="lower",
-                            ),
-                            kpi(
-                                "ROI",
-                                "ratio",
-                                total.roi,
-                                previous=None if prev is None else prev.roi,
-                                last_year=None if year is None else year.roi,
-                                target=None,
-                                direction="higher",
-                            ),
+                                direction=direction,
+                            )
+                            for title, kind, field, direction in _CARDS
                         ]
                     ),
                     Table(

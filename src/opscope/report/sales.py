@@ -38,6 +38,7 @@ from datetime import date
 from typing import Any
 
 from opscope.report.building import (
+    Direction,
     ReportRequest,
     flag_partial_comparisons,
     kpi,
@@ -133,50 +134,28 @@ def sales_performance(data: Dataset, request: ReportRequest) -> ReportDocument:
         }
     )
     targets = settings.targets
+    card_specs: list[tuple[str, str, str, Direction]] = [
+        ("Won revenue", "money", "revenue.won", "higher"),
+        ("Won deals", "count", "deals.won", "higher"),
+        ("Win rate", "ratio", "win_rate", "higher"),
+        ("Average deal", "money", "deal_size.average", "higher"),
+        ("Sales cycle (mean days)", "days", "sales_cycle.mean_days", "lower"),
+    ]
     cards = [
         kpi(
-            "Won revenue",
-            "money",
-            now.revenue,
-            previous=headline["revenue.won"][1],
-            last_year=headline["revenue.won"][2],
-            target=targets.get("revenue.won"),
-        ),
-        kpi(
-            "Won deals",
-            "count",
-            now.won,
-            previous=headline["deals.won"][1],
-            last_year=headline["deals.won"][2],
-            target=targets.get("deals.won"),
-        ),
-        kpi(
-            "Win rate",
-            "ratio",
-            now.win_rate,
-            previous=headline["win_rate"][1],
-            last_year=headline["win_rate"][2],
-            target=targets.get("win_rate"),
-        ),
-        kpi(
-            "Average deal",
-            "money",
-            now.average_deal,
-            previous=headline["deal_size.average"][1],
-            last_year=headline["deal_size.average"][2],
-            target=targets.get("deal_size.average"),
-        ),
-        kpi(
-            "Sales cycle (mean days)",
-            "days",
-            now.cycle_mean_days,
-            previous=headline["sales_cycle.mean_days"][1],
-            last_year=headline["sales_cycle.mean_days"][2],
-            target=targets.get("sales_cycle.mean_days"),
-            direction="lower",
-        ),
-        kpi("Open pipeline", "money", pipe.value, previous=None, last_year=None, target=None),
+            title,
+            kind,
+            headline[key][0],
+            previous=headline[key][1],
+            last_year=headline[key][2],
+            target=targets.get(key),
+            direction=direction,
+        )
+        for title, kind, key, direction in card_specs
     ]
+    cards.append(
+        kpi("Open pipeline", "money", pipe.value, previous=None, last_year=None, target=None)
+    )
     notes += flag_partial_comparisons(
         cards, request, (first, last), m, only={c.name for c in cards[:-1]}
     )
