@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from opscope.errors import ExpositionError
@@ -183,3 +185,113 @@ def test_special_values_and_openmetrics_eof() -> None:
     samples = parse_exposition("a NaN\nb -Inf\nc +Inf\nd 1e-3\ne -0.5\n# EOF\n")
     assert math.isnan(samples[0].value)
     assert [s.value for s in samples[1:]] == [-math.inf, math.inf, 0.001, -0.5]
+
+
+# A payload as exporters write it: comments, label values with spaces and escapes, blank lines.
+LAYOUT_PAYLOAD = (
+    "# HELP jobs_total Jobs run.\n"
+    "# TYPE jobs_total counter\n"
+    'jobs_total{queue="a b",state="ok"} 12\n'
+    'jobs_total{queue="a b",state="failed"} 3\n'
+    "\n"
+    "# TYPE temp gauge\n"
+    'temp{room="x\\"y"} -1.5e3\n'
+    "temp 7"
+)
+
+
+def _fresh(payload: bytes) -> tuple[str, object]:
+    """What a decoder that never saw the target makes of ``payload`` (the validating path)."""
+    registry = Registry()
+    try:
+        result = ScrapeDecoder(registry, {"job": "j"}).decode(payload.decode("utf-8"))
+    except (ExpositionError, UnicodeDecodeError):
+        return "error", None
+    return "ok", sorted(
+        (registry.key(i), repr(v))
+        for i, v in zip(result.series_ids.tolist(), result.values.tolist(), strict=True)
+    )
+
+
+def _warm(registry: Registry, payload: bytes) -> tuple[str, object]:
+    decoder = ScrapeDecoder(registry, {"job": "j"})
+    decoder.decode(LAYOUT_PAYLOAD.encode())
+    decoder.decode(LAYOUT_PAYLOAD.encode())  # the layout is known now
+    try:
+        result = decoder.decode(payload)
+    except ExpositionError:
+        return "error", None
+    return "ok", sorted(
+        (registry.key(i), repr(v))
+        for i, v in zip(result.series_ids.tolist(), result.values.tolist(), strict=True)
+    )
+
+
+def test_same_layout_reads_new_values_without_splitting_lines() -> None:
+    registry = Registry()
+    decoder = ScrapeDecoder(registry, {"job": "j"})
+    first = decoder.decode(LAYOUT_PAYLOAD.encode())
+    calls = registry.calls
+    changed = LAYOUT_PAYLOAD.replace("} 12", "} 13.25").replace("temp 7", "temp NaN")
+    second = decoder.decode(changed.encode())
+    assert second.same_layout and registry.calls == calls
+    assert second.series_ids.tolist() == first.series_ids.tolist()
+    assert second.values[0] == 13.25 and math.isnan(second.values[-1])
+    assert second.values.tolist()[1:3] == [3.0, -1500.0]
+
+
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=len(LAYOUT_PAYLOAD)),
+            st.integers(min_value=0, max_value=3),
+            st.sampled_from(
+                [
+                    "",
+                    " ",
+                    "1",
+                    "-",
+                    ".",
+                    "e",
+                    "_",
+                    "#",
+                    "\n",
+                    "\r",
+                    "\t",
+                    "}",
+                    '"',
+                    "x y",
+                    "+Inf",
+                    "nan",
+                    "0x1p3",
+                    "1 2",
+                    "1_0",
+                    "é",
+                    "\\",
+                ]
+            ),
+        ),
+        max_size=3,
+    ),
+    value=st.one_of(
+        st.floats(allow_nan=False).map(repr), st.sampled_from(["1_0", "1e", "inf", "--1", ""])
+    ),
+)
+@settings(max_examples=400, deadline=None)
+def test_a_known_layout_reads_any_payload_as_the_validating_path(
+    edits: list[tuple[int, int, str]], value: str
+) -> None:
+    """Whatever a target sends after a payload whose layout is known — new values, or
+    bytes cut, inserted or replaced anywhere — the decoder gives exactly what a fresh decoder
+    gives (same series, same values, or an error for both)."""
+    text = LAYOUT_PAYLOAD.replace("} 12", "} " + value)
+    for offset, cut, insert in edits:
+        at = min(offset, len(text))
+        text = text[:at] + insert + text[at + cut :]
+    payload = text.encode()
+    expected = _fresh(payload)
+    got = _warm(Registry(), payload)
+    assert got[0] == expected[0], (edits, value, payload)
+    if expected[0] == "ok":
+        # Series are compared by name and labels: ids differ between the two registries.
+        assert got[1] == expected[1]

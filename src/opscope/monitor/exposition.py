@@ -160,10 +160,127 @@ class DecodedScrape:
     samples_scraped: int
     duplicates: int
     timestamps_ms: IntArray | None = None
+    #: Every byte but the values equals the previous payload's (read by its layout).
+    same_layout: bool = False
 
 
 #: Placeholder in :attr:`DecodedScrape.timestamps_ms` for a sample without a timestamp.
 NO_TIMESTAMP = np.iinfo(np.int64).min
+
+_NEWLINE, _SPACE, _HASH = ord("\n"), ord(" "), ord("#")
+
+
+def _span_mask(size: int, starts: IntArray, stops: IntArray) -> np.ndarray:
+    """A boolean array of ``size`` that is true in every ``[starts[i], stops[i])`` (sorted,
+    disjoint spans), built with one :func:`numpy.repeat`."""
+    counts = np.empty(2 * len(starts) + 1, dtype=np.int64)
+    counts[0::2] = np.concatenate((starts, [size])) - np.concatenate(([0], stops))
+    counts[1::2] = stops - starts
+    pattern = np.zeros(len(counts), dtype=bool)
+    pattern[1::2] = True
+    return np.repeat(pattern, counts)
+
+
+def _segments(value_starts: IntArray, value_ends: IntArray) -> IntArray:
+    """Bytes before each value since the previous value's newline (or the payload's start)."""
+    return value_starts - np.concatenate(([0], value_ends + 1))[: len(value_starts)]
+
+
+class _Layout:
+    """Where the values are in a payload: what lets the decoder read the next payload with
+    numpy alone when every byte but the values is the same (a push or a scrape of the same
+    series with new values — the usual case) instead of splitting it into lines in Python.
+
+    ``lines`` counts newline-terminated lines; ``sample_lines`` are the indexes of the lines
+    that are neither blank nor comments; a sample line's value is what follows its last space;
+    ``segments[i]`` is the length of the bytes between value ``i - 1`` (with its newline) and
+    value ``i``; ``skeleton`` is the payload without the values and their newlines. Equal
+    segment lengths and an equal skeleton mean every comment and every series text is equal.
+    """
+
+    __slots__ = ("lines", "sample_lines", "segments", "skeleton")
+
+    def __init__(
+        self, lines: int, sample_lines: IntArray, segments: IntArray, skeleton: bytes
+    ) -> None:
+        self.lines = lines
+        self.sample_lines = sample_lines
+        self.segments = segments
+        self.skeleton = skeleton
+
+    @staticmethod
+    def _spans(
+        arr: np.ndarray, ends: IntArray, sample_lines: IntArray
+    ) -> tuple[IntArray, IntArray] | None:
+        """Value starts and ends (the newline) of ``sample_lines``; ``None`` when a line has no
+        space or an empty value."""
+        value_ends = ends[sample_lines]
+        if not len(value_ends):
+            return value_ends, value_ends
+        spaces = np.flatnonzero(arr == _SPACE)
+        at = np.searchsorted(spaces, value_ends) - 1
+        if at[0] < 0:
+            return None
+        value_starts = spaces[at] + 1
+        line_starts = np.concatenate(([0], ends[:-1] + 1))[sample_lines]
+        if (value_starts <= line_starts).any() or (value_starts >= value_ends).any():
+            return None
+        return value_starts, value_ends
+
+    @classmethod
+    def of(cls, data: bytes, values: FloatArray) -> _Layout | None:
+        """The layout of ``data`` whose sample lines decoded to ``values`` (in order, without
+        timestamps or duplicates); ``None`` when reading it back by the layout does not give
+        exactly ``values`` (unusual spacing, carriage returns, …): such payloads keep the
+        line-by-line path."""
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        arr = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(arr == _NEWLINE)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        first = arr[np.minimum(starts, len(arr) - 1)]
+        sample_lines = np.flatnonzero((starts < ends) & (first != _HASH))
+        if len(sample_lines) != len(values):
+            return None
+        spans = cls._spans(arr, ends, sample_lines)
+        if spans is None:
+            return None
+        value_starts, value_ends = spans
+        segments = _segments(value_starts, value_ends)
+        mask = _span_mask(len(arr), value_starts, value_ends + 1)
+        layout = cls(len(ends), sample_lines, segments, arr[~mask].tobytes())
+        again = layout.values(data)
+        if again is None or not np.array_equal(again, values, equal_nan=True):
+            return None
+        return layout
+
+    def values(self, data: bytes) -> FloatArray | None:
+        """The sample values of ``data`` if it has this layout, else ``None``. A value is
+        read as the line-by-line path reads it (Python's ``float`` without ``_``)."""
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        arr = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(arr == _NEWLINE)
+        if len(ends) != self.lines:
+            return None
+        spans = self._spans(arr, ends, self.sample_lines)
+        if spans is None:
+            return None
+        value_starts, value_ends = spans
+        if not np.array_equal(_segments(value_starts, value_ends), self.segments):
+            return None
+        if len(arr) - int((value_ends - value_starts + 1).sum()) != len(self.skeleton):
+            return None
+        mask = _span_mask(len(arr), value_starts, value_ends + 1)
+        if arr[~mask].tobytes() != self.skeleton:
+            return None
+        tokens = arr[mask].tobytes()
+        if b"_" in tokens:  # float() accepts "1_000"; Prometheus does not
+            return None
+        try:
+            return np.array(tokens.split(b"\n")[:-1], dtype=np.float64)
+        except ValueError:
+            return None
 
 
 Resolver = Callable[[str, LabelSet], int]
@@ -190,14 +307,49 @@ class ScrapeDecoder:
         # a payload with the very same keys in the same order reuses the ids as they are.
         self._last_keys: list[str] | None = None
         self._last_ids: IntArray = np.zeros(0, dtype=np.int64)
+        # The previous payload's layout, when it was given as bytes and read without
+        # timestamps or duplicates (its series are ``_last_ids``).
+        self._layout: _Layout | None = None
 
-    def decode(self, text: str, *, sample_limit: int = 0) -> DecodedScrape:
-        """Decode ``text``; raises :class:`ExpositionError` (with line) when it is malformed and
-        :class:`ScrapeError` when it holds more than ``sample_limit`` samples (0: no limit) —
-        checked before any new series is created."""
-        lines = [line for line in text.split("\n") if line and line[0] != "#"]
+    def decode(self, payload: str | bytes, *, sample_limit: int = 0) -> DecodedScrape:
+        """Decode ``payload`` (UTF-8 bytes or text); raises :class:`ExpositionError` (with
+        line) when it is malformed or not UTF-8, and :class:`ScrapeError` when it holds more
+        than ``sample_limit`` samples (0: no limit) — checked before any new series is created.
+
+        Bytes whose every byte but the values equals the previous payload's are read by
+        :class:`_Layout` (the result's ``same_layout`` is then true)."""
+        if isinstance(payload, bytes):
+            layout, self._layout = self._layout, None
+            if layout is not None and not (sample_limit and len(self._last_ids) > sample_limit):
+                values = layout.values(payload)
+                if values is not None:
+                    self._layout = layout
+                    return DecodedScrape(self._last_ids, values, len(values), 0, same_layout=True)
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = payload[: exc.start].count(b"\n") + 1
+                raise ExpositionError("not UTF-8 text", line=line) from None
+            decoded = self._decode_text(text, sample_limit)
+            if decoded.timestamps_ms is None and not decoded.duplicates:
+                self._layout = _Layout.of(payload, decoded.values)
+            return decoded
+        self._layout = None
+        return self._decode_text(payload, sample_limit)
+
+    def _decode_text(self, text: str, sample_limit: int) -> DecodedScrape:
+        """Decode by the scrape cache (series texts seen before), else by the validating path."""
+        split = text.split("\n")
+        lines = [line for line in split if line and line[0] != "#"]
         if sample_limit and len(lines) > sample_limit:
             raise ScrapeError(f"sample limit exceeded ({len(lines)} > {sample_limit})")
+        if len(lines) < len(split) - 1:  # comments (or blank lines): check HELP and TYPE lines
+            try:
+                for line in split:
+                    if line[:1] == "#":
+                        _check_comment(line.strip(), 0)
+            except ExpositionError:
+                return self._decode_slow(text)  # which names the line
         pairs = [line.rpartition(" ") for line in lines]
         keys = [key for key, _, _ in pairs]
         tokens = [value for _, _, value in pairs]

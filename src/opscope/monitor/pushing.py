@@ -124,6 +124,9 @@ class PushGroup:
     #: Metric types declared by the group's ``# TYPE`` lines (name → type; ``unknown`` is
     #: written ``untyped``).
     types: dict[str, str] = field(default_factory=dict)
+    #: The ``# TYPE`` lines of the last text body accepted (name → (type, line)): a body
+    #: with the same lines but for the values declares the same.
+    body_types: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def state(self) -> str:
         """The JSON document saved in the store with every push: labels, push times and the
@@ -231,8 +234,10 @@ class PushRegistry:
             self._groups[key] = group
             self._own(group)
 
-    def _own(self, group: PushGroup) -> None:
-        for series_id in [*group.ids.tolist(), *group.synthetic.tolist()]:
+    def _own(self, group: PushGroup, ids: IntArray | None = None) -> None:
+        """Record ``group`` as the owner of ``ids`` (default: all its series) that have none."""
+        chosen = [*group.ids.tolist(), *group.synthetic.tolist()] if ids is None else ids.tolist()
+        for series_id in chosen:
             self._owners.setdefault(series_id, group.key)
 
     def _disown(self, key: str, ids: IntArray) -> None:
@@ -240,17 +245,23 @@ class PushRegistry:
             if self._owners.get(series_id) == key:
                 del self._owners[series_id]
 
-    def _check_owners(self, key: str, ids: IntArray) -> None:
-        """Refuse series that another group owns (:class:`PushRejected` naming both)."""
+    def _check_owners(self, key: str, ids: IntArray, group: PushGroup | None = None) -> None:
+        """Refuse series that another group owns (:class:`PushRejected` naming both). The
+        series ``group`` (the group ``key``) holds now are its own and not looked up: a push
+        of the same series as before costs one array comparison."""
+        if group is not None and len(group.ids):
+            if np.array_equal(ids, group.ids):
+                return
+            ids = ids[np.isin(ids, group.ids, invert=True)]
         for series_id in ids.tolist():
             owner = self._owners.get(series_id, key) if series_id >= 0 else key
             if owner != key:
                 ref = self.store.index.ref(series_id)
                 labels = ",".join(f'{k}="{v}"' for k, v in ref.labels)
-                group = ",".join(f'{k}="{v}"' for k, v in json.loads(owner[len(_STATE_PREFIX) :]))
+                other = ",".join(f'{k}="{v}"' for k, v in json.loads(owner[len(_STATE_PREFIX) :]))
                 raise PushRejected(
                     f"{ref.name}{{{labels}}} was pushed before with the same name and label "
-                    f"values by the group {{{group}}}; push it there, or delete that group first"
+                    f"values by the group {{{other}}}; push it there, or delete that group first"
                 )
 
     def _known(self, series_id: int) -> bool:
@@ -324,7 +335,9 @@ class PushRegistry:
                 self._check_times(pushed, now)
                 self._check_types(key, pushed.types)
                 synthetic = group.synthetic if group is not None else np.zeros(0, np.int64)
-                self._check_owners(key, pushed.ids[np.isin(pushed.ids, synthetic, invert=True)])
+                self._check_owners(
+                    key, pushed.ids[np.isin(pushed.ids, synthetic, invert=True)], group
+                )
             except PushRejected:
                 if group is not None:
                     group.decoder = None  # its cache may hold this request's placeholders
@@ -397,6 +410,7 @@ class PushRegistry:
             push_time=now,
             decoder=pushed.decoder,
             types={**current.types, **declared} if method == "POST" else declared,
+            body_types=pushed.types,
         )
         batches = []
         if stamped is not None and not plain.all():
@@ -406,8 +420,11 @@ class PushRegistry:
         batches.append(updated.batch(now, stale))
         self.store.append(batches, state={updated.key: updated.state()}, state_time=now)
         self._groups[updated.key] = updated
-        self._disown(updated.key, stale)
-        self._own(updated)
+        if group is None:
+            self._own(updated)
+        elif len(stale) or len(new_ids) != len(current.ids):
+            self._disown(updated.key, stale)
+            self._own(updated, np.setdiff1d(new_ids, current.ids))
         return PushResult(samples=len(ids), series=len(new_ids), new_series=len(mapping))
 
     # -------------------------------------------------------------------------------- decode
@@ -425,19 +442,25 @@ class PushRegistry:
         return placeholder
 
     def _decode_text(self, body: bytes, labels: dict[str, str], group: PushGroup | None) -> _Pushed:
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = body[: exc.start].count(b"\n") + 1
-            raise PushRejected("the body is not UTF-8 text", where=f"line {line}") from None
         decoder = group.decoder if group is not None else None
         if decoder is None:
             decoder = ScrapeDecoder(self._resolve, labels, override=True)
         try:
-            decoded = decoder.decode(text)
+            decoded = decoder.decode(body)
         except ExpositionError as exc:
             message = str(exc).removeprefix(f"line {exc.line}: ")
             raise PushRejected(message, where=f"line {exc.line}") from None
+        if decoded.same_layout and group is not None:  # same lines as the last push: new values
+            return _Pushed(
+                decoded.series_ids,
+                decoded.values,
+                None,
+                decoder,
+                where=lambda index: f"line {_sample_line(body.decode(), index)}",
+                unit="ms",
+                types=group.body_types,
+            )
+        text = body.decode("utf-8")  # checked by the decoder
         if decoded.duplicates:
             line, series = _first_duplicate(text, labels)
             raise PushRejected(f"{series} is pushed twice", where=f"line {line}")
@@ -448,7 +471,7 @@ class PushRegistry:
             decoder,
             where=lambda index: f"line {_sample_line(text, index)}",
             unit="ms",
-            types=_declared_types(text) if "# TYPE" in text else {},
+            types=_declared_types(text) if "TYPE" in text else {},
         )
 
     def _decode_json(self, body: bytes, labels: dict[str, str]) -> _Pushed:
@@ -566,16 +589,21 @@ class PushRegistry:
             )
 
 
+#: A ``# TYPE name type`` line (after the newline before it): name and the rest of the line.
+_TYPE_LINE = re.compile(r"\n[^\S\n]*#[^\S\n]+TYPE[^\S\n]+(\S+)[^\S\n]+([^\n]*)")
+
+
 def _declared_types(text: str) -> dict[str, tuple[str, int]]:
     """The ``# TYPE`` lines of a text body: metric name → (type, line); ``unknown`` is read
     as ``untyped``. A second ``# TYPE`` line for one name is refused, as Prometheus's text
     parser refuses it. (The lines are already checked well-formed by the decoder.)"""
     types: dict[str, tuple[str, int]] = {}
-    for number, raw in enumerate(text.split("\n"), start=1):
-        parts = raw.split(None, 3)
-        if len(parts) < 4 or parts[0] != "#" or parts[1] != "TYPE":
-            continue
-        name, kind = parts[2], parts[3].strip()
+    padded = "\n" + text
+    number, counted = 0, 0
+    for match in _TYPE_LINE.finditer(padded):
+        number += padded.count("\n", counted, match.start() + 1)
+        counted = match.start() + 1
+        name, kind = match.group(1), match.group(2).strip()
         if name in types:
             raise PushRejected(
                 f"a second TYPE line for metric name {name} (the first is on line "

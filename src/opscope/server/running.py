@@ -123,7 +123,7 @@ class OpscopeServer:
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         try:
-            sock = socket.create_server((self.host, self.port), family=family, backlog=2048)
+            sock = _listen(self.host, self.port, family)
         except OSError as exc:
             raise StoreError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
         sock.setblocking(False)
@@ -361,3 +361,23 @@ class OpscopeServer:
             await self.stop()
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+
+
+def _listen(host: str, port: int, family: socket.AddressFamily) -> socket.socket:
+    """A listening TCP socket on ``host:port``, as :func:`socket.create_server` makes it but
+    created with ``IPPROTO_TCP``: asyncio sets ``TCP_NODELAY`` on accepted connections only
+    when the socket's ``proto`` is ``IPPROTO_TCP`` (``create_server`` leaves it 0). Without
+    it, a response written in two parts (headers, then body) waits for the client's delayed
+    ACK — about 40 ms on Linux — on every keep-alive request (Nagle's algorithm)."""
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock

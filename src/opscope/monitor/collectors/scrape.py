@@ -113,15 +113,11 @@ class ScrapeCollector:
         try:
             async with asyncio.timeout(self._timeout):
                 body = await self._fetch()
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ExpositionError("payload is not UTF-8", line=1) from exc
-            del body
             # Parsing a large payload takes a while: do it off the event loop.
             decoded = await asyncio.to_thread(
-                self._decoder.decode, text, sample_limit=self._job.sample_limit
+                self._decoder.decode, body, sample_limit=self._job.sample_limit
             )
+            del body
         except (ScrapeError, ExpositionError) as exc:
             error = str(exc)
         except (httpx.HTTPError, TimeoutError, OSError) as exc:
