@@ -5,9 +5,11 @@ every API response is searched for each secret."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -207,3 +209,25 @@ def test_configuration_errors_never_quote_a_secret(
         assert result.returncode == 2
         assert "***" in result.stdout + result.stderr
         assert secret not in result.stdout + result.stderr
+
+
+def test_python_warnings_are_logged_with_secrets_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    """A library's warning that quotes a connection URL reaches stderr through the log
+    handlers, so the masking filter of ``opscope serve`` applies to it too."""
+    from opscope.cli import _setup_logging
+
+    secret = SECRETS["DB_PASSWORD"]
+    _setup_logging("warning")
+    log_filter = Redactor([secret]).install()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn(
+                f"cannot reach postgresql://ops:{secret}@db/crm", UserWarning, stacklevel=1
+            )
+    finally:
+        Redactor.uninstall(log_filter)
+        logging.captureWarnings(False)
+    written = capsys.readouterr().err
+    assert "cannot reach postgresql://ops:***@db/crm" in written
+    assert secret not in written

@@ -89,6 +89,9 @@ def _setup_logging(level: str) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # Python warnings (a database driver's, say) become log records, so they pass through the
+    # same handlers — and the secret-masking filter ``serve`` puts on them — as every line.
+    logging.captureWarnings(True)
     # Every scrape and probe is an HTTP request: httpx's per-request INFO lines would drown the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
