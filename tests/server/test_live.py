@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -265,3 +267,40 @@ async def test_keep_alive_responses_are_not_held_by_nagles_algorithm(
     writer.close()
     await writer.wait_closed()
     assert elapsed < 0.4, f"20 keep-alive requests took {elapsed:.2f} s"
+
+
+async def test_a_slow_history_request_does_not_stall_other_clients(
+    server: OpscopeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one client's get_historical waits inside the store, another client's ping is
+    answered and the HTTP API responds: the range query runs off the event loop."""
+    assert server.store is not None
+    append(server, T0, {CPU: 1.0})
+    entered, release = threading.Event(), threading.Event()
+    original = server.store.select
+
+    def blocked(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(timeout=10)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(server.store, "select", blocked)
+    async with open_ws(server) as slow, open_ws(server) as other:
+        await slow.send(
+            json.dumps(
+                {"type": "get_historical", "metric": "cpu_usage", "start": T0 - 60, "end": T0}
+            )
+        )
+        try:
+            async with asyncio.timeout(10):
+                while not entered.is_set():
+                    await asyncio.sleep(0.005)
+            assert await request(other, {"type": "ping"}) == {"type": "pong"}
+            async with httpx.AsyncClient() as http:
+                health = await asyncio.wait_for(http.get(f"{server.url}/healthz"), 5)
+            assert health.status_code == 200
+        finally:
+            release.set()
+        reply = json.loads(await asyncio.wait_for(slow.recv(), 10))
+        assert reply["type"] == "historical_data"
+        assert [v for _, v in reply["series"][0]["values"]][-1] == 1.0

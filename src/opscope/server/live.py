@@ -297,20 +297,29 @@ class LiveHub:
             if text is None:
                 self._reply(client, {"type": "error", "error": "expected a JSON text message"})
                 continue
-            self._reply(client, self.handle(client, text))
+            self._reply(client, await self.answer(client, text))
 
     def _reply(self, client: LiveClient, payload: dict[str, Any]) -> None:
         if not client.offer(json.dumps(payload, allow_nan=False)):
             self._drop(client, "slow")
 
+    async def answer(self, client: LiveClient, text: str) -> dict[str, Any]:
+        """:meth:`handle`, with ``get_historical`` — a range query over the store that can take
+        a while — answered in a worker thread, so that it never stalls the event loop (other
+        clients' updates, the API)."""
+        request, error = _parse_message(text)
+        if error is not None:
+            return error
+        if request.get("type") == "get_historical":
+            return await asyncio.to_thread(self._answer, client, request)
+        return self._answer(client, request)
+
     def handle(self, client: LiveClient, text: str) -> dict[str, Any]:
         """Answer one client message (a pure request → reply step, except for subscriptions)."""
-        try:
-            request = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            return {"type": "error", "error": f"message is not JSON: {exc}"}
-        if not isinstance(request, dict):
-            return {"type": "error", "error": 'expected a JSON object with a "type"'}
+        request, error = _parse_message(text)
+        return error if error is not None else self._answer(client, request)
+
+    def _answer(self, client: LiveClient, request: dict[str, Any]) -> dict[str, Any]:
         try:
             reply = self._handle(client, request)
         except Exception as exc:  # a bug answering one message must not end the connection
@@ -381,6 +390,17 @@ class LiveHub:
                 for s in result
             ],
         }
+
+
+def _parse_message(text: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A client message as a JSON object, or the ``error`` reply when it is not one."""
+    try:
+        request = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return {}, {"type": "error", "error": f"message is not JSON: {exc}"}
+    if not isinstance(request, dict):
+        return {}, {"type": "error", "error": 'expected a JSON object with a "type"'}
+    return request, None
 
 
 async def _until_refused(still_allowed: Callable[[], bool]) -> None:
