@@ -61,6 +61,18 @@ def test_gtxpro_deals_are_matched_to_gtx_pro_with_a_warning(crm: Dataset, crm_di
     )
 
 
+def test_the_misspelt_sector_is_flagged_and_kept(crm: Dataset, crm_dir: Path) -> None:
+    sectors = {a["sector"] for a in rows(crm_dir / "accounts.csv")}
+    assert "technolgy" in sectors and "technology" not in sectors
+    doc = sales(crm, "2017")
+    flagged = [line for line in doc.data_quality if "'technolgy'" in line]
+    assert len(flagged) == 1 and "'Technology'" in flagged[0] and "kept as found" in flagged[0]
+    # No other sector of the file is reported as a misspelling.
+    assert [line for line in doc.data_quality if "misspelling of the industry" in line] == flagged
+    kept = crm.con.execute("SELECT count(*) FROM accounts WHERE segment = 'technolgy'").fetchone()
+    assert kept == (sum(1 for a in rows(crm_dir / "accounts.csv") if a["sector"] == "technolgy"),)
+
+
 def test_agents_without_deals_are_in_the_leaderboard(crm: Dataset, crm_dir: Path) -> None:
     agents = {t["sales_agent"] for t in rows(crm_dir / "sales_teams.csv")}
     with_deals = {d["sales_agent"] for d in rows(crm_dir / "sales_pipeline.csv")}

@@ -1103,10 +1103,23 @@ def _country_names() -> list[str]:
 #: its column is a possible typo.
 TYPO_DISTANCE = 2
 
+#: Salesforce's standard picklist of ``Account.Industry``: an account segment (industry) that
+#: is none of these but nearly one (``technolgy``) is a possible typo even when no correctly
+#: spelt value is in the data to compare it with.
+STANDARD_INDUSTRIES = (
+    "Agriculture", "Apparel", "Banking", "Biotechnology", "Chemicals", "Communications",
+    "Construction", "Consulting", "Education", "Electronics", "Energy", "Engineering",
+    "Entertainment", "Environmental", "Finance", "Food & Beverage", "Government", "Healthcare",
+    "Hospitality", "Insurance", "Machinery", "Manufacturing", "Media", "Not For Profit", "Other",
+    "Recreation", "Retail", "Shipping", "Technology", "Telecommunications", "Transportation",
+    "Utilities",
+)  # fmt: skip
+
 
 def _check_typos(dataset: Dataset, stages: dict[str, int]) -> None:
     """Log values that look like misspellings, keeping them as found: country names that are
-    not in ISO 3166 but close to one, and values of a category column (of 5 letters or more)
+    not in ISO 3166 but close to one, account segments close to one of
+    :data:`STANDARD_INDUSTRIES` but not one, and values of a category column (of 5 letters or more)
     within :data:`TYPO_DISTANCE` edits of a more frequent value of the column (``Retial`` next
     to ``Retail``); ``stages`` counts the deals per stage."""
     con = dataset.con
@@ -1123,6 +1136,20 @@ def _check_typos(dataset: Dataset, stages: dict[str, int]) -> None:
                 dataset.quality.append(
                     f"accounts.country: {value!r} looks like a misspelling of {close[0]!r} "
                     "(kept as found)"
+                )
+    if "accounts" in dataset.tables:
+        industries = {name.casefold(): name for name in STANDARD_INDUSTRIES}
+        for (value,) in con.execute(
+            "SELECT DISTINCT segment FROM accounts WHERE segment IS NOT NULL ORDER BY 1"
+        ).fetchall():
+            folded = str(value).casefold()
+            if folded in industries or len(folded) < 5:
+                continue
+            close = difflib.get_close_matches(folded, list(industries), n=1, cutoff=0.9)
+            if close:
+                dataset.quality.append(
+                    f"accounts.segment: {value!r} looks like a misspelling of the industry "
+                    f"{industries[close[0]]!r} (Salesforce's standard list; kept as found)"
                 )
     for table, column in (
         ("accounts", "segment"),
