@@ -14,15 +14,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from opscope.clock import ManualClock
-from opscope.config import parse_config
 from opscope.monitor import Monitor
-from opscope.server.app import ServerState, create_app
-from opscope.server.live import LiveHub
 from opscope.store import STALE_NAN, Batch, Store, label_set
-from opscope.telemetry import Telemetry
 
-NOW = 1_800_000_000.0
+from .inprocess import NOW, in_process
 
 
 @dataclass
@@ -42,29 +37,11 @@ class Api:
 @contextlib.asynccontextmanager
 async def running_api(tmp_path: Path, *, max_samples: int = 2_000_000) -> AsyncIterator[Api]:
     """The app in-process over a real store, with a scrape target that refuses connections."""
-    config = parse_config(
-        "monitor:\n  system: {enabled: false}\n  scrape: [{job: node, targets: ['127.0.0.1:1']}]\n",
-        environ={},
-    ).config
-    clock = ManualClock(start=NOW)
-    telemetry = Telemetry()
-    with Store.open(tmp_path) as store:
-        monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
-        hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
-        state = ServerState(
-            project="blatam",
-            store=store,
-            monitor=monitor,
-            hub=hub,
-            telemetry=telemetry,
-            now=clock.time,
-            lookback_ms=300_000,
-            max_samples=max_samples,
-        )
-        transport = httpx.ASGITransport(app=create_app(state))
-        async with httpx.AsyncClient(transport=transport, base_url="http://opscope") as client:
-            yield Api(client, store, monitor)
-        await monitor.aclose()
+    config = (
+        "monitor:\n  system: {enabled: false}\n  scrape: [{job: node, targets: ['127.0.0.1:1']}]\n"
+    )
+    async with in_process(tmp_path, config, max_samples=max_samples) as app:
+        yield Api(app.client, app.store, app.monitor)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from opscope.clock import ManualClock
 from opscope.config import parse_config
 from opscope.errors import ConfigError
 from opscope.monitor import Monitor
@@ -29,7 +28,8 @@ from opscope.server.tokens import FILENAME, TokenFile
 from opscope.store import Store
 from opscope.telemetry import Telemetry
 
-NOW = 1_800_000_000.0
+from .inprocess import NOW, in_process
+
 SILENCE = {"matchers": ['alertname="X"'], "endsAt": str(NOW + 3600), "createdBy": "t"}
 
 #: Every endpoint, the scope it needs (None: public), and a request that reaches it.
@@ -79,32 +79,9 @@ class Secured:
 async def secured_app(tmp_path: Path) -> AsyncIterator[Secured]:
     token_file = TokenFile(tmp_path / "data")
     tokens = {scope: token_file.create(f"t-{scope}", scope) for scope in ("read", "write", "admin")}  # type: ignore[arg-type]
-    config = parse_config(
-        "monitor: {system: {enabled: false}}\nnotify: {channels: {x: 'json://127.0.0.1:1/'}}\n",
-        environ={},
-    ).config
-    clock = ManualClock(start=NOW)
-    telemetry = Telemetry()
-    from opscope.notify import Notifier
-
-    with Store.open(tmp_path / "data") as store:
-        monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
-        hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
-        state = ServerState(
-            project="blatam",
-            store=store,
-            monitor=monitor,
-            hub=hub,
-            telemetry=telemetry,
-            now=clock.time,
-            lookback_ms=300_000,
-            notifier=Notifier(config.notify, store, clock=clock),
-            tokens=token_file,
-        )
-        transport = httpx.ASGITransport(app=create_app(state))
-        async with httpx.AsyncClient(transport=transport, base_url="http://opscope") as client:
-            yield Secured(client, tokens, token_file)
-        await monitor.aclose()
+    config = "monitor: {system: {enabled: false}}\nnotify: {channels: {x: 'json://127.0.0.1:1/'}}\n"
+    async with in_process(tmp_path / "data", config, tokens=token_file) as app:
+        yield Secured(app.client, tokens, token_file)
 
 
 @pytest.fixture

@@ -13,15 +13,11 @@ import httpx
 import pytest
 
 from opscope.clock import ManualClock
-from opscope.config import parse_config
 from opscope.monitor import Monitor
 from opscope.monitor.pushing import PushRegistry, PushRejected
-from opscope.server.app import ServerState, create_app
-from opscope.server.live import LiveHub
 from opscope.store import Store
-from opscope.telemetry import Telemetry
 
-NOW = 1_800_000_000.0
+from .inprocess import NOW, in_process
 
 
 @dataclass
@@ -47,27 +43,9 @@ class Push:
 
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, monitor_yaml: str = "") -> AsyncIterator[Push]:
-    config = parse_config(
-        "monitor:\n  system: {enabled: false}\n  retention: 1d\n" + monitor_yaml, environ={}
-    ).config
-    clock = ManualClock(start=NOW)
-    telemetry = Telemetry()
-    with Store.open(tmp_path) as store:
-        monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
-        hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
-        state = ServerState(
-            project="blatam",
-            store=store,
-            monitor=monitor,
-            hub=hub,
-            telemetry=telemetry,
-            now=clock.time,
-            lookback_ms=300_000,
-        )
-        transport = httpx.ASGITransport(app=create_app(state))
-        async with httpx.AsyncClient(transport=transport, base_url="http://opscope") as client:
-            yield Push(client, store, monitor, clock)
-        await monitor.aclose()
+    config = "monitor:\n  system: {enabled: false}\n  retention: 1d\n" + monitor_yaml
+    async with in_process(tmp_path, config) as app:
+        yield Push(app.client, app.store, app.monitor, app.clock)
 
 
 @pytest.fixture
