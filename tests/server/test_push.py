@@ -302,6 +302,83 @@ async def test_pushed_metrics_named_like_push_times_are_overridden(push: Push) -
     response = await push.client.put("/api/v1/push/j", content="push_time_seconds 5\nother 1\n")
     assert response.status_code == 200
     assert await push.query("push_time_seconds") == {'push_time_seconds{job="j"}': "1800000000"}
+    # With other labels too: a dead-man rule on push_time_seconds{job="j"} sees only ours.
+    body = 'push_time_seconds{x="1"} 5\npush_failure_time_seconds{x="2"} 6\nother 2\n'
+    response = await push.client.put("/api/v1/push/j", content=body)
+    assert response.json()["data"]["samples"] == 1
+    assert await push.query('{__name__=~"push_.*"}') == {
+        'push_time_seconds{job="j"}': "1800000000",
+        'push_failure_time_seconds{job="j"}': "0",
+    }
+    response = await push.client.post(
+        "/api/v1/push/k", json=[{"metric": "push_time_seconds", "labels": {"y": "1"}, "value": 1}]
+    )
+    assert response.status_code == 200 and response.json()["data"]["samples"] == 0
+    assert 'push_time_seconds{job="k",y="1"}' not in await push.query("push_time_seconds")
+
+
+async def test_a_failed_push_leaves_no_trace_in_later_pushes(push: Push) -> None:
+    """A push that fails after its new series were decoded (an int64-overflowing timestamp)
+    is a 400; the next push of the same lines stores every series."""
+    url = "/api/v1/push/poison"
+    assert (await push.client.put(url, content="a 1\n")).status_code == 200
+    bad = await push.client.put(url, content="a 1\nfresh 2\nother 3 9223372036854775808\n")
+    assert bad.status_code == 400 and "line 3" in bad.json()["error"]
+    assert "integer milliseconds" in bad.json()["error"]
+    good = await push.client.put(url, content="a 5\nfresh 6\n")
+    assert good.status_code == 200
+    assert await push.query('{job="poison",__name__=~"a|fresh"}') == {
+        'a{job="poison"}': "5",
+        'fresh{job="poison"}': "6",
+    }
+    again = await push.client.post(url, content="a 7\nfresh 8\n")  # the layout path
+    assert again.status_code == 200
+    assert await push.query('{job="poison",__name__=~"a|fresh"}') == {
+        'a{job="poison"}': "7",
+        'fresh{job="poison"}': "8",
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("m 1 1.5e308\n", "line 1"),  # timestamps are integer milliseconds
+        ("m 1 1795969101.388\n", "line 1"),
+        ("m 1 1_795_969_101_388\n", "line 1"),
+    ],
+)
+async def test_timestamps_must_be_integer_milliseconds(push: Push, body: str, where: str) -> None:
+    response = await push.client.put("/api/v1/push/ts", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(where)
+
+
+async def test_a_huge_json_number_is_a_400(push: Push) -> None:
+    response = await push.client.put(
+        "/api/v1/push/big",
+        content='[{"metric": "m", "value": 1' + "0" * 400 + "}]",
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "[0].value" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        "# TYPE m bogus\nm 1",  # one comment line and no final newline
+        "# TYPE 9m counter\nm 2",
+        "# HELP\nm 3",
+        "m \u0663\n",  # ARABIC-INDIC DIGIT THREE
+        "m \uff15\n",  # FULLWIDTH DIGIT FIVE
+    ],
+)
+async def test_what_is_refused_does_not_depend_on_earlier_pushes(push: Push, later: str) -> None:
+    fresh = await push.client.put("/api/v1/push/fresh", content=later)
+    assert (await push.client.put("/api/v1/push/seen", content="m 1\n")).status_code == 200
+    seen = await push.client.put("/api/v1/push/seen", content=later)
+    assert fresh.status_code == seen.status_code == 400
+    assert await push.query('m{job="seen"}') == {'m{job="seen"}': "1"}
 
 
 @pytest.mark.parametrize(
@@ -442,6 +519,13 @@ async def test_a_push_over_the_series_limit_is_refused(tmp_path: Path) -> None:
         items = [{"metric": "j", "labels": {"i": str(i)}, "value": i} for i in range(4)]
         response = await push.client.put("/api/v1/push/lim", json=items)
         assert response.status_code == 400
+        # An escaped key is the same key once parsed: counted all the same.
+        escaped = "[" + ",".join(f'{{"\\u006detric": "j", "value": {i}}}' for i in range(4)) + "]"
+        response = await push.client.put(
+            "/api/v1/push/lim", content=escaped, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400
+        assert "more than 3 samples in one push" in response.json()["error"]
         assert await push.query('{job="lim",__name__=~"m|n|j"}') == {
             'm{i="0",job="lim"}': "0",
             'm{i="1",job="lim"}': "1",

@@ -333,6 +333,8 @@ class PushRegistry:
                 else:
                     pushed = self._decode_text(body, labels, group)
                 self._check_times(pushed, now)
+                if any(name.encode() in body for name in PUSH_SERIES):
+                    pushed = self._without_push_series(pushed)
                 self._check_types(key, pushed.types)
                 synthetic = group.synthetic if group is not None else np.zeros(0, np.int64)
                 self._check_owners(
@@ -345,6 +347,10 @@ class PushRegistry:
                     self.store.append(
                         [group.batch(now)], state={key: group.state()}, state_time=now
                     )
+                raise
+            except BaseException:
+                if group is not None:
+                    group.decoder = None  # whatever failed, no placeholder may stay cached
                 raise
             return self._apply(method, labels, group, pushed, now)
 
@@ -427,6 +433,19 @@ class PushRegistry:
             self._own(updated, np.setdiff1d(new_ids, current.ids))
         return PushResult(samples=len(ids), series=len(new_ids), new_series=len(mapping))
 
+    def _without_push_series(self, pushed: _Pushed) -> _Pushed:
+        """``pushed`` without samples named as :data:`PUSH_SERIES` (whatever their labels):
+        the registry writes those, and the Pushgateway too drops pushed ones."""
+        ref = self.store.index.ref
+        names = [self._new[i][0] if i < 0 else ref(i).name for i in pushed.ids.tolist()]
+        keep = np.array([name not in PUSH_SERIES for name in names], dtype=bool)
+        return replace(
+            pushed,
+            ids=pushed.ids[keep],
+            values=pushed.values[keep],
+            timestamps_ms=None if pushed.timestamps_ms is None else pushed.timestamps_ms[keep],
+        )
+
     # -------------------------------------------------------------------------------- decode
     def _resolve(self, name: str, labels: LabelSet) -> int:
         """Resolve a series without creating it: a new series gets a placeholder id (< 0)
@@ -483,6 +502,11 @@ class PushRegistry:
             raise PushRejected("the body is not valid JSON: nested too deeply") from None
         if not isinstance(items, list):
             raise PushRejected('expected a JSON array of {"metric", "labels", "value"} objects')
+        if len(items) > self.config.series_limit:  # the byte count before can be fooled
+            raise PushRejected(
+                f"more than {self.config.series_limit} samples in one push "
+                "(monitor.push.series_limit); split it into several groups"
+            )
         ids, values, stamps = [], [], []
         seen: dict[int, int] = {}
         for index, item in enumerate(items):
@@ -677,7 +701,10 @@ def _json_sample(item: Any, index: int) -> tuple[str, dict[str, str], float, int
         except ExpositionError:
             raise PushRejected(f"invalid value {raw[:40]!r}", where=f"{where}.value") from None
     else:
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:
+            raise PushRejected("number out of range", where=f"{where}.value") from None
     stamp = NO_TIMESTAMP
     if item.get("timestamp") is not None:
         t = item["timestamp"]
