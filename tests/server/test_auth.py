@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from opscope.config import parse_config
 from opscope.errors import ConfigError
@@ -431,3 +431,49 @@ async def test_the_refusal_suggests_only_what_would_help(
     assert way_out in str(refused.value)
     if host == "127.0.0.1":
         assert "bind 127.0.0.1" not in str(refused.value)
+
+
+async def test_without_tokens_only_local_requests_from_local_pages_are_answered(
+    tmp_path: Path,
+) -> None:
+    """A server without tokens (loopback, server.auth: auto) refuses a Host that is not this
+    machine (DNS rebinding) and requests a page of another site sent (a cross-site form POST
+    needs no CORS preflight), WebSocket handshakes included; local clients are unaffected."""
+    loaded = parse_config("monitor: {system: {enabled: false}}\n", environ={})
+    server = OpscopeServer(loaded, port=0, data_dir=tmp_path)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            rebound = await http.get(
+                "/api/v1/query", params={"query": "up"}, headers={"Host": "evil.example:80"}
+            )
+            assert rebound.status_code == 403
+            assert rebound.json()["errorType"] == "forbidden" and "Host" in rebound.json()["error"]
+            local = await http.get(
+                "/api/v1/query",
+                params={"query": "up"},
+                headers={"Host": f"localhost:{server.port}"},
+            )
+            assert local.status_code == 200
+            cross_site = await http.post(
+                "/api/v1/push/csrf",
+                content="stolen 1\n",
+                headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
+            )
+            assert cross_site.status_code == 403
+            same_site = await http.post(
+                "/api/v1/push/mine", content="ok 1\n", headers={"Origin": server.url}
+            )
+            assert same_site.status_code == 200
+            groups = {g["labels"]["job"] for g in (await http.get("/api/v1/push")).json()["data"]}
+            assert groups == {"mine"}
+        ws = server.url.replace("http://", "ws://") + "/ws"
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws, origin="http://evil.example", proxy=None):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403
+        async with connect(ws, origin=server.url, proxy=None) as live:  # type: ignore[arg-type]
+            await live.send(json.dumps({"type": "ping"}))
+            assert json.loads(await asyncio.wait_for(live.recv(), 5)) == {"type": "pong"}
+    finally:
+        await server.stop()

@@ -39,7 +39,7 @@ from opscope.monitor.pushing import PushRejected
 from opscope.notify import Notifier
 from opscope.server.alerting_api import NotFound, alerting_router
 from opscope.server.api import QueryContext, api_router
-from opscope.server.auth import TokenAuth
+from opscope.server.auth import LocalOnly, TokenAuth
 from opscope.server.live import LiveHub
 from opscope.server.push_api import push_router
 from opscope.server.reports_api import ReportsContext, reports_router
@@ -81,6 +81,9 @@ class ServerState:
     #: Masks the configuration's secrets in error messages and target URLs.
     redact: Callable[[str], str] = str
     reports: ReportsContext | None = None
+    #: Without tokens, answer only requests for this machine from no other site's page
+    #: (:class:`~opscope.server.auth.LocalOnly`); the real server sets it.
+    local_only: bool = False
 
 
 def _error_response(status: int, message: str) -> JSONResponse:
@@ -140,6 +143,8 @@ def create_app(state: ServerState) -> FastAPI:
     auth = TokenAuth(app, state.tokens) if state.tokens is not None else None
     if state.tokens is not None:
         app.add_middleware(TokenAuth, tokens=state.tokens)
+    elif state.local_only:
+        app.add_middleware(LocalOnly)
     app.add_middleware(HeadAsGet)
     if state.reports is not None:
         app.include_router(reports_router(state.reports))

@@ -29,6 +29,7 @@ import ipaddress
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -138,6 +139,65 @@ class TokenAuth:
             await websocket.send_text(json.dumps({"type": "authenticated", "scope": scope}))
         checked = token
         return lambda: self.tokens.scope_of(checked) is not None
+
+
+def _local_name(host_header: str) -> bool:
+    """Whether a ``Host`` header value names this machine (``localhost``, a loopback address;
+    any port)."""
+    host = host_header.strip()
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    return is_loopback(name.lower().rstrip("."))
+
+
+class LocalOnly:
+    """ASGI middleware of a server that needs no token (bound to a loopback address): it
+    answers only requests that name this machine in ``Host`` and that no other site's page
+    sent (``Origin``). Without it, any web page the user opens could push data or send
+    requests with side effects (a cross-site form POST needs no CORS preflight) and, by DNS
+    rebinding, read the API — the reason Jupyter and webpack's dev server check ``Host`` too.
+    HTTP requests get 403 in the API's JSON error shape; WebSocket handshakes are refused.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        problem = self.problem(scope["headers"])
+        if problem is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": CLOSE_POLICY, "reason": problem})
+        else:
+            status, headers, body = _error(403, "forbidden", problem)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def problem(headers: list[tuple[bytes, bytes]]) -> str | None:
+        """Why a request with ``headers`` is refused, or ``None``."""
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == b"host" and not _local_name(value.decode("latin-1")):
+                return (
+                    "this server needs no token, so it only answers requests for localhost or "
+                    "a loopback address (Host header); to serve other names, configure API "
+                    "tokens (server.auth: required)"
+                )
+            if lowered == b"origin":
+                origin = value.decode("latin-1").strip()
+                host = urlsplit(origin).hostname if origin != "null" else None
+                if host is None or not is_loopback(host.lower()):
+                    return (
+                        f"requests from pages of other sites ({origin}) are refused: this "
+                        "server needs no token"
+                    )
+        return None
 
 
 async def _first_message_token(websocket: WebSocket) -> str | None:

@@ -184,6 +184,7 @@ class OpscopeServer:
                 tokens=tokens,
                 redact=self.redact,
                 reports=reports_context,
+                local_only=tokens is None,
             )
         )
         uv_config = uvicorn.Config(
