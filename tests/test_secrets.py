@@ -231,3 +231,14 @@ def test_python_warnings_are_logged_with_secrets_masked(capsys: pytest.CaptureFi
     written = capsys.readouterr().err
     assert "cannot reach postgresql://ops:***@db/crm" in written
     assert secret not in written
+
+
+def test_escaped_and_partly_quoted_secrets_are_masked() -> None:
+    redact = Redactor(['KEY\\val"bbb222', "PWaaa111 zzzPWTAIL"])
+    # repr() doubles the backslash; a syntax error quotes the text after a space.
+    assert redact("row 1: value 'KEY\\\\val\"bbb222' is not a number") == (
+        "row 1: value '***' is not a number"
+    )
+    assert redact('{"k": "KEY\\\\val\\"bbb222"}') == '{"k": "***"}'
+    assert redact('near "zzzPWTAIL": syntax error') == 'near "***": syntax error'
+    assert redact("the word PWaaa111 alone") == "the word *** alone"

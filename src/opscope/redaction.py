@@ -13,6 +13,7 @@ log line carries one, whatever a library wrote into its message.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 MASK = "***"
 #: Shorter values are not redacted: "1" or "on" would mask half of every line.
 MIN_SECRET_LENGTH = 4
+#: A word of a secret with spaces is masked on its own from this length.
+MIN_WORD_LENGTH = 6
 
 
 #: Environment variables whose values are secrets, by name: …PASSWORD, …PASS, …PWD, a ``PW``
@@ -123,7 +126,11 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         values = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
+        # As error messages quote a secret: URL-encoded, escaped as in repr() and JSON, and each
+        # long enough word of it (a syntax error shows the text after a space).
         values |= {_quoted(s) for s in values}
+        values |= {repr(s)[1:-1] for s in values} | {json.dumps(s)[1:-1] for s in values}
+        values |= {w for s in list(values) for w in s.split() if len(w) >= MIN_WORD_LENGTH}
         ordered = sorted(values, key=len, reverse=True)  # longest first: no partial leftovers
         self._pattern = re.compile("|".join(re.escape(s) for s in ordered)) if ordered else None
 

@@ -18,6 +18,7 @@ from opscope.clock import ManualClock
 from opscope.config import parse_config
 from opscope.monitor import Monitor
 from opscope.monitor.collectors.sql import SqlError, display_url, rows_to_samples
+from opscope.redaction import Redactor
 from opscope.store import Store, instant_query, label_set, parse_selector
 
 from ..conftest import ON_CI
@@ -358,3 +359,83 @@ async def test_a_job_or_instance_column_is_exported_not_honored(tmp_path: Path) 
             "exported_job": "other",
         }
         assert sample.value == 3.0
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "ATTACH DATABASE '{dir}/evil.db' AS e",
+        "VACUUM INTO '{dir}/copy.db'",
+        "ATTACH 'file:{dir}/u.db?mode=rwc' AS u",
+    ],
+)
+async def test_sqlite_queries_create_no_files(statement: str, tmp_path: Path) -> None:
+    path = tmp_path / "crm.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE deals (region TEXT, amount REAL)")
+    db.commit()
+    db.close()
+    files = tmp_path / "files"
+    files.mkdir()
+    monitor, store = collect_one(tmp_path, f"sqlite:///{path}", statement.format(dir=files))
+    with store:
+        await monitor.collect_all()
+        await monitor.aclose()
+        (target,) = monitor.targets
+        assert target.health == "down"
+    assert list(files.iterdir()) == []
+
+
+async def test_a_locked_sqlite_file_fails_the_run_within_its_timeout(tmp_path: Path) -> None:
+    """Another process holds an exclusive lock: the query gives up after its own timeout (1 s),
+    not after sqlite3's default busy timeout of 5 s."""
+    path = tmp_path / "crm.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "db.execute('CREATE TABLE deals (amount REAL)')\n"
+            "db.execute('BEGIN EXCLUSIVE')\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    store = Store.open(tmp_path / "data")
+    monitor = monitor_for(
+        tmp_path,
+        f'    - {{name: locked, url: "sqlite:///{path}", '
+        'query: "SELECT count(*) AS value FROM deals", timeout: 1s, interval: 10s}\n',
+        store,
+    )
+    try:
+        with store:
+            started = time.monotonic()
+            await monitor.collect_all()
+            elapsed = time.monotonic() - started
+            await monitor.aclose()
+            (target,) = monitor.targets
+            assert target.health == "down"
+            assert "locked" in target.last_error or "timeout" in target.last_error
+            assert elapsed < 4.0, f"the run took {elapsed:.1f} s"
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def test_a_secret_a_query_selects_is_not_stored_as_a_label() -> None:
+    secret = "db-label-Secret-77"
+    redact = Redactor([secret])
+    samples = rows_to_samples(
+        ["k", "value"],
+        [(secret, 1.0), ("plain", 2.0)],
+        value_column="value",
+        extra_labels={},
+        redact=redact,
+    )
+    assert [dict(labels)["k"] for labels, _ in samples] == ["***", "plain"]

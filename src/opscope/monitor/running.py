@@ -128,6 +128,7 @@ class Monitor:
                     interval=config.interval_of(query).total_seconds(),
                     timeout=config.timeout_of(query).total_seconds(),
                     resolve=store.series_id,
+                    redact=redact,
                 )
             )
         #: Groups of pushed samples (``None`` when ``monitor.push.enabled`` is false).

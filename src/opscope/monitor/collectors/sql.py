@@ -124,8 +124,8 @@ def _create_engine(url: str) -> Engine:
 
 def _sqlite_read_only(parsed: URL) -> sqlite3.Connection:
     """A SQLite connection that opens the file read-only (``mode=ro``: SQLite never creates
-    it, and refuses every write) with ``PRAGMA query_only`` (no write to an attached file
-    either)."""
+    it, and refuses every write) with ``PRAGMA query_only`` and no database to attach (``ATTACH``
+    and ``VACUUM INTO`` would create files)."""
     database = parsed.database or ""
     if not database.startswith("file:"):
         database = "file:" + quote(database)
@@ -134,6 +134,7 @@ def _sqlite_read_only(parsed: URL) -> sqlite3.Connection:
     uri = split._replace(query=urlencode([*params, ("mode", "ro")])).geturl()
     connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
     connection.execute("PRAGMA query_only = ON")
+    connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     return connection
 
 
@@ -251,8 +252,10 @@ def rows_to_samples(
     *,
     value_column: str,
     extra_labels: dict[str, str],
+    redact: Callable[[str], str] = str,
 ) -> list[tuple[LabelSet, float]]:
-    """The samples of a result: ``(labels, value)`` per row whose value is not NULL.
+    """The samples of a result: ``(labels, value)`` per row whose value is not NULL; label
+    values pass through ``redact`` (a secret a query selects is not stored).
 
     ``value_column`` is matched exactly, else ignoring case (PostgreSQL folds unquoted
     names to lower case). A column named ``job`` or ``instance`` becomes the label
@@ -290,7 +293,7 @@ def rows_to_samples(
             if row[i] is None:
                 labels.pop(name, None)
             else:
-                labels[name] = _label_value(row[i])
+                labels[name] = redact(_label_value(row[i]))
         key = label_set(labels)
         if key in seen:
             raise SqlError(f"rows {seen[key]} and {number} have the same labels {dict(key)}")
@@ -311,8 +314,10 @@ class SqlCollector:
         interval: float,
         timeout: float,
         resolve: Callable[[str, LabelSet], int],
+        redact: Callable[[str], str] = str,
     ) -> None:
         self._query = query
+        self._redact = redact
         self._engines = engines
         self._executor = executor
         self._interval = interval
@@ -358,6 +363,8 @@ class SqlCollector:
                 if engine.dialect.name == "postgresql":
                     connection.execution_options(postgresql_readonly=True)  # in place
                 run.attach(connection.connection.dbapi_connection)
+                if engine.dialect.name == "sqlite":  # wait for a lock no longer than the run
+                    connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
                 try:
                     result = connection.exec_driver_sql(self._query.query)
                     if not result.returns_rows:
@@ -379,7 +386,11 @@ class SqlCollector:
     def _samples(self, run: _Run) -> tuple[IntArray, FloatArray]:
         columns, rows = self._execute(run)
         samples = rows_to_samples(
-            columns, rows, value_column=self._query.value_column, extra_labels=self._sample_labels
+            columns,
+            rows,
+            value_column=self._query.value_column,
+            extra_labels=self._sample_labels,
+            redact=self._redact,
         )
         ids = np.empty(len(samples), dtype=np.int64)
         values = np.empty(len(samples), dtype=np.float64)
