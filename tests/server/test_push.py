@@ -570,3 +570,24 @@ async def test_a_second_type_line_for_one_name_is_refused(push: Push) -> None:
         "line 3: a second TYPE line for metric name m (the first is on line 1)"
     )
     assert await push.query('{job="j"}') == {}
+
+
+async def test_a_retried_backfill_stores_each_stamped_sample_once(push: Push) -> None:
+    stamp = int((NOW - 60) * 1000)
+    for _ in range(3):
+        response = await push.client.post("/api/v1/push/retry", content=f"jobs_done 5 {stamp}\n")
+        assert response.status_code == 200
+    for _ in range(2):
+        response = await push.client.post(
+            "/api/v1/push/retry",
+            json=[{"metric": "rows_done", "value": 7, "timestamp": NOW - 60}],
+        )
+        assert response.status_code == 200
+    assert await push.query("count_over_time(jobs_done[2m])") == {'{job="retry"}': "1"}
+    assert await push.query("sum_over_time(jobs_done[2m])") == {'{job="retry"}': "5"}
+    assert await push.query("count_over_time(rows_done[2m])") == {'{job="retry"}': "1"}
+    # Another value at the same time is refused, as Prometheus refuses a duplicate sample.
+    other = await push.client.post("/api/v1/push/retry", content=f"a 1\njobs_done 6 {stamp}\n")
+    assert other.status_code == 400
+    assert other.json()["error"].startswith("line 2: jobs_done already has the value 5")
+    assert await push.query("sum_over_time(jobs_done[2m])") == {'{job="retry"}': "5"}

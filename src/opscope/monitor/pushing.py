@@ -340,6 +340,8 @@ class PushRegistry:
                 self._check_owners(
                     key, pushed.ids[np.isin(pushed.ids, synthetic, invert=True)], group
                 )
+                if pushed.timestamps_ms is not None:
+                    pushed = self._without_repeats(pushed)
             except PushRejected:
                 if group is not None:
                     group.decoder = None  # its cache may hold this request's placeholders
@@ -432,6 +434,37 @@ class PushRegistry:
             self._disown(updated.key, stale)
             self._own(updated, np.setdiff1d(new_ids, current.ids))
         return PushResult(samples=len(ids), series=len(new_ids), new_series=len(mapping))
+
+    def _without_repeats(self, pushed: _Pushed) -> _Pushed:
+        """``pushed`` without the stamped samples the store holds already with the same value
+        (a retried back-fill stores nothing twice); a stamped sample whose series holds
+        another value at that time is refused, as Prometheus's TSDB refuses a "duplicate
+        sample for timestamp". Raises :class:`PushRejected`."""
+        assert pushed.timestamps_ms is not None
+        stamps = pushed.timestamps_ms
+        keep = np.ones(len(stamps), dtype=bool)
+        ref = self.store.index.ref
+        for t in np.unique(stamps[stamps != NO_TIMESTAMP]).tolist():
+            at = np.flatnonzero((stamps == t) & (pushed.ids >= 0))
+            if not len(at):
+                continue
+            position = {int(pushed.ids[i]): int(i) for i in at}
+            for series in self.store.samples([ref(i) for i in position], int(t), int(t)):
+                i = position[series.ref.id]
+                stored, new = float(series.values[-1]), float(pushed.values[i])
+                if stored == new or (math.isnan(stored) and math.isnan(new)):
+                    keep[i] = False
+                    continue
+                raise PushRejected(
+                    f"{series.ref.name} already has the value {stored:g} at this timestamp "
+                    "(a duplicate sample for a timestamp is refused, as in Prometheus)",
+                    where=pushed.where(i),
+                )
+        if keep.all():
+            return pushed
+        return replace(
+            pushed, ids=pushed.ids[keep], values=pushed.values[keep], timestamps_ms=stamps[keep]
+        )
 
     def _without_push_series(self, pushed: _Pushed) -> _Pushed:
         """``pushed`` without samples named as :data:`PUSH_SERIES` (whatever their labels):
