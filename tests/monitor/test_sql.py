@@ -205,6 +205,7 @@ def test_rows_become_samples_with_labels_from_the_other_columns() -> None:
         (["sum(amount)", "value"], [(1, 1)], 'column "sum(amount)" is not a valid label name'),
         (["region", "value"], [("a", "lots")], "row 1: value 'lots' is not a number"),
         (["region", "value"], [("a", 1), ("a", 2)], "rows 1 and 2 have the same labels"),
+        (["k", "k", "value"], [("a", "b", 1)], 'the column name "k" appears twice'),
     ],
 )
 def test_result_shapes_that_cannot_be_samples(
@@ -439,3 +440,10 @@ def test_a_secret_a_query_selects_is_not_stored_as_a_label() -> None:
         redact=redact,
     )
     assert [dict(labels)["k"] for labels, _ in samples] == ["***", "plain"]
+
+
+def test_blob_labels_are_their_text_or_hex() -> None:
+    samples = rows_to_samples(
+        ["b", "value"], [(b"North", 1.0), (b"\x00\xff", 2.0)], value_column="value", extra_labels={}
+    )
+    assert [dict(labels)["b"] for labels, _ in samples] == ["North", "00ff"]

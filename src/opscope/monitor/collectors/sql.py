@@ -241,6 +241,12 @@ def _exported(name: str, taken: set[str]) -> str:
 def _label_value(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, bytes | bytearray | memoryview):  # a BLOB: its text, else its hex
+        data = bytes(value)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.hex()
     if hasattr(value, "isoformat"):
         return str(value.isoformat())
     return str(value)
@@ -272,6 +278,9 @@ def rows_to_samples(
             "alias the value, e.g. sum(amount) AS value"
         )
     label_columns = [(i, c) for i, c in enumerate(columns) if i != index]
+    repeated = sorted({c for c in columns if list(columns).count(c) > 1})
+    if repeated:
+        raise SqlError(f'the column name "{repeated[0]}" appears twice; give one an alias')
     for _, name in label_columns:
         if not LABEL_NAME.match(name) or name.startswith("__"):
             raise SqlError(f'column "{name}" is not a valid label name; give it an alias')
