@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -213,6 +214,11 @@ class OpscopeServer:
                 self._tasks[0].result()
                 raise StoreError("the HTTP server stopped while starting")
             await asyncio.sleep(0.01)
+        # Everything built so far (modules, the app, the store's series index) lives as long
+        # as the server: keep it out of the cyclic collector's full passes, which would
+        # otherwise walk it again and again (Instagram's gc.freeze() pattern).
+        gc.collect()
+        gc.freeze()
         log.info(
             "opscope serving %s on %s (data in %s)",
             config.project,
@@ -288,6 +294,7 @@ class OpscopeServer:
 
     async def stop(self) -> None:
         """Stop serving and collecting, then close the store; safe to call twice."""
+        gc.unfreeze()  # what start() froze may be garbage from now on
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         http = self._tasks[0] if self._tasks else None
