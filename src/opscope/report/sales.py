@@ -455,14 +455,27 @@ def stage_checks(
     """Data-quality lines on the stage settings: a stage of ``order`` or of ``probabilities``
     that no deal is in (a misspelt stage silently empties its funnel step), and open deals
     created in ``[start, end)`` whose stage is not in ``order`` (left out of the funnel).
-    Stages compare case-insensitively."""
-    rows = data.con.execute(
+    Stages compare case-insensitively. The per-stage counts are computed once per dataset
+    and period (both reports ask)."""
+    rows = data.memo(("stage_counts", start, end), lambda: _stage_counts(data, start, end))
+    return _stage_lines(rows, order, probabilities)
+
+
+def _stage_counts(data: Dataset, start: date, end: date) -> list[tuple[Any, Any]]:
+    """Each stage with its open deals created in ``[start, end)``, ordered by stage."""
+    rows: list[tuple[Any, Any]] = data.con.execute(
         f"""
         SELECT stage, count(*) FILTER (status = 'open' AND {FIRST_DATE} >= ? AND {FIRST_DATE} < ?)
         FROM deals WHERE stage IS NOT NULL GROUP BY stage ORDER BY stage
         """,
         [start, end],
     ).fetchall()
+    return rows
+
+
+def _stage_lines(
+    rows: list[tuple[Any, Any]], order: list[str], probabilities: dict[str, float]
+) -> list[str]:
     present = {str(stage).casefold() for stage, _ in rows}
     lines: list[str] = []
     for what, names in (("stage order", order), ("stage_probabilities", list(probabilities))):
