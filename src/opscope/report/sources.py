@@ -785,18 +785,23 @@ def _parse_table(
             )
             checks.append((column, text, expr))
         selects.append(f"{expr} AS {_q(column)}")
-    parsed = f"SELECT {', '.join(selects)} FROM {raw}"
+    if not log:
+        checks = []
+    # A value that is there but cannot be parsed is kept, as text, in a column of its own
+    # while the table is built (one read of the source), counted, and the column dropped.
+    flags = [
+        f"CASE WHEN ({e}) IS NULL THEN {t} END AS _bad_{i}" for i, (_, t, e) in enumerate(checks)
+    ]
+    parsed = f"SELECT {', '.join(selects + flags)} FROM {raw}"
     if derived:
         parsed = f"SELECT * REPLACE ({derived}) FROM ({parsed})"
     con.execute(f"CREATE TABLE {table} AS {parsed}")
-    if not checks or not log:
+    if not checks:
         return
-    counts = ", ".join(
-        f"count(*) FILTER ({t} IS NOT NULL AND ({e}) IS NULL), "
-        f"min({t}) FILTER ({t} IS NOT NULL AND ({e}) IS NULL)"
-        for _, t, e in checks
-    )
-    row = _one(con, f"SELECT {counts} FROM {raw}")
+    counts = ", ".join(f"count(_bad_{i}), min(_bad_{i})" for i in range(len(checks)))
+    row = _one(con, f"SELECT {counts} FROM {table}")
+    for i in range(len(checks)):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN _bad_{i}")
     for index, (column, _, _) in enumerate(checks):
         bad, example = row[2 * index], row[2 * index + 1]
         if bad:
