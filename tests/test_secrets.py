@@ -242,3 +242,34 @@ def test_escaped_and_partly_quoted_secrets_are_masked() -> None:
     assert redact('{"k": "KEY\\\\val\\"bbb222"}') == '{"k": "***"}'
     assert redact('near "zzzPWTAIL": syntax error') == 'near "***": syntax error'
     assert redact("the word PWaaa111 alone") == "the word *** alone"
+
+
+def test_secrets_cut_at_quotes_or_url_delimiters_are_masked() -> None:
+    redact = Redactor(["Pw0rd'TAILsecret99", "Sec@ret/Tail99"])
+    assert redact('near "TAILsecret99": syntax error') == 'near "***": syntax error'
+    assert "Tail99" not in redact("postgresql+psycopg://ops:Sec@ret/Tail99@db/crm")
+
+
+def test_a_sql_target_url_with_an_unencoded_secret_shows_no_part_of_it(tmp_path: Path) -> None:
+    """The URL shown for a SQL target is masked before its password is parsed out: a password
+    with "@" or "/" (invalid in a URL unless percent-encoded) is not cut in two."""
+    from opscope.monitor.collectors.sql import SqlCollector, SqlEngines
+
+    secret = "Sec@ret/Tail99"
+    loaded = parse_config(
+        "monitor:\n  sql:\n    - name: q\n"
+        '      url: "postgresql+psycopg://ops:${DB_PASSWORD}@db/crm"\n'
+        '      query: "SELECT 1 AS value"\n',
+        environ={"DB_PASSWORD": secret},
+    )
+    collector = SqlCollector(
+        query=loaded.config.monitor.sql[0],
+        engines=SqlEngines(),
+        executor=None,  # type: ignore[arg-type]  # never run here
+        interval=10.0,
+        timeout=1.0,
+        resolve=lambda name, labels: 0,
+        redact=Redactor(config_secrets(loaded)),
+    )
+    shown = collector.health.url
+    assert "ret" not in shown and "Tail99" not in shown and "***" in shown

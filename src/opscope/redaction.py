@@ -28,6 +28,8 @@ MASK = "***"
 MIN_SECRET_LENGTH = 4
 #: A word of a secret with spaces is masked on its own from this length.
 MIN_WORD_LENGTH = 6
+#: Where an error message may cut a secret: spaces, quotes, backslashes, URL delimiters.
+_WORD_BREAKS = re.compile(r"""[\s'"`\\@/:;,?#&=]+""")
 
 
 #: Environment variables whose values are secrets, by name: …PASSWORD, …PASS, …PWD, a ``PW``
@@ -127,10 +129,12 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         values = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
         # As error messages quote a secret: URL-encoded, escaped as in repr() and JSON, and each
-        # long enough word of it (a syntax error shows the text after a space).
+        # long enough word of it (a syntax error shows the text after a quote or a space).
         values |= {_quoted(s) for s in values}
         values |= {repr(s)[1:-1] for s in values} | {json.dumps(s)[1:-1] for s in values}
-        values |= {w for s in list(values) for w in s.split() if len(w) >= MIN_WORD_LENGTH}
+        values |= {
+            w for s in list(values) for w in _WORD_BREAKS.split(s) if len(w) >= MIN_WORD_LENGTH
+        }
         ordered = sorted(values, key=len, reverse=True)  # longest first: no partial leftovers
         self._pattern = re.compile("|".join(re.escape(s) for s in ordered)) if ordered else None
 

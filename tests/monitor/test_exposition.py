@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from opscope.errors import ExpositionError
-from opscope.monitor.exposition import ScrapeDecoder, parse_exposition
+from opscope.monitor.exposition import ScrapeDecoder, parse_exposition, parse_sample_line
 from opscope.store import LabelSet
 
 # The example from https://prometheus.io/docs/instrumenting/exposition_formats/
@@ -295,3 +295,23 @@ def test_a_known_layout_reads_any_payload_as_the_validating_path(
     if expected[0] == "ok":
         # Series are compared by name and labels: ids differ between the two registries.
         assert got[1] == expected[1]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["\\\\", '\\"', "\\n", "\\q"]),
+            st.text(alphabet=st.characters(blacklist_characters='\\"\n'), max_size=3),
+        ),
+        max_size=12,
+    )
+)
+def test_label_value_escapes_are_read_pair_by_pair(pieces: list[str]) -> None:
+    """The text format's three escapes (\\\\, \\", \\n) of a label value, every other character
+    (and an unknown escape) kept: the same as reading pair by pair from the left."""
+    raw = "".join(pieces)
+    expected = "".join(
+        {"\\\\": "\\", '\\"': '"', "\\n": "\n"}.get(piece, piece) for piece in pieces
+    )
+    sample, _ = parse_sample_line(f'm{{a="{raw}"}} 1', 1)
+    assert sample.labels == (("a", expected),)

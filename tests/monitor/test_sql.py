@@ -447,3 +447,38 @@ def test_blob_labels_are_their_text_or_hex() -> None:
         ["b", "value"], [(b"North", 1.0), (b"\x00\xff", 2.0)], value_column="value", extra_labels={}
     )
     assert [dict(labels)["b"] for labels, _ in samples] == ["North", "00ff"]
+
+
+@pytest.mark.parametrize(
+    ("url", "statement", "made"),
+    [
+        ("sqlite:///:memory:", "VACUUM INTO '{dir}/vac.db'", "vac.db"),
+        ("sqlite://", "ATTACH DATABASE '{dir}/att.db' AS e", "att.db"),
+        ("duckdb:///:memory:", "COPY (SELECT 42 AS value) TO '{dir}/duck.csv'", "duck.csv"),
+    ],
+)
+async def test_in_memory_databases_write_no_files(
+    url: str, statement: str, made: str, tmp_path: Path
+) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    monitor, store = collect_one(tmp_path, url, statement.format(dir=files))
+    with store:
+        await monitor.collect_all()
+        await monitor.aclose()
+        (target,) = monitor.targets
+        assert target.health == "down"
+    assert not (files / made).exists()
+
+
+async def test_in_memory_duckdb_reads_no_files(tmp_path: Path) -> None:
+    secret_file = tmp_path / "private.csv"
+    secret_file.write_text("value\n42\n")
+    monitor, store = collect_one(
+        tmp_path, "duckdb:///:memory:", f"SELECT value FROM read_csv('{secret_file}')"
+    )
+    with store:
+        await monitor.collect_all()
+        await monitor.aclose()
+        (target,) = monitor.targets
+        assert target.health == "down"

@@ -591,3 +591,18 @@ async def test_a_retried_backfill_stores_each_stamped_sample_once(push: Push) ->
     assert other.status_code == 400
     assert other.json()["error"].startswith("line 2: jobs_done already has the value 5")
     assert await push.query("sum_over_time(jobs_done[2m])") == {'{job="retry"}': "5"}
+
+
+async def test_json_edge_cases_are_400s_not_500s(tmp_path: Path) -> None:
+    async with running(tmp_path, "  push: {series_limit: 3}\n") as push:
+        huge_stamp = '[{"metric": "m", "value": 1, "timestamp": 1' + "0" * 400 + "}]"
+        surrogate = '[{"metric": "m", "labels": {"b": "\\ud800"}, "value": 1}]'
+        for body, where in ((huge_stamp, "[0].timestamp"), (surrogate, "[0].labels.b")):
+            response = await push.client.put(
+                "/api/v1/push/edge", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert response.status_code == 400, response.text
+            assert response.json()["error"].startswith(where)
+        # Two samples whose label value is the word "metric" are two samples, under the limit.
+        items = [{"metric": n, "labels": {"kind": "metric"}, "value": 1} for n in ("a", "b")]
+        assert (await push.client.put("/api/v1/push/edge", json=items)).status_code == 200

@@ -49,7 +49,6 @@ _FLOAT = re.compile(
     r"|[nN][aA][nN])"
 )
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped", "unknown"})
-_UNESCAPE = re.compile(r"\\([\\\"n])")
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,12 @@ def parse_value(token: str, line: int) -> float:
 
 
 def _unescape(value: str) -> str:
-    return _UNESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+    """``\\\\``, ``\\"`` and ``\\n`` of a label value (well formed: every backslash
+    starts a pair), with string methods only: a value of millions of escapes takes
+    milliseconds. Splitting at ``\\\\`` first keeps each pair whole."""
+    if "\\" not in value:
+        return value
+    return "\\".join(part.replace('\\"', '"').replace("\\n", "\n") for part in value.split("\\\\"))
 
 
 def parse_sample_line(text: str, line: int) -> tuple[ParsedSample, int]:

@@ -562,17 +562,17 @@ class PushRegistry:
         )
 
     def _check_size(self, body: bytes, *, json_body: bool) -> None:
-        """Refuse a body with more samples than ``monitor.push.series_limit`` before decoding
-        it (text: sample lines; JSON: objects, counted by their ``"metric"`` keys)."""
+        """Refuse a text body with more sample lines than ``monitor.push.series_limit`` before
+        decoding it (a JSON body's objects are counted once parsed: ``"metric"`` can be
+        escaped, or be a label's value)."""
         limit = self.config.series_limit
         if json_body:
-            count = body.count(b'"metric"')
-        else:
-            count = body.count(b"\n") + 1
-            if count > limit:  # only then count exactly: comments and blank lines are free
-                count = sum(
-                    1 for line in body.split(b"\n") if line.strip() and line.strip()[:1] != b"#"
-                )
+            return
+        count = body.count(b"\n") + 1
+        if count > limit:  # only then count exactly: comments and blank lines are free
+            count = sum(
+                1 for line in body.split(b"\n") if line.strip() and line.strip()[:1] != b"#"
+            )
         if count > limit:
             raise PushRejected(
                 f"more than {limit} samples in one push (monitor.push.series_limit); "
@@ -704,6 +704,16 @@ def _first_duplicate(text: str, grouping: dict[str, str]) -> tuple[int, str]:
     return 0, "a series"
 
 
+def _is_unicode_text(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8: JSON's ``\\ud800`` escapes decode to lone
+    surrogates, which no label value (or any later output) can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _json_sample(item: Any, index: int) -> tuple[str, dict[str, str], float, int]:
     """One JSON sample: name, labels, value, timestamp in ms (:data:`NO_TIMESTAMP` if none)."""
     where = f"[{index}]"
@@ -723,6 +733,10 @@ def _json_sample(item: Any, index: int) -> tuple[str, dict[str, str], float, int
             raise PushRejected(f'invalid label name "{label}"', where=f"{where}.labels")
         if not isinstance(value, str):
             raise PushRejected("label values must be strings", where=f"{where}.labels.{label}")
+        if not _is_unicode_text(value):
+            raise PushRejected(
+                "not Unicode text (a lone surrogate escape)", where=f"{where}.labels.{label}"
+            )
     if "value" not in item:
         raise PushRejected("missing", where=f"{where}.value")
     raw = item["value"]
@@ -741,9 +755,9 @@ def _json_sample(item: Any, index: int) -> tuple[str, dict[str, str], float, int
     stamp = NO_TIMESTAMP
     if item.get("timestamp") is not None:
         t = item["timestamp"]
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        if isinstance(t, bool) or not isinstance(t, int | float):
             raise PushRejected("expected Unix seconds", where=f"{where}.timestamp")
-        if abs(t) > 1e13:
+        if abs(t) > 1e13 or not math.isfinite(t):  # abs() first: a huge int is no float
             raise PushRejected("expected Unix seconds", where=f"{where}.timestamp")
         stamp = round(t * 1000)
     return name, dict(labels), value, stamp

@@ -115,11 +115,24 @@ def _create_engine(url: str) -> Engine:
         return create_engine(
             "sqlite://", creator=lambda: _sqlite_read_only(parsed), pool_pre_ping=True
         )
+    if backend == "sqlite":  # in memory: nothing to read, but no file may be written either
+        return create_engine("sqlite://", creator=_sqlite_in_memory, pool_pre_ping=True)
     if backend == "duckdb" and path is not None:
         # Read-only, and no file access beside the database: COPY … TO cannot write files.
         args = {"read_only": True, "config": {"enable_external_access": False}}
         return create_engine(url, connect_args=args, poolclass=NullPool)
+    if backend == "duckdb":  # in memory: no COPY … TO, read_csv or ATTACH of files either
+        args = {"config": {"enable_external_access": False}}
+        return create_engine(url, connect_args=args, poolclass=NullPool)
     return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_in_memory() -> sqlite3.Connection:
+    """An in-memory SQLite database that can attach nothing (``VACUUM INTO`` and ``ATTACH``
+    would create files)."""
+    connection = sqlite3.connect(":memory:", check_same_thread=False)
+    connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    return connection
 
 
 def _sqlite_read_only(parsed: URL) -> sqlite3.Connection:
@@ -338,7 +351,7 @@ class SqlCollector:
             kind="sql",
             job=query.job,
             instance=query.name,
-            url=display_url(query.url),
+            url=display_url(redact(query.url)),
             interval=interval,
             labels={**query.labels, **target_labels},
         )
