@@ -395,14 +395,15 @@ async def test_a_locked_sqlite_file_fails_the_run_within_its_timeout(tmp_path: P
         [
             sys.executable,
             "-c",
-            "import sqlite3, sys, time\n"
+            "import sqlite3, sys\n"
             "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
             "db.execute('CREATE TABLE deals (amount REAL)')\n"
             "db.execute('BEGIN EXCLUSIVE')\n"
             "print('locked', flush=True)\n"
-            "time.sleep(60)\n",
+            "sys.stdin.readline()\n",  # holds the lock until the test closes its stdin
             str(path),
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -425,8 +426,7 @@ async def test_a_locked_sqlite_file_fails_the_run_within_its_timeout(tmp_path: P
             assert "locked" in target.last_error or "timeout" in target.last_error
             assert elapsed < 4.0, f"the run took {elapsed:.1f} s"
     finally:
-        holder.kill()
-        holder.communicate()
+        holder.communicate("\n", timeout=10)
 
 
 def test_a_secret_a_query_selects_is_not_stored_as_a_label() -> None:

@@ -13,6 +13,7 @@ import httpx
 from opscope.clock import ManualClock
 from opscope.config import parse_config
 from opscope.monitor import Monitor
+from opscope.monitor.rules import compile_groups
 from opscope.notify import Notifier
 from opscope.server.app import ServerState, create_app
 from opscope.server.live import LiveHub
@@ -43,12 +44,20 @@ async def in_process(
     tokens: TokenFile | None = None,
 ) -> AsyncIterator[InProcess]:
     """The application for ``config_yaml`` over a store in ``data_dir``, at :data:`NOW`; with
-    a notifier when the configuration has notification channels, and checking ``tokens``."""
-    config = parse_config(config_yaml, environ={}).config
+    its alerting rules, a notifier when the configuration has notification channels, and
+    checking ``tokens``."""
+    loaded = parse_config(config_yaml, environ={})
+    config = loaded.config
     clock = ManualClock(start=NOW)
     telemetry = Telemetry()
     with Store.open(data_dir) as store:
-        monitor = Monitor(config.monitor, store, telemetry=telemetry, clock=clock)
+        monitor = Monitor(
+            config.monitor,
+            store,
+            telemetry=telemetry,
+            clock=clock,
+            rule_groups=compile_groups(loaded.rule_groups),
+        )
         hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
         state = ServerState(
             project="blatam",

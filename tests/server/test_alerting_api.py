@@ -12,16 +12,11 @@ import numpy as np
 import pytest
 
 from opscope.clock import ManualClock
-from opscope.config import parse_config
 from opscope.monitor import Monitor
-from opscope.monitor.rules import compile_groups
-from opscope.notify import Notifier
-from opscope.server.app import ServerState, create_app
-from opscope.server.live import LiveHub
 from opscope.store import Batch, Store, label_set
-from opscope.telemetry import Telemetry
 
-NOW = 1_800_000_000.0
+from .inprocess import NOW, in_process
+
 CONFIG = """
 monitor:
   system: {enabled: false}
@@ -44,33 +39,8 @@ class Api:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    loaded = parse_config(CONFIG, environ={})
-    clock = ManualClock(start=NOW)
-    telemetry = Telemetry()
-    with Store.open(tmp_path) as store:
-        monitor = Monitor(
-            loaded.config.monitor,
-            store,
-            telemetry=telemetry,
-            clock=clock,
-            rule_groups=compile_groups(loaded.rule_groups),
-        )
-        notifier = Notifier(loaded.config.notify, store, clock=clock)
-        hub = LiveHub(store, status=monitor.system_status, telemetry=telemetry, now=clock.time)
-        state = ServerState(
-            project="blatam",
-            store=store,
-            monitor=monitor,
-            hub=hub,
-            telemetry=telemetry,
-            now=clock.time,
-            lookback_ms=300_000,
-            notifier=notifier,
-        )
-        transport = httpx.ASGITransport(app=create_app(state))
-        async with httpx.AsyncClient(transport=transport, base_url="http://opscope") as client:
-            yield Api(client, store, monitor, clock)
-        await monitor.aclose()
+    async with in_process(tmp_path, CONFIG) as app:
+        yield Api(app.client, app.store, app.monitor, app.clock)
 
 
 def fire(api: Api, value: float) -> None:
