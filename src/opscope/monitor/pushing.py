@@ -342,6 +342,7 @@ class PushRegistry:
                 )
                 if pushed.timestamps_ms is not None:
                     pushed = self._without_repeats(pushed)
+                return self._apply(method, labels, group, pushed, now)
             except PushRejected:
                 if group is not None:
                     group.decoder = None  # its cache may hold this request's placeholders
@@ -350,11 +351,10 @@ class PushRegistry:
                         [group.batch(now)], state={key: group.state()}, state_time=now
                     )
                 raise
-            except BaseException:
+            except BaseException:  # a bug or the store refusing the write
                 if group is not None:
                     group.decoder = None  # whatever failed, no placeholder may stay cached
                 raise
-            return self._apply(method, labels, group, pushed, now)
 
     def delete(self, labels: dict[str, str]) -> bool:
         """Remove the group ``labels``: its series get staleness markers. ``False`` when there
