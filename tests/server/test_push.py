@@ -590,6 +590,10 @@ async def test_a_retried_backfill_stores_each_stamped_sample_once(push: Push) ->
     other = await push.client.post("/api/v1/push/retry", content=f"a 1\njobs_done 6 {stamp}\n")
     assert other.status_code == 400
     assert other.json()["error"].startswith("line 2: jobs_done already has the value 5")
+    # Lines dropped before (push_time_seconds is the registry's) do not shift the line named.
+    body = f"push_time_seconds 1\na 1\njobs_done 6 {stamp}\n"
+    other = await push.client.post("/api/v1/push/retry", content=body)
+    assert other.json()["error"].startswith("line 3: jobs_done already has the value 5")
     assert await push.query("sum_over_time(jobs_done[2m])") == {'{job="retry"}': "5"}
 
 

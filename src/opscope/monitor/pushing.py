@@ -460,24 +460,14 @@ class PushRegistry:
                     "(a duplicate sample for a timestamp is refused, as in Prometheus)",
                     where=pushed.where(i),
                 )
-        if keep.all():
-            return pushed
-        return replace(
-            pushed, ids=pushed.ids[keep], values=pushed.values[keep], timestamps_ms=stamps[keep]
-        )
+        return _kept(pushed, keep)
 
     def _without_push_series(self, pushed: _Pushed) -> _Pushed:
         """``pushed`` without samples named as :data:`PUSH_SERIES` (whatever their labels):
         the registry writes those, and the Pushgateway too drops pushed ones."""
         ref = self.store.index.ref
         names = [self._new[i][0] if i < 0 else ref(i).name for i in pushed.ids.tolist()]
-        keep = np.array([name not in PUSH_SERIES for name in names], dtype=bool)
-        return replace(
-            pushed,
-            ids=pushed.ids[keep],
-            values=pushed.values[keep],
-            timestamps_ms=None if pushed.timestamps_ms is None else pushed.timestamps_ms[keep],
-        )
+        return _kept(pushed, np.array([name not in PUSH_SERIES for name in names], dtype=bool))
 
     # -------------------------------------------------------------------------------- decode
     def _resolve(self, name: str, labels: LabelSet) -> int:
@@ -644,6 +634,22 @@ class PushRegistry:
                 f"a sample is older than the retention ({self.retention_s:g}s)" + hint,
                 where=where(oldest),
             )
+
+
+def _kept(pushed: _Pushed, keep: np.ndarray) -> _Pushed:
+    """``pushed`` with only the samples where ``keep`` is true; ``where`` still names each
+    sample's place in the body."""
+    if keep.all():
+        return pushed
+    indexes = np.flatnonzero(keep)
+    where = pushed.where
+    return replace(
+        pushed,
+        ids=pushed.ids[keep],
+        values=pushed.values[keep],
+        timestamps_ms=None if pushed.timestamps_ms is None else pushed.timestamps_ms[keep],
+        where=lambda index: where(int(indexes[index])),
+    )
 
 
 #: A ``# TYPE name type`` line (after the newline before it): name and the rest of the line.
