@@ -162,6 +162,35 @@ def quality_section(doc: ReportDocument, data: Dataset, extra: list[str]) -> Non
     )
 
 
+def closing_sections(
+    doc: ReportDocument,
+    data: Dataset,
+    recommendations: list[str],
+    notes: list[str],
+    *,
+    closed_deals: int,
+    period_label: str,
+) -> None:
+    """Append the last sections of a deal report: the recommendations ("no rule triggered"
+    when none fired) and the data quality, noting when no deal closed in the period."""
+    doc.sections.append(
+        Section(
+            "recommendations",
+            "Recommendations",
+            [
+                Notes(
+                    "Recommendations",
+                    recommendations or ["no rule triggered"],
+                    style="recommendations",
+                )
+            ],
+        )
+    )
+    if closed_deals == 0:
+        notes.append(f"no deals closed in {period_label}: closed-deal figures are n/a")
+    quality_section(doc, data, notes)
+
+
 Direction = Literal["higher", "lower"]
 
 

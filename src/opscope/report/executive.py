@@ -27,11 +27,11 @@ from typing import Any
 from opscope.report import automation
 from opscope.report.building import (
     ReportRequest,
+    closing_sections,
     flag_partial_comparisons,
     kpi,
     new_document,
     period_partial,
-    quality_section,
 )
 from opscope.report.deals import (
     NO_DATA,
@@ -293,16 +293,9 @@ def executive_summary(data: Dataset, request: ReportRequest) -> ReportDocument:
             f"({fc_mean:,.0f}) is {1 - fc_mean / now.revenue:.0%} under this period's "
             f"({now.revenue:,.0f})."
         )
-    doc.sections.append(
-        Section(
-            "recommendations",
-            "Recommendations",
-            [Notes("Recommendations", recs or ["no rule triggered"], style="recommendations")],
-        )
+    closing_sections(
+        doc, data, recs, notes, closed_deals=now.won + now.lost, period_label=period.label
     )
-    if now.won + now.lost == 0:
-        notes.append(f"no deals closed in {period.label}: closed-deal figures are n/a")
-    quality_section(doc, data, notes)
     return doc
 
 

@@ -40,11 +40,11 @@ from typing import Any
 from opscope.report.building import (
     Direction,
     ReportRequest,
+    closing_sections,
     flag_partial_comparisons,
     kpi,
     new_document,
     period_partial,
-    quality_section,
 )
 from opscope.report.deals import (
     FIRST_DATE,
@@ -432,16 +432,9 @@ def sales_performance(data: Dataset, request: ReportRequest) -> ReportDocument:
         )
 
     recs = recommendations(now, prev, steps, board, pipe.value, settings.benchmarks)
-    doc.sections.append(
-        Section(
-            "recommendations",
-            "Recommendations",
-            [Notes("Recommendations", recs or ["no rule triggered"], style="recommendations")],
-        )
+    closing_sections(
+        doc, data, recs, notes, closed_deals=now.won + now.lost, period_label=period.label
     )
-    if now.won + now.lost == 0:
-        notes.append(f"no deals closed in {period.label}: closed-deal figures are n/a")
-    quality_section(doc, data, notes)
     return doc
 
 
