@@ -263,3 +263,16 @@ def smtp_server() -> Iterator[SMTPServer]:
     server = SMTPServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _source_snapshots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Snapshots of report sources (`opscope report` keeps them in the user's cache) go to a
+    folder of this test run, for in-process and subprocess runs alike."""
+    before = os.environ.get("OPSCOPE_CACHE_DIR")
+    os.environ["OPSCOPE_CACHE_DIR"] = str(tmp_path_factory.mktemp("source-snapshots"))
+    yield
+    if before is None:
+        os.environ.pop("OPSCOPE_CACHE_DIR", None)
+    else:
+        os.environ["OPSCOPE_CACHE_DIR"] = before

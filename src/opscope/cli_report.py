@@ -93,6 +93,14 @@ def report(
             "--timezone", help="IANA timezone of the period (default: the report's, else UTC)."
         ),
     ] = None,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache/--no-cache",
+            help="Keep a snapshot of loaded files and reuse it while they are unchanged "
+            "(in $OPSCOPE_CACHE_DIR, else $XDG_CACHE_HOME/opscope/sources).",
+        ),
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Compute a report from real data and write it (JSON has every number)."""
@@ -104,6 +112,7 @@ def report(
     from opscope.report.periods import WEEKDAYS, PeriodError, parse_period
     from opscope.report.periods import timezone as check_timezone
     from opscope.report.schema import detect_preset
+    from opscope.report.snapshot import default_cache_dir
     from opscope.report.sources import load_source
 
     def fail(message: str, code: int) -> typer.Exit:
@@ -236,7 +245,13 @@ def report(
             progress.update(task, description=what)
 
         try:
-            dataset = load_source(source, base=base, timezone=tz, progress=step)
+            dataset = load_source(
+                source,
+                base=base,
+                timezone=tz,
+                progress=step,
+                cache=default_cache_dir() if cache else None,
+            )
         except MappingError as exc:
             if config_file is None or source_name is None or data is not None:
                 raise fail(f"--mapping {preset}: {exc}", 2) from None
@@ -244,35 +259,38 @@ def report(
         except SourceError as exc:
             raise fail(str(exc), 1) from None
         progress.update(task, advance=1, description=f"computing {kind}")
+        # The dataset is closed once the files are written: a snapshot of the source being
+        # kept meanwhile (see load_source) is finished by then.
         try:
-            doc = build_report(kind, dataset, request)
-        except ReportError as exc:
-            raise fail(str(exc), 1) from None
+            try:
+                doc = build_report(kind, dataset, request)
+            except ReportError as exc:
+                raise fail(str(exc), 1) from None
+            progress.update(task, advance=1)
+            # files are named after the configured key, so that two configured reports of the
+            # same kind do not overwrite each other's files
+            stem = f"{name if configured else kind}-{report_period.label}"
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                for fmt in wanted:
+                    progress.update(task, description=f"writing {fmt}")
+                    path = out_dir / f"{stem}.{fmt}"
+                    if fmt == "json":
+                        path.write_text(
+                            json.dumps(doc.to_dict(), indent=2, ensure_ascii=False) + "\n",
+                            encoding="utf-8",
+                        )
+                    else:
+                        assert renderer is not None
+                        renderer.render(doc, fmt, path)
+                    written.append(str(path))
+                    progress.update(task, advance=1)
+            except FileExistsError:
+                raise fail(f"--out {out_dir} is a file, not a folder", 2) from None
+            except OSError as exc:
+                raise fail(f"cannot write {out_dir}: {exc.strerror or exc}", 1) from None
         finally:
             dataset.close()
-        progress.update(task, advance=1)
-        # files are named after the configured key, so that two configured reports of the
-        # same kind do not overwrite each other's files
-        stem = f"{name if configured else kind}-{report_period.label}"
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for fmt in wanted:
-                progress.update(task, description=f"writing {fmt}")
-                path = out_dir / f"{stem}.{fmt}"
-                if fmt == "json":
-                    path.write_text(
-                        json.dumps(doc.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                        encoding="utf-8",
-                    )
-                else:
-                    assert renderer is not None
-                    renderer.render(doc, fmt, path)
-                written.append(str(path))
-                progress.update(task, advance=1)
-        except FileExistsError:
-            raise fail(f"--out {out_dir} is a file, not a folder", 2) from None
-        except OSError as exc:
-            raise fail(f"cannot write {out_dir}: {exc.strerror or exc}", 1) from None
     if as_json:
         payload: dict[str, Any] = {
             "report": kind,

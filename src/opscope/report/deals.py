@@ -130,11 +130,15 @@ _OPEN_AMOUNT = "CASE WHEN d.status = 'lost' AND d.amount = 0 THEN NULL ELSE d.am
 def data_end(data: Dataset) -> date | None:
     """The data's last date: the latest created, engaged or (of closed deals) close date.
     ``None`` when no deal has a date."""
-    row = data.con.execute(
-        "SELECT max(greatest(created_date, engaged_date, "
-        "CASE WHEN status <> 'open' THEN close_date END)) FROM deals"
-    ).fetchone()
-    return row[0] if row else None
+
+    def last() -> date | None:
+        row = data.con.execute(
+            "SELECT max(greatest(created_date, engaged_date, "
+            "CASE WHEN status <> 'open' THEN close_date END)) FROM deals"
+        ).fetchone()
+        return row[0] if row else None
+
+    return data.memo(("data_end",), last)
 
 
 def open_at(end: date, *, undated: bool) -> str:
@@ -157,17 +161,22 @@ def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> 
 def open_pipelines(
     data: Dataset, ends: list[date], probabilities: dict[str, float]
 ) -> list[OpenPipeline]:
-    """:func:`open_pipeline` at each of ``ends``."""
+    """:func:`open_pipeline` at each of ``ends``; those not computed before are computed in one
+    pass over the deals."""
     rates = tuple(sorted(probabilities.items()))
+    missing = sorted({e for e in ends if not data.remembers(("open_pipeline", e, rates))})
+    computed: dict[date, OpenPipeline] = {}
+    if missing:
+        computed = dict(zip(missing, _open_pipelines(data, missing, probabilities), strict=True))
     return [
-        data.memo(("open_pipeline", end, rates), partial(_open_pipeline, data, end, probabilities))
-        for end in ends
+        data.memo(("open_pipeline", end, rates), partial(computed.__getitem__, end)) for end in ends
     ]
 
 
-def _open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
-    last = data.memo(("data_end",), partial(data_end, data))
-    undated = last is None or end > last
+def _open_pipelines(
+    data: Dataset, ends: list[date], probabilities: dict[str, float]
+) -> list[OpenPipeline]:
+    last = data_end(data)
     stages = {k.lower(): v for k, v in probabilities.items()}
     if stages:
         cases = " ".join(
@@ -176,54 +185,76 @@ def _open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) ->
         stage_p = f"CASE lower(d.stage) {cases} END"
     else:
         stage_p = "NULL"
-    # Open deals are summed per product and probability first; the list prices of deals
-    # without an amount are then applied to those few groups.
-    prices = (
-        "LEFT JOIN (SELECT DISTINCT ON (product) product, list_price FROM products) p "
-        "USING (product)"
-        if "products" in data.tables
-        else "LEFT JOIN (SELECT NULL::VARCHAR AS product, NULL::DOUBLE AS list_price) p "
-        "USING (product)"
-    )
-    row = data.con.execute(
+    # Open deals are counted and summed per product and probability, with one set of
+    # aggregates per moment; list prices then value the deals without an amount in Python.
+    aggregates: list[str] = []
+    undated_at: list[bool] = []
+    for end in ends:
+        undated = last is None or end > last
+        undated_at.append(undated)
+        at = open_at(end, undated=undated)
+        aggregates.append(
+            f"count(*) FILTER ({at}), count({_OPEN_AMOUNT}) FILTER ({at}), "
+            f"coalesce(sum({_OPEN_AMOUNT}) FILTER ({at}), 0), "
+            f"count(*) FILTER (({at}) AND coalesce(d.created_date, d.engaged_date) IS NULL)"
+        )
+    groups = data.con.execute(
         f"""
-        WITH g AS (
-            SELECT d.product, coalesce(d.probability, {stage_p}) AS probability,
-                   count(*) AS n, count({_OPEN_AMOUNT}) AS priced,
-                   coalesce(sum({_OPEN_AMOUNT}), 0) AS amount,
-                   count(*) FILTER (coalesce(d.created_date, d.engaged_date) IS NULL) AS undated
-            FROM deals d WHERE {open_at(end, undated=undated)} GROUP BY ALL),
-        v AS (
-            SELECT n, n - priced AS unpriced, probability, p.list_price, undated,
-                   amount + CASE WHEN p.list_price IS NULL THEN 0
-                                 ELSE (n - priced) * p.list_price END AS value
-            FROM g {prices})
-        SELECT coalesce(sum(n), 0), coalesce(sum(value), 0), sum(value * probability),
-               coalesce(sum(unpriced) FILTER (list_price IS NOT NULL), 0),
-               coalesce(sum(unpriced) FILTER (list_price IS NULL), 0),
-               coalesce(sum(n) FILTER (probability IS NULL), 0),
-               coalesce(sum(undated), 0)
-        FROM v
+        SELECT d.product, coalesce(d.probability, {stage_p}) AS probability,
+               {", ".join(aggregates)}
+        FROM deals d GROUP BY ALL
         """
-    ).fetchone()
-    assert row is not None
-    count, total, weighted_sum, listed, unvalued, missing_p, undated_n = row
-    if count == 0:
-        weighted: float | None = 0.0
-    elif missing_p == count:
-        weighted = None  # no probabilities at all: n/a rather than 0
-    else:
-        weighted = float(weighted_sum or 0.0)
-    return OpenPipeline(
-        count=int(count),
-        value=float(total),
-        weighted=weighted,
-        valued_at_list_price=int(listed),
-        without_value=int(unvalued),
-        without_probability=int(missing_p),
-        undated=int(undated_n),
-        undated_counted=undated,
-    )
+    ).fetchall()
+    prices: dict[str, float] = {}
+    if "products" in data.tables:
+        for product, price in data.con.execute(
+            "SELECT product, min(list_price) FROM products WHERE product IS NOT NULL "
+            "GROUP BY product"
+        ).fetchall():
+            if price is not None:
+                prices[product] = float(price)
+    result: list[OpenPipeline] = []
+    for i, undated in enumerate(undated_at):
+        count = value = weighted_sum = 0.0
+        listed = unvalued = missing_p = undated_n = 0
+        for row in groups:
+            product, probability = row[0], row[1]
+            n, priced, amount, no_date = row[2 + 4 * i : 6 + 4 * i]
+            if not n:
+                continue
+            unpriced = int(n) - int(priced)
+            price = prices.get(product) if product is not None else None
+            deal_value = float(amount) + (unpriced * price if price is not None else 0.0)
+            count += int(n)
+            value += deal_value
+            if price is not None:
+                listed += unpriced
+            else:
+                unvalued += unpriced
+            if probability is None:
+                missing_p += int(n)
+            else:
+                weighted_sum += deal_value * float(probability)
+            undated_n += int(no_date)
+        if count == 0:
+            weighted: float | None = 0.0
+        elif missing_p == count:
+            weighted = None  # no probabilities at all: n/a rather than 0
+        else:
+            weighted = weighted_sum
+        result.append(
+            OpenPipeline(
+                count=int(count),
+                value=value,
+                weighted=weighted,
+                valued_at_list_price=listed,
+                without_value=unvalued,
+                without_probability=missing_p,
+                undated=undated_n,
+                undated_counted=undated,
+            )
+        )
+    return result
 
 
 def velocity(open_deals: int, closed: ClosedDeals) -> float | None:

@@ -93,16 +93,18 @@ def produce(
     except PeriodError as exc:
         raise ReportError(str(exc)) from exc
     request = ReportRequest(period=period, timezone=settings.timezone, now=now, settings=settings)
-    dataset = load_source(source, base=base, timezone=settings.timezone)
+    dataset = load_source(
+        source, base=base, timezone=settings.timezone, cache=data_dir / "cache" / "sources"
+    )
     try:
         document = build_report(kind, dataset, request)
+        directory = run_directory(data_dir, name, scheduled_at)
+        files = [
+            render(document, fmt, directory / f"{kind}-{period.label}.{fmt}")
+            for fmt in settings.formats
+        ]
     finally:
-        dataset.close()
-    directory = run_directory(data_dir, name, scheduled_at)
-    files = [
-        render(document, fmt, directory / f"{kind}-{period.label}.{fmt}")
-        for fmt in settings.formats
-    ]
+        dataset.close()  # after rendering: a snapshot of the source is kept meanwhile
     return Publication(name, scheduled_at, document, files)
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import difflib
 import glob
 import re
+import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ import duckdb
 from opscope.config.reports import CANONICAL_COLUMNS, DealsMapping, SourceConfig, TableMapping
 from opscope.errors import MappingError, SourceError
 from opscope.report.schema import LOOKUPS, ResolvedMapping, column_kind, resolve_mapping
+from opscope.report.snapshot import SnapshotKey, open_snapshot, snapshot_key, write_snapshot
 
 _DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db")
 _EXCEL_SUFFIXES = (".xlsx", ".xlsm")
@@ -85,6 +87,7 @@ class Dataset:
     quality: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+    _keeping: threading.Thread | None = field(default=None, repr=False)
 
     def has(self, table: str) -> bool:
         """Whether the source has the canonical ``table`` with at least one row."""
@@ -104,9 +107,25 @@ class Dataset:
             self._memo[key] = compute()
         return cast(T, self._memo[key])
 
+    def remembers(self, key: tuple[Any, ...]) -> bool:
+        """Whether :meth:`memo` holds a result under ``key``."""
+        return key in self._memo
+
     def close(self) -> None:
-        """Release the DuckDB database."""
+        """Release the DuckDB database (once a snapshot being written is complete)."""
+        if self._keeping is not None:
+            self._keeping.join()
+            self._keeping = None
         self.con.close()
+
+
+def _keep(
+    writer: duckdb.DuckDBPyConnection, meta: dict[str, Any], cache: Path, key: SnapshotKey
+) -> None:
+    try:
+        write_snapshot(writer, meta, cache, key)
+    finally:
+        writer.close()
 
 
 def _q(name: str) -> str:
@@ -138,8 +157,13 @@ def load_source(
     base: Path = Path("."),
     timezone: str = "UTC",
     progress: Progress | None = None,
+    cache: Path | None = None,
 ) -> Dataset:
     """Read ``source`` (paths relative to ``base``) into canonical DuckDB tables.
+
+    With ``cache`` (a folder), a file source whose files are unchanged since an earlier load
+    with the same settings is read from that load's snapshot, and a fresh load leaves one
+    there (:mod:`opscope.report.snapshot`); the dataset is the same either way.
 
     Raises :class:`SourceError` when a file or table is missing, a mapped column does not exist
     (naming the columns there are), a database cannot be reached, or no deals table results.
@@ -148,6 +172,25 @@ def load_source(
         mapping = resolve_mapping(source.mapping)
     except ValueError as exc:
         raise SourceError(str(exc)) from None
+    key = None
+    if cache is not None:
+        key = snapshot_key(source, mapping, base=base, timezone=timezone)
+        found = open_snapshot(cache, key, timezone) if key is not None else None
+        if found is not None:
+            if progress:
+                progress("reading the snapshot of unchanged files")
+            snap, meta = found
+            return Dataset(
+                con=snap,
+                tables=frozenset(meta["tables"]),
+                timezone=timezone,
+                currency=source.currency,
+                locale=source.locale,
+                stage_order=list(meta["stage_order"]),
+                stage_probabilities=dict(meta["stage_probabilities"]),
+                quality=list(meta["quality"]),
+                rows=dict(meta["rows"]),
+            )
     con = duckdb.connect(":memory:")
     con.execute(f"SET TimeZone = {_lit(timezone)}")
     # Rows in any order while loading: DuckDB then writes tables from both threads at once.
@@ -204,6 +247,23 @@ def load_source(
         stages = _finish_deals(dataset, mapping, in_source_order)
         _check_typos(dataset, stages)
         con.execute("SET preserve_insertion_order = true")
+        if key is not None and cache is not None and not key.racy:
+            if progress:
+                progress("keeping a snapshot")
+            meta = {
+                "tables": sorted(dataset.tables),
+                "rows": {t: dataset.rows[t] for t in dataset.tables if t in dataset.rows},
+                "quality": dataset.quality,
+                "stage_order": dataset.stage_order,
+                "stage_probabilities": dataset.stage_probabilities,
+            }
+            # Written from a second connection while the reports are computed and rendered;
+            # close() waits for it.
+            writer = con.cursor()
+            dataset._keeping = threading.Thread(
+                target=_keep, args=(writer, meta, cache, key), name="source-snapshot"
+            )
+            dataset._keeping.start()
     except duckdb.Error as exc:
         con.close()
         if reader.csv_path is not None and not isinstance(exc, duckdb.ConversionException):
