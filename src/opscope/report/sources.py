@@ -31,10 +31,11 @@ decision, rows dropped (no id, duplicate id), unparseable values, values that lo
 How (for speed on large exports): DuckDB's CSV reader types the date and number columns
 itself where the file allows (see ``_Reader._csv_view``; the first value it refuses sends the
 file through the text parsing above, so the rules and counts are the same either way); the
-checks are set-based queries over the whole table (one counts ids, one counts deals per stage,
-owner, product and account with ``GROUPING SETS``) and one statement rewrites the deals with
-the corrected names (joined from a table of spellings) and the looked-up team, region and
-segment.
+deals are joined to the lookup tables (team, region, segment) as they are read; the checks are
+set-based queries over the whole table (one counts ids, one counts deals per stage, owner,
+product and account with ``GROUPING SETS``); and a corrected name is written by an update of
+the deals that spell it otherwise (joined from a table of spellings), not by rewriting the
+table.
 """
 
 from __future__ import annotations
@@ -210,13 +211,17 @@ def load_source(
         reader = _Reader(source, base, con)
         loaded: set[str] = set()
         raws: dict[str, str] = {}
-        for table, table_mapping in {**mapping.tables, **reader.discovered(mapping)}.items():
+        tables = {**mapping.tables, **reader.discovered(mapping)}
+        # The lookup tables first: the deals are joined to them as they are read.
+        order = sorted(tables, key=lambda t: t not in ("owners", "accounts"))
+        for table in order:
+            table_mapping = tables[table]
             if progress:
                 progress(f"reading {table}")
             raw = reader.raw(table, table_mapping, required=table == "deals")
             if raw is None:
                 continue
-            derived = _derived_deal_columns(mapping.deals) if table == "deals" else None
+            derived = _derived_deal_columns(mapping.deals, loaded) if table == "deals" else None
             try:
                 _parse_table(dataset, table, table_mapping, raw, derived)
             except duckdb.ConversionException:
@@ -240,7 +245,7 @@ def load_source(
                 "deals",
                 mapping.deals,
                 raws["deals"],
-                _derived_deal_columns(mapping.deals),
+                _derived_deal_columns(mapping.deals, loaded),
                 log=False,
             )
 
@@ -784,13 +789,13 @@ def _parse_table(
     table: str,
     mapping: TableMapping,
     raw: str,
-    derived: str | None = None,
+    derived: _Derived | None = None,
     *,
     log: bool = True,
 ) -> None:
     """``CREATE TABLE table`` from the raw view: mapped columns parsed by kind; columns the
-    source lacks are NULL; ``derived`` (``expr AS column, …``) replaces columns computed from
-    the parsed ones. Unparseable values are counted into the quality log (unless ``log`` is
+    source lacks are NULL; ``derived`` replaces columns computed from the parsed ones (``d``),
+    and the tables it joins. Unparseable values are counted into the quality log (unless ``log`` is
     false: the table is being read a second time).
 
     Raises :class:`SourceError` for a mapped column the source does not have, and lets
@@ -854,7 +859,7 @@ def _parse_table(
     ]
     parsed = f"SELECT {', '.join(selects + flags)} FROM {raw}"
     if derived:
-        parsed = f"SELECT * REPLACE ({derived}) FROM ({parsed})"
+        parsed = f"SELECT d.* REPLACE ({derived.replace}) FROM ({parsed}) d {derived.joins}"
     con.execute(f"CREATE TABLE {table} AS {parsed}")
     if not checks:
         return
@@ -876,22 +881,47 @@ def _parse_table(
             )
 
 
-def _derived_deal_columns(deals: DealsMapping) -> str:
-    """``expr AS status, expr AS probability``: a deal's status (``won``/``lost``/``open`` from
-    ``is_won``/``is_closed`` when mapped, else from the won and lost stages, case-insensitive;
-    of type :data:`STATUS_TYPE`) and its probability as a fraction (``probability_percent``
-    divides by 100)."""
+@dataclass(frozen=True)
+class _Derived:
+    """Columns computed from a parsed table ``d`` (``expr AS column, …``) and the joins they
+    read."""
+
+    replace: str
+    joins: str = ""
+
+
+def _derived_deal_columns(deals: DealsMapping, lookups: Collection[str]) -> _Derived:
+    """A deal's status (``won``/``lost``/``open`` from ``is_won``/``is_closed`` when mapped,
+    else from the won and lost stages, case-insensitive; of type :data:`STATUS_TYPE`), its
+    probability as a fraction (``probability_percent`` divides by 100), and, where the deal
+    row leaves them empty, ``team`` and ``region`` from its owner's row in ``owners`` and
+    ``segment`` from its account's row in ``accounts`` (of those in ``lookups``, already
+    loaded; names spelled otherwise are matched later, see :func:`_apply_fixes`)."""
     if "is_won" in deals.columns or "is_closed" in deals.columns:
-        status = "CASE WHEN is_won THEN 'won' WHEN is_closed THEN 'lost' ELSE 'open' END"
+        status = "CASE WHEN d.is_won THEN 'won' WHEN d.is_closed THEN 'lost' ELSE 'open' END"
     else:
         won_in = ", ".join(_lit(s.lower()) for s in deals.won_stages) or "NULL"
         lost_in = ", ".join(_lit(s.lower()) for s in deals.lost_stages) or "NULL"
         status = (
-            f"CASE WHEN lower(stage) IN ({won_in}) THEN 'won' "
-            f"WHEN lower(stage) IN ({lost_in}) THEN 'lost' ELSE 'open' END"
+            f"CASE WHEN lower(d.stage) IN ({won_in}) THEN 'won' "
+            f"WHEN lower(d.stage) IN ({lost_in}) THEN 'lost' ELSE 'open' END"
         )
-    probability = "probability / 100.0" if deals.probability_percent else "probability"
-    return f"CAST({status} AS {STATUS_TYPE}) AS status, {probability} AS probability"
+    probability = "d.probability / 100.0" if deals.probability_percent else "d.probability"
+    columns = [f"CAST({status} AS {STATUS_TYPE}) AS status", f"{probability} AS probability"]
+    joins: list[str] = []
+    for table, key, filled in _LOOKUP_FILLS:
+        if table in lookups:
+            alias = table[0]
+            joins.append(
+                f"LEFT JOIN (SELECT DISTINCT ON ({key}) * FROM {table}) {alias} "
+                f"ON {alias}.{key} = d.{key}"
+            )
+            columns += [f"coalesce(d.{c}, {alias}.{c}) AS {c}" for c in filled]
+    return _Derived(", ".join(columns), " ".join(joins))
+
+
+#: Lookup table, the deal column that names its row, and the deal columns it fills.
+_LOOKUP_FILLS = (("owners", "owner", ("team", "region")), ("accounts", "account", ("segment",)))
 
 
 @dataclass
@@ -906,9 +936,9 @@ def _finish_deals(
     dataset: Dataset, mapping: ResolvedMapping, in_source_order: Callable[[], None]
 ) -> dict[str, int]:
     """Drop deals without id and duplicate ids, check stages, match names to the lookup tables,
-    fill team/region/segment from them, and log what was done. Set-based: one query counts
-    ids, one counts deals per stage, owner, product and account, and one statement rewrites
-    the table with the corrected names and the looked-up columns. ``in_source_order()``
+    fill team/region/segment of the corrected names from them, and log what was done.
+    Set-based: one query counts ids, one counts deals per stage, owner, product and account,
+    and one update per column corrects the names that need it. ``in_source_order()``
     reads the deals again in the source's row order, which the first of repeated ids needs.
 
     Returns the deals per stage (for :func:`_check_typos`)."""
@@ -976,7 +1006,7 @@ def _finish_deals(
         )
         for column, lookup in LOOKUPS.items()
     }
-    _rewrite(dataset, fixes)
+    _apply_fixes(dataset, fixes)
     if no_close_date:
         quality.append(
             f"deals: {_n(no_close_date)} closed deal(s) without a close date: left out of every "
@@ -1105,14 +1135,12 @@ def _match_names(
     return replace
 
 
-def _rewrite(dataset: Dataset, fixes: dict[str, dict[str, str]]) -> None:
-    """Rewrite ``deals`` once: names corrected by ``fixes`` (deal column → {spelling: name},
-    joined as tables), and ``team``, ``region`` (from owners) and ``segment`` (from accounts)
-    filled where the deal row leaves them empty."""
+def _apply_fixes(dataset: Dataset, fixes: dict[str, dict[str, str]]) -> None:
+    """Correct the deals' names by ``fixes`` (deal column → {spelling: name}), updating only
+    the deals that spell a name otherwise, and fill the ``team`` and ``region`` (``segment``)
+    that the lookup gives a corrected owner (account) where the deal row leaves them empty."""
     con = dataset.con
-    joins: list[str] = []
-    replaced: dict[str, str] = {}
-    temporary: list[str] = []
+    fills = {key: (table, filled) for table, key, filled in _LOOKUP_FILLS}
     for column, replace in fixes.items():
         if not replace:
             continue
@@ -1122,28 +1150,21 @@ def _rewrite(dataset: Dataset, fixes: dict[str, dict[str, str]]) -> None:
             "unnest(?::VARCHAR[]) AS name",
             [list(replace), list(replace.values())],
         )
-        temporary.append(names)
-        joins.append(f"LEFT JOIN {names} ON d.{column} = {names}.spelled")
-        replaced[column] = f"coalesce({names}.name, d.{column})"
-    if "owners" in dataset.tables:
-        owner = replaced.get("owner", "d.owner")
-        joins.append(f"LEFT JOIN (SELECT DISTINCT ON (owner) * FROM owners) o ON o.owner = {owner}")
-        replaced["team"] = "coalesce(d.team, o.team)"
-        replaced["region"] = "coalesce(d.region, o.region)"
-    if "accounts" in dataset.tables:
-        account = replaced.get("account", "d.account")
-        joins.append(
-            f"LEFT JOIN (SELECT DISTINCT ON (account) * FROM accounts) a ON a.account = {account}"
-        )
-        replaced["segment"] = "coalesce(d.segment, a.segment)"
-    if joins:
-        columns = ", ".join(f"{expr} AS {column}" for column, expr in replaced.items())
-        con.execute(
-            f"CREATE OR REPLACE TABLE deals AS SELECT d.* REPLACE ({columns}) "
-            f"FROM deals d {' '.join(joins)}"
-        )
-    for names in temporary:
-        con.execute(f"DROP TABLE {names}")
+        try:
+            sets = [f"{column} = n.name"]
+            source = f"{names} AS n"
+            if column in fills and fills[column][0] in dataset.tables:
+                table, filled = fills[column]
+                sets += [f"{c} = coalesce(deals.{c}, l.{c})" for c in filled]
+                source += (
+                    f" LEFT JOIN (SELECT DISTINCT ON ({column}) * FROM {table}) l "
+                    f"ON l.{column} = n.name"
+                )
+            con.execute(
+                f"UPDATE deals SET {', '.join(sets)} FROM {source} WHERE deals.{column} = n.spelled"
+            )
+        finally:
+            con.execute(f"DROP TABLE {names}")
 
 
 _COUNTRIES: list[str] | None = None
