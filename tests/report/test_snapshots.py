@@ -26,8 +26,7 @@ from tests.report.test_cli_report import run_cli
 def _database(data: Dataset) -> str:
     """The file the dataset's tables are read from ("" for an in-memory database)."""
     row = data.con.execute(
-        "SELECT coalesce(path, '') FROM duckdb_databases() "
-        "WHERE database_name = current_database()"
+        "SELECT coalesce(path, '') FROM duckdb_databases() WHERE database_name = current_database()"
     ).fetchone()
     assert row is not None
     return str(row[0])

@@ -198,11 +198,18 @@ def _open_pipelines(
             f"coalesce(sum({_OPEN_AMOUNT}) FILTER ({at}), 0), "
             f"count(*) FILTER (({at}) AND coalesce(d.created_date, d.engaged_date) IS NULL)"
         )
+    # Only deals open now or closed on or after the first moment can have been open at one;
+    # the two parts are read apart so that each skips the row groups it cannot match (a
+    # snapshot's deals are sorted by close date).
+    first = f"DATE '{min(ends).isoformat()}'"
     groups = data.con.execute(
         f"""
         SELECT d.product, coalesce(d.probability, {stage_p}) AS probability,
                {", ".join(aggregates)}
-        FROM deals d GROUP BY ALL
+        FROM (SELECT * FROM deals WHERE status = 'open'
+              UNION ALL
+              SELECT * FROM deals WHERE status <> 'open' AND close_date >= {first}) d
+        GROUP BY ALL
         """
     ).fetchall()
     prices: dict[str, float] = {}
