@@ -123,10 +123,6 @@ class OpenPipeline:
     """Whether deals without any date were counted (only after the data's last date)."""
 
 
-#: A deal's own amount while it was open: a lost deal's 0 is its close value, not its value.
-_OPEN_AMOUNT = "CASE WHEN d.status = 'lost' AND d.amount = 0 THEN NULL ELSE d.amount END"
-
-
 def data_end(data: Dataset) -> date | None:
     """The data's last date: the latest created, engaged or (of closed deals) close date.
     ``None`` when no deal has a date."""
@@ -142,14 +138,34 @@ def data_end(data: Dataset) -> date | None:
 
 
 def open_at(end: date, *, undated: bool) -> str:
-    """SQL condition: the deal ``d`` was open at the start of the day ``end``; deals without any
-    date count only when ``undated`` (``end`` is after the source's snapshot)."""
-    first = "coalesce(d.created_date, d.engaged_date)"
+    """SQL condition: the deal was open at the start of the day ``end``; deals without any date
+    count only when ``undated`` (``end`` is after the source's snapshot). Over the columns of
+    :func:`_pipeline_rows`: ``is_open``, ``close_date`` and ``first`` (created, else engaged
+    date)."""
     at = f"DATE '{end.isoformat()}'"
-    dated = f"{first} < {at}"
+    dated = f"first < {at}"
     if undated:
-        dated = f"{dated} OR ({first} IS NULL AND d.status = 'open')"
-    return f"(d.status = 'open' OR d.close_date >= {at}) AND ({dated})"
+        dated = f"{dated} OR (first IS NULL AND is_open)"
+    return f"(is_open OR close_date >= {at}) AND ({dated})"
+
+
+def _pipeline_rows(since: date, stage_p: str) -> str:
+    """SQL of the deals that can have been open on or after the day ``since``: those open now
+    and those closed since (read apart, so that each part skips the row groups it cannot
+    match: a snapshot's deals are sorted by close date), with the columns the pipeline needs
+    computed once: ``product``, ``probability`` (the deal's, else ``stage_p`` of its stage),
+    ``is_open``, ``close_date``, ``first`` and ``amount`` (its amount while open: a lost deal's 0
+    is its close value, not its value)."""
+    columns = (
+        f"product, coalesce(probability, {stage_p}) AS probability, status = 'open' AS is_open, "
+        f"close_date, {_FIRST_DATE} AS first, "
+        "CASE WHEN status = 'lost' AND amount = 0 THEN NULL ELSE amount END AS amount"
+    )
+    return (
+        f"SELECT {columns} FROM deals WHERE status = 'open' UNION ALL "
+        f"SELECT {columns} FROM deals WHERE status <> 'open' AND close_date >= "
+        f"DATE '{since.isoformat()}'"
+    )
 
 
 def open_pipeline(data: Dataset, end: date, probabilities: dict[str, float]) -> OpenPipeline:
@@ -182,7 +198,7 @@ def _open_pipelines(
         cases = " ".join(
             f"WHEN '{k.replace(chr(39), chr(39) * 2)}' THEN {v!r}" for k, v in stages.items()
         )
-        stage_p = f"CASE lower(d.stage) {cases} END"
+        stage_p = f"CASE lower(stage) {cases} END"
     else:
         stage_p = "NULL"
     # Open deals are counted and summed per product and probability, with one set of
@@ -194,23 +210,12 @@ def _open_pipelines(
         undated_at.append(undated)
         at = open_at(end, undated=undated)
         aggregates.append(
-            f"count(*) FILTER ({at}), count({_OPEN_AMOUNT}) FILTER ({at}), "
-            f"coalesce(sum({_OPEN_AMOUNT}) FILTER ({at}), 0), "
-            f"count(*) FILTER (({at}) AND coalesce(d.created_date, d.engaged_date) IS NULL)"
+            f"count(*) FILTER ({at}), count(amount) FILTER ({at}), "
+            f"coalesce(sum(amount) FILTER ({at}), 0), count(*) FILTER (({at}) AND first IS NULL)"
         )
-    # Only deals open now or closed on or after the first moment can have been open at one;
-    # the two parts are read apart so that each skips the row groups it cannot match (a
-    # snapshot's deals are sorted by close date).
-    first = f"DATE '{min(ends).isoformat()}'"
     groups = data.con.execute(
-        f"""
-        SELECT d.product, coalesce(d.probability, {stage_p}) AS probability,
-               {", ".join(aggregates)}
-        FROM (SELECT * FROM deals WHERE status = 'open'
-              UNION ALL
-              SELECT * FROM deals WHERE status <> 'open' AND close_date >= {first}) d
-        GROUP BY ALL
-        """
+        f"SELECT product, probability, {', '.join(aggregates)} "
+        f"FROM ({_pipeline_rows(min(ends), stage_p)}) GROUP BY ALL"
     ).fetchall()
     prices: dict[str, float] = {}
     if "products" in data.tables:
