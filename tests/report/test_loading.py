@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import openpyxl
 import pytest
 
@@ -355,6 +356,26 @@ def test_data_without_mapping_detects_the_preset_from_the_header(tmp_path: Path)
     result = run_cli("report", "sales_performance", "--data", str(other), "--period", "2024-Q1")
     assert result.returncode == 2
     assert "--mapping maven_crm, hubspot_deals or salesforce_opportunities" in result.stderr
+
+
+def test_excel_and_parquet_exports_are_detected_from_their_columns(tmp_path: Path) -> None:
+    # HubSpot exports deals as .xlsx; a Salesforce Data Loader extract converted to Parquet.
+    rows = [[1, "D1", "Closed Won", 120, "Ann", "2024-01-10", "2024-01-01", "P"]]
+    rows.append([2, "D2", "Closed Lost", 80, "Bob", "2024-02-10", "2024-01-05", "P"])
+    workbook = tmp_path / "hubspot-deals.xlsx"
+    _write_xlsx(workbook, HUBSPOT_HEADER, rows)
+    doc = _report_json(tmp_path / "x", "--data", str(workbook))
+    assert (doc["metrics"]["revenue.won"], doc["metrics"]["win_rate"]) == (120.0, 0.5)
+    parquet = tmp_path / "opportunities.parquet"
+    with duckdb.connect() as con:
+        con.execute(
+            "COPY (SELECT * FROM (VALUES ('006A', 'Big', 'Closed Won', 300.0, 100, DATE '2024-03-01',"
+            " DATE '2024-01-02', '005X', true, true, 'Closed')) t(Id, Name, StageName, Amount,"
+            " Probability, CloseDate, CreatedDate, OwnerId, IsClosed, IsWon, ForecastCategoryName))"
+            f" TO '{parquet}' (FORMAT parquet)"
+        )
+    doc = _report_json(tmp_path / "p", "--data", str(parquet))
+    assert (doc["metrics"]["revenue.won"], doc["metrics"]["deals.won"]) == (300.0, 1)
 
 
 def test_negative_won_amounts_and_outliers_are_reported(tmp_path: Path) -> None:
