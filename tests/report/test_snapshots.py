@@ -1,6 +1,6 @@
-"""Snapshots of loaded sources: a second load of unchanged files is read from the snapshot the
-first kept, gives the same reports to the byte, and any change to the files (or the settings)
-is read afresh."""
+"""Snapshots of loaded sources: once the same files have been loaded twice, later loads read
+the snapshot, with the same reports to the byte; any change to the files (or the settings) is
+read afresh, and a snapshot is never kept of files that changed while they were read."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from opscope.config.reports import SourceConfig
 from opscope.report import snapshot
 from opscope.report.building import ReportRequest, build_report
 from opscope.report.periods import parse_period
-from opscope.report.sources import Dataset, load_source
+from opscope.report.sources import Dataset, Progress, load_source
 from tests.report.conftest import NOW
 from tests.report.test_cli_report import run_cli
+
+WON_REVENUE = 10_005_534  # the CRM dataset's won revenue (acceptance figure of the issue)
 
 
 def _database(data: Dataset) -> str:
@@ -38,10 +40,21 @@ def _reports(data: Dataset, period: str = "2017-Q4") -> str:
     return json.dumps([d.to_dict() for d in documents], sort_keys=True)
 
 
-def _load(folder: Path, cache: Path, **settings: str) -> Dataset:
+def _load(
+    folder: Path, cache: Path, timezone: str = "UTC", progress: Progress | None = None
+) -> Dataset:
     source = SourceConfig(path=folder, mapping="maven_crm")
-    data = load_source(source, timezone=settings.get("timezone", "UTC"), cache=cache)
-    return data
+    return load_source(source, timezone=timezone, cache=cache, progress=progress)
+
+
+def _kept(folder: Path, cache: Path, timezone: str = "UTC") -> Path:
+    """Load ``folder`` twice (the second load of the same files writes the snapshot) and
+    return the snapshot."""
+    before = set(cache.glob("*.duckdb"))
+    for _ in range(2):
+        _load(folder, cache, timezone).close()
+    (kept,) = set(cache.glob("*.duckdb")) - before
+    return kept
 
 
 def _copy(crm_dir: Path, folder: Path) -> Path:
@@ -64,25 +77,28 @@ def test_unchanged_files_are_read_from_the_snapshot_with_the_same_reports(
     fresh.close()
     first = _load(crm_dir, cache)
     assert _database(first) == ""  # read from the CSV files
-    assert _reports(first) == expected
-    first.close()  # waits for the snapshot
-    kept = list(cache.glob("*.duckdb"))
-    assert len(kept) == 1
+    first.close()
+    assert list(cache.glob("*.duckdb")) == []  # a one-off load keeps no snapshot
     second = _load(crm_dir, cache)
+    assert _database(second) == ""
+    assert _reports(second) == expected
+    second.close()  # waits for the snapshot
+    (kept,) = cache.glob("*.duckdb")
+    third = _load(crm_dir, cache)
     try:
-        assert _database(second) == str(kept[0])
-        assert _reports(second) == expected
-        assert second.quality == quality
-        # the acceptance figures (computed independently from the CSV) hold on the snapshot
-        assert _won_revenue(second) == 10_005_534
-        assert second.has("owners") and second.has("products") and second.has("accounts")
+        assert _database(third) == str(kept)
+        assert _reports(third) == expected
+        assert third.quality == quality
+        # the acceptance figure (computed independently from the CSV) holds on the snapshot
+        assert _won_revenue(third) == WON_REVENUE
+        assert third.has("owners") and third.has("products") and third.has("accounts")
     finally:
-        second.close()
+        third.close()
 
 
 def test_a_changed_value_of_the_same_size_is_read_afresh(crm_dir: Path, tmp_path: Path) -> None:
     folder, cache = _copy(crm_dir, tmp_path / "crm"), tmp_path / "cache"
-    _load(folder, cache).close()
+    _kept(folder, cache)
     pipeline = folder / "sales_pipeline.csv"
     with pipeline.open(newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
@@ -98,15 +114,45 @@ def test_a_changed_value_of_the_same_size_is_read_afresh(crm_dir: Path, tmp_path
     data = _load(folder, cache)
     try:
         assert _database(data) == ""
-        assert _won_revenue(data) == 10_005_534 + (int(rows[won][7]) - old)
+        assert _won_revenue(data) == WON_REVENUE + (int(rows[won][7]) - old)
     finally:
         data.close()
-    assert len(list(cache.glob("*.duckdb"))) == 1  # the old snapshot was replaced
 
 
-def test_a_file_added_to_the_folder_is_read(crm_dir: Path, tmp_path: Path) -> None:
+def test_files_that_change_while_being_read_get_no_snapshot(crm_dir: Path, tmp_path: Path) -> None:
+    # An export job rewrites the file while a run reads it, then writes the old bytes back:
+    # a snapshot kept under the old bytes' fingerprint would hold the rewritten data.
     folder, cache = _copy(crm_dir, tmp_path / "crm"), tmp_path / "cache"
+    pipeline = folder / "sales_pipeline.csv"
+    original = pipeline.read_bytes()
+    _load(folder, cache).close()  # seen once: the next load would keep a snapshot
+
+    def rewrite(step: str) -> None:
+        if step == "reading deals":
+            pipeline.write_bytes(b"\n".join(original.split(b"\n")[:2000]) + b"\n")
+
+    cut = _load(folder, cache, progress=rewrite)
+    assert _won_revenue(cut) < WON_REVENUE  # it read the rewritten file
+    cut.close()
+    assert list(cache.glob("*.duckdb")) == []
+    pipeline.write_bytes(original)
     data = _load(folder, cache)
+    try:
+        assert _won_revenue(data) == WON_REVENUE
+    finally:
+        data.close()
+
+
+def test_a_file_added_to_the_folder_is_read_and_unrelated_files_are_ignored(
+    crm_dir: Path, tmp_path: Path
+) -> None:
+    folder, cache = _copy(crm_dir, tmp_path / "crm"), tmp_path / "cache"
+    kept = _kept(folder, cache)
+    # files no table is read from (a report written next to the data) keep the snapshot
+    (folder / "sales_performance-2017-Q4.json").write_text("{}")
+    (folder / "notes.csv").write_text("a,b\n1,2\n")
+    data = _load(folder, cache)
+    assert _database(data) == str(kept)
     assert not data.has("targets")
     data.close()
     (folder / "targets.csv").write_text("period,metric,value\n2017-Q4,revenue,3000000\n")
@@ -120,40 +166,58 @@ def test_a_file_added_to_the_folder_is_read(crm_dir: Path, tmp_path: Path) -> No
 
 def test_other_settings_have_their_own_snapshot(crm_dir: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    _load(crm_dir, cache).close()
+    _kept(crm_dir, cache)
     other = _load(crm_dir, cache, timezone="Asia/Tokyo")
     assert _database(other) == ""  # not the UTC snapshot
     other.close()
+    tokyo = _kept(crm_dir, cache, timezone="Asia/Tokyo")
     assert len(list(cache.glob("*.duckdb"))) == 2
     again = _load(crm_dir, cache, timezone="Asia/Tokyo")
     try:
-        assert _database(again).endswith(".duckdb")
+        assert _database(again) == str(tokyo)
         row = again.con.execute("SELECT current_setting('TimeZone')").fetchone()
         assert row == ("Asia/Tokyo",)
     finally:
         again.close()
 
 
-def test_an_unreadable_snapshot_is_replaced(
-    crm_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("damage", ["truncated", "bytes overwritten inside"])
+def test_a_damaged_snapshot_is_replaced(
+    crm_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
     cache = tmp_path / "cache"
-    _load(crm_dir, cache).close()
-    (kept,) = cache.glob("*.duckdb")
-    kept.write_bytes(kept.read_bytes()[:5000])  # truncated
+    kept = _kept(crm_dir, cache)
+    body = kept.read_bytes()
+    if damage == "truncated":
+        kept.write_bytes(body[:5000])
+    else:  # DuckDB would find this only when a query reads the block, mid-report
+        middle = len(body) // 2
+        kept.write_bytes(body[:middle] + b"\0" * 20000 + body[middle + 20000 :])
     with caplog.at_level(logging.WARNING, logger="opscope.report.snapshot"):
         data = _load(crm_dir, cache)
     try:
         assert _database(data) == ""
-        assert _won_revenue(data) == 10_005_534
+        assert _reports(data)  # every query of both reports runs
+        assert _won_revenue(data) == WON_REVENUE
         assert "cannot be read" in caplog.text
     finally:
         data.close()
-    again = _load(crm_dir, cache)
+    assert not kept.exists()
+
+
+def test_a_snapshot_that_cannot_be_removed_is_skipped(crm_dir: Path, tmp_path: Path) -> None:
+    # Where the folder refuses removal (another user's cache), the source is read all the same.
+    cache = tmp_path / "cache"
+    kept = _kept(crm_dir, cache)
+    kept.unlink()
+    kept.mkdir()  # an entry of the snapshot's name that neither opens nor unlinks
+    (kept / "x").write_text("")
+    data = _load(crm_dir, cache)
     try:
-        assert _database(again) == str(kept)
+        assert _database(data) == ""
+        assert _won_revenue(data) == WON_REVENUE
     finally:
-        again.close()
+        data.close()
 
 
 def test_a_cache_that_cannot_be_written_does_not_stop_the_report(
@@ -162,12 +226,39 @@ def test_a_cache_that_cannot_be_written_does_not_stop_the_report(
     cache = tmp_path / "not-a-folder"
     cache.write_text("")
     with caplog.at_level(logging.WARNING, logger="opscope.report.snapshot"):
-        data = _load(crm_dir, cache)
-        try:
-            assert _won_revenue(data) == 10_005_534
-        finally:
-            data.close()
+        for _ in range(2):
+            data = _load(crm_dir, cache)
+            try:
+                assert _won_revenue(data) == WON_REVENUE
+            finally:
+                data.close()
     assert "not written" in caplog.text
+
+
+def test_writing_a_snapshot_tidies_the_cache_folder(
+    crm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    day = 86400
+    left = {  # name → age in seconds
+        ".killed-writer.tmp": 2 * 3600,  # left by a writer killed two hours ago
+        ".killed-writer.tmp.wal": 2 * 3600,
+        ".running-writer.tmp": 10,  # a writer at work now
+        "aaaa-bbbb-cccc.duckdb": 31 * day,  # unused for a month
+        "dddd-eeee.seen": 31 * day,
+        "ffff-gggg-hhhh.duckdb": 2 * day,  # used recently
+        "iiii-jjjj-kkkk.duckdb": 1 * day,
+    }
+    for name, age in left.items():
+        path = cache / name
+        path.write_bytes(b"x" * 1000)
+        past = time.time() - age
+        os.utime(path, (past, past))
+    monkeypatch.setattr(snapshot, "MAX_BYTES", 0)  # no room: least recently used go first
+    kept = _kept(crm_dir, cache)
+    assert sorted(p.name for p in cache.iterdir()) == [".running-writer.tmp", kept.name]
+    monkeypatch.setattr(snapshot, "MAX_BYTES", 2 * 1024**3)
 
 
 def test_a_large_file_modified_just_now_gets_no_snapshot_until_it_is_older(
@@ -178,13 +269,13 @@ def test_a_large_file_modified_just_now_gets_no_snapshot_until_it_is_older(
     monkeypatch.setattr(snapshot, "HASHED_SIZE", 0)
     folder, cache = _copy(crm_dir, tmp_path / "crm"), tmp_path / "cache"
     (folder / "sales_pipeline.csv").touch()
-    _load(folder, cache).close()
+    for _ in range(2):
+        _load(folder, cache).close()
     assert list(cache.glob("*.duckdb")) == []
     past = time.time_ns() - 60 * 10**9
     for path in folder.iterdir():
         os.utime(path, ns=(past, past))
-    _load(folder, cache).close()
-    assert len(list(cache.glob("*.duckdb"))) == 1
+    _kept(folder, cache)
 
 
 def test_the_cli_keeps_snapshots_in_the_cache_folder_unless_told_not_to(
@@ -194,13 +285,15 @@ def test_the_cli_keeps_snapshots_in_the_cache_folder_unless_told_not_to(
     monkeypatch.setenv("OPSCOPE_CACHE_DIR", str(cache))
     args = ["report", "sales_performance", "--data", str(crm_dir), "--mapping", "maven_crm"]
     args += ["--period", "2017-Q4", "--format", "json"]
-    for flags, out in (["--no-cache"], "a"), ([], "b"), ([], "c"):
+    runs = [(["--no-cache"], "a", 0), (["--no-cache"], "b", 0), ([], "c", 0), ([], "d", 1)]
+    runs.append(([], "e", 1))
+    for flags, out, snapshots in runs:
         result = run_cli(*args, *flags, "--out", str(tmp_path / out))
         assert result.returncode == 0, result.stderr
-        assert len(list(cache.glob("*.duckdb"))) == (0 if flags else 1)
+        assert len(list(cache.glob("*.duckdb"))) == snapshots
     name = "sales_performance-2017-Q4.json"
     first = json.loads((tmp_path / "a" / name).read_text())
-    later = json.loads((tmp_path / "c" / name).read_text())
+    later = json.loads((tmp_path / "e" / name).read_text())  # from the snapshot
     assert {**later, "generated_at": None} == {**first, "generated_at": None}
     with (crm_dir / "sales_pipeline.csv").open(newline="", encoding="utf-8") as f:
         won = [

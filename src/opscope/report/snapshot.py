@@ -8,30 +8,43 @@ unlike a cache that must be refreshed by hand, a snapshot is found by two hashes
 
 * the **identity** of the load: the source's settings (its absolute path, mapping with the
   preset applied, currency, locale), the report timezone (it decides the calendar day of a
-  timestamp), and the versions of opscope, DuckDB and of the loading code itself;
-* the **fingerprint** of the files in the source's folder (the folder of the deals file when
-  the source is one file): a hash of the bytes of each data file up to :data:`HASHED_SIZE`, and
-  for other files their size, modification and change time (ns) and inode, the rule Git's
-  index uses to tell that a file changed (with its "racily clean" guard: no snapshot is written
-  while such a file is younger than :data:`RACY_NS`). A file added to or removed from the
-  folder changes it too, since lookup tables are found by name there.
+  timestamp), and the versions of opscope, DuckDB, pandas and openpyxl (which read Excel
+  files) and of the loading code itself;
+* the **fingerprint** of the files the load could read: those of the source's folder (the
+  folder of the deals file when the source is one file) whose names match a table's file
+  (the mapping's ``file`` patterns, ``<table>.csv``/``.parquet``/``.xlsx``; other files
+  cannot change the load and are ignored). A data file up to :data:`HASHED_SIZE` is known by
+  a hash of its bytes, a larger one by its size, modification and change time (ns) and inode,
+  the rule Git's index uses to tell that a file changed, with its "racily clean" guard: no
+  snapshot is written while such a file is younger than :data:`RACY_NS`. A matching file
+  added to or removed from the folder changes the fingerprint too.
 
-A snapshot is ``<identity>-<fingerprint>.duckdb`` in the cache folder; writing a new one for an
-identity removes that identity's older ones. Files are written under a temporary name and
+The files are fingerprinted again once they have been read, and a snapshot is written only
+when nothing changed meanwhile (times included, so a file rewritten during the load and back
+to its old bytes is caught too). A snapshot is written the second time the same files are
+loaded (a ``.seen`` marker notes the first): a one-off report, or an export that changes before
+every run, does not pay for writing one.
+
+A snapshot is ``<identity>-<fingerprint>-<digest>.duckdb`` in the cache folder, ``digest`` a
+hash of the file's own bytes, checked before it is opened (DuckDB checks a block only when a
+query reads it, after the report has started). Files are written under a temporary name and
 renamed into place, so a reader never sees a partial snapshot and two processes loading the
-same source at once each write a whole file (the last rename wins; both are identical). The
+same source at once each write a whole file. Writing one removes that identity's older
+snapshots, temporary files left by killed writers, and anything not used for
+:data:`MAX_AGE_S`; the folder is then cut to :data:`MAX_BYTES`, least recently used first. The
 deals are stored sorted by close date, so that the period filters of the reports read only the
 row groups of their dates (DuckDB's zone maps).
 
 Only ``files`` sources have snapshots: a SQL database or a DuckDB file can change without any
-file of ours changing, and is read every time. A snapshot that cannot be read (truncated, of
-another format) is removed and the source read again; one that cannot be written is logged and
+file of ours changing, and is read every time. A snapshot that cannot be read is removed (when
+the folder allows) and the source read again; one that cannot be written is logged and
 skipped: a cache never makes a report fail.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import logging
@@ -39,19 +52,20 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from opscope import __version__
-from opscope.config.reports import SourceConfig
+from opscope.config.reports import CANONICAL_COLUMNS, SourceConfig
 from opscope.report.schema import ResolvedMapping
 
 log = logging.getLogger(__name__)
 
 #: Version of the snapshot layout (the ``_snapshot`` table and the stored tables).
-FORMAT = 1
+FORMAT = 2
 
 _META = "_snapshot"
 
@@ -61,6 +75,13 @@ HASHED_SIZE = 4 * 1024 * 1024
 _DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".xlsx", ".xlsm")
 #: A file modified this recently (ns) may change again within its timestamp's granularity.
 RACY_NS = 2_000_000_000
+#: Snapshots (and markers) not used for this long (s) are removed when a snapshot is written.
+MAX_AGE_S = 30 * 86400
+#: The cache folder is kept under this many bytes, least recently used snapshots removed first.
+MAX_BYTES = 2 * 1024**3
+#: A temporary file this old (s) was left by a writer that was killed.
+_STALE_TEMPORARY_S = 3600
+_TABLE_SUFFIXES = (".csv", ".parquet", ".xlsx")
 
 
 def default_cache_dir() -> Path:
@@ -77,18 +98,27 @@ def default_cache_dir() -> Path:
 
 def _code_hash() -> str:
     """Hash of the code that turns files into tables (a changed parser makes new snapshots)."""
+    from opscope.config import reports
     from opscope.report import schema, sources
 
     digest = hashlib.sha256()
-    for module in (sources, schema):
+    for module in (sources, schema, reports):
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
 
 
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
 @dataclass(frozen=True)
 class SnapshotKey:
-    """The two hashes that name a snapshot (hex digests; see the module's docstring)."""
+    """The two hashes that name a snapshot (hex digests; see the module's docstring), and the
+    stat of the fingerprinted files (to tell whether they changed while being read)."""
 
     identity: str
     fingerprint: str
@@ -96,10 +126,36 @@ class SnapshotKey:
     """A file known only by its times changed less than :data:`RACY_NS` ago: a change in the
     same clock tick would keep its times, so no snapshot is written now (Git's "racily
     clean" rule)."""
+    stamp: tuple[tuple[Any, ...], ...] = ()
+    """(name, size, mtime_ns, ctime_ns, inode) of every fingerprinted file."""
 
-    def path(self, directory: Path) -> Path:
-        """The snapshot's file in ``directory``."""
-        return directory / f"{self.identity[:24]}-{self.fingerprint[:24]}.duckdb"
+    @property
+    def prefix(self) -> str:
+        """The start of the names of this key's files in the cache folder."""
+        return f"{self.identity[:24]}-{self.fingerprint[:24]}"
+
+    def unchanged(self, later: SnapshotKey | None) -> bool:
+        """Whether ``later`` (the key taken after reading) finds the same files, untouched."""
+        return later is not None and (later.fingerprint, later.stamp) == (
+            self.fingerprint,
+            self.stamp,
+        )
+
+
+def _patterns(source_file: Path | None, mapping: ResolvedMapping) -> list[str] | None:
+    """File name patterns (``fnmatch``) of every file the load could read in the folder, or
+    ``None`` when a mapped file may lie outside it."""
+    patterns = [source_file.name] if source_file is not None else []
+    names = set(CANONICAL_COLUMNS) | set(mapping.tables)
+    patterns += [f"{table}{suffix}" for table in names for suffix in _TABLE_SUFFIXES]
+    for table in (mapping.deals, *mapping.tables.values()):
+        name = table.file or ""
+        if "/" in name or "\\" in name or name.startswith(".."):
+            return None
+        if name:
+            stem = name.rsplit(".", 1)[0] if "." in name else name
+            patterns += [name, *(f"{stem}{suffix}" for suffix in _TABLE_SUFFIXES)]
+    return patterns
 
 
 def snapshot_key(
@@ -113,32 +169,38 @@ def snapshot_key(
     path = (base / source.path).absolute()
     if source.kind not in (None, "files") or path.suffix.lower() in (".duckdb", ".ddb", ".db"):
         return None
-    tables = {"deals": mapping.deals, **mapping.tables}
-    for table in tables.values():
-        name = table.file or ""
-        if "/" in name or "\\" in name or name.startswith(".."):
-            return None
-    folder = path if path.is_dir() else path.parent
+    is_dir = path.is_dir()
+    patterns = _patterns(None if is_dir else path, mapping)
+    if patterns is None:
+        return None
+    folder = path if is_dir else path.parent
     now = time.time_ns()
     files: list[list[Any]] = []
+    stamp: list[tuple[Any, ...]] = []
     racy = False
     try:
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if not any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):
+                continue
             if not entry.is_file(follow_symlinks=True):
                 continue
             st = entry.stat(follow_symlinks=True)
+            stamp.append((entry.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
             if st.st_size <= HASHED_SIZE and entry.name.lower().endswith(_DATA_SUFFIXES):
                 content = hashlib.sha256(Path(entry.path).read_bytes()).hexdigest()
                 files.append([entry.name, content])
                 continue
-            files.append([entry.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+            files.append(list(stamp[-1]))
             racy = racy or st.st_mtime_ns > now - RACY_NS
     except OSError:
         return None
+    tables = {"deals": mapping.deals, **mapping.tables}
     identity = {
         "format": FORMAT,
         "opscope": __version__,
         "duckdb": duckdb.__version__,
+        "pandas": _version("pandas"),
+        "openpyxl": _version("openpyxl"),
         "code": _code_hash(),
         "path": str(path),
         "source": source.model_dump(mode="json", exclude={"path", "mapping"}),
@@ -149,6 +211,7 @@ def snapshot_key(
         identity=_digest(identity),
         fingerprint=_digest({"folder": str(folder), "files": files}),
         racy=racy,
+        stamp=tuple(stamp),
     )
 
 
@@ -156,30 +219,68 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:24]
+
+
+def _remove(path: Path) -> None:
+    """Remove ``path`` if the folder allows (a read-only cache is still read)."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def open_snapshot(
     directory: Path, key: SnapshotKey, timezone: str
 ) -> tuple[duckdb.DuckDBPyConnection, dict[str, Any]] | None:
     """A read-only connection to the snapshot of ``key`` and its stored dataset fields
-    (``tables``, ``rows``, ``quality``, …), or ``None`` when there is none. A snapshot that
-    cannot be read is removed (logged)."""
-    path = key.path(directory)
-    if not path.is_file():
-        return None
-    con: duckdb.DuckDBPyConnection | None = None
+    (``tables``, ``rows``, ``quality``, …), or ``None`` when there is none. A snapshot whose
+    bytes do not match its digest, or that cannot be read, is removed (logged)."""
     try:
-        con = duckdb.connect(str(path), read_only=True)
-        con.execute(f"SET TimeZone = '{timezone.replace(chr(39), chr(39) * 2)}'")
-        rows = con.execute(f"SELECT meta FROM {_META}").fetchall()
-        meta = json.loads(rows[0][0])
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"snapshot format {meta.get('format')!r}")
-        return con, meta
-    except (duckdb.Error, ValueError, KeyError, IndexError, OSError) as exc:
-        if con is not None:
-            con.close()
-        log.warning("source snapshot %s cannot be read (%s): reading the source again", path, exc)
-        path.unlink(missing_ok=True)
+        found = sorted(directory.glob(f"{key.prefix}-*.duckdb"))
+    except OSError:
         return None
+    for path in found:
+        con: duckdb.DuckDBPyConnection | None = None
+        try:
+            digest = path.stem.rsplit("-", 1)[-1]
+            if _file_digest(path) != digest:
+                raise ValueError("its bytes do not match its digest")
+            con = duckdb.connect(str(path), read_only=True)
+            con.execute(f"SET TimeZone = '{timezone.replace(chr(39), chr(39) * 2)}'")
+            rows = con.execute(f"SELECT meta FROM {_META}").fetchall()
+            meta = json.loads(rows[0][0])
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"snapshot format {meta.get('format')!r}")
+        except (duckdb.Error, ValueError, KeyError, IndexError, OSError) as exc:
+            if con is not None:
+                con.close()
+            log.warning(
+                "source snapshot %s cannot be read (%s): reading the source again", path, exc
+            )
+            _remove(path)
+            continue
+        with contextlib.suppress(OSError):
+            os.utime(path)  # used now: the last to be evicted
+        return con, meta
+    return None
+
+
+def seen_before(directory: Path, key: SnapshotKey) -> bool:
+    """Whether these files were loaded before with these settings (a marker notes it, and is
+    left now when they were not): a snapshot is written on the second load, so that a one-off
+    report does not pay for it."""
+    marker = directory / f"{key.prefix}.seen"
+    if marker.is_file():
+        return True
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for old in directory.glob(f"{key.identity[:24]}-*.seen"):
+            _remove(old)
+        marker.touch()
+    except OSError as exc:
+        log.warning("source snapshot marker %s not written: %s", marker, exc)
+    return False
 
 
 def write_snapshot(
@@ -189,14 +290,14 @@ def write_snapshot(
     key: SnapshotKey,
 ) -> Path | None:
     """Write the canonical tables ``meta["tables"]`` of ``con`` and ``meta`` as the snapshot of
-    ``key``; remove the older snapshots of the same identity. Returns the file, or ``None``
+    ``key``; then tidy the folder (see the module's docstring). Returns the file, or ``None``
     when it could not be written (logged; the report goes on without it)."""
-    final = key.path(directory)
     temporary: Path | None = None
+    final: Path | None = None
     attached = False
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=".tmp", dir=directory)
+        fd, name = tempfile.mkstemp(prefix=f".{key.prefix}.", suffix=".tmp", dir=directory)
         os.close(fd)
         temporary = Path(name)
         temporary.unlink()  # DuckDB creates the file itself
@@ -211,20 +312,57 @@ def write_snapshot(
         )
         con.execute("DETACH _snap")
         attached = False
+        final = directory / f"{key.prefix}-{_file_digest(temporary)}.duckdb"
         os.replace(temporary, final)
         temporary = None
     except (duckdb.Error, OSError) as exc:
-        log.warning("source snapshot %s not written: %s", final, exc)
+        log.warning("source snapshot of %s not written: %s", key.prefix, exc)
         return None
     finally:
         if attached:
             with contextlib.suppress(duckdb.Error):
                 con.execute("DETACH _snap")
         if temporary is not None:
-            temporary.unlink(missing_ok=True)
-            Path(f"{temporary}.wal").unlink(missing_ok=True)
-    prefix = f"{key.identity[:24]}-"
-    for old in directory.glob(f"{prefix}*.duckdb"):
-        if old != final:
-            old.unlink(missing_ok=True)
+            _remove(temporary)
+            _remove(Path(f"{temporary}.wal"))
+    if final is not None:
+        _tidy(directory, key, final)
     return final
+
+
+def _tidy(directory: Path, key: SnapshotKey, kept: Path) -> None:
+    """Remove the identity's other snapshots and markers, temporary files of killed writers,
+    files unused for :data:`MAX_AGE_S`, then the least recently used snapshots beyond
+    :data:`MAX_BYTES`."""
+    now = time.time()
+    snapshots: list[tuple[float, int, Path]] = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for path in entries:
+        if path == kept:
+            continue
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        name = path.name
+        if name.startswith(f"{key.identity[:24]}-") and name.endswith((".duckdb", ".seen")):
+            _remove(path)
+        elif name.startswith(".") and name.endswith((".tmp", ".tmp.wal")):
+            if now - st.st_mtime > _STALE_TEMPORARY_S:
+                _remove(path)
+        elif name.endswith((".duckdb", ".seen")):
+            if now - st.st_mtime > MAX_AGE_S:
+                _remove(path)
+            elif name.endswith(".duckdb"):
+                snapshots.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in snapshots)
+    with contextlib.suppress(OSError):
+        total += kept.stat().st_size
+    for _, size, path in sorted(snapshots):  # oldest use first
+        if total <= MAX_BYTES:
+            break
+        _remove(path)
+        total -= size

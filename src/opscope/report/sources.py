@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import logging
 import re
 import threading
 from collections.abc import Callable, Collection, Iterable
@@ -54,12 +55,20 @@ import duckdb
 from opscope.config.reports import CANONICAL_COLUMNS, DealsMapping, SourceConfig, TableMapping
 from opscope.errors import MappingError, SourceError
 from opscope.report.schema import LOOKUPS, ResolvedMapping, column_kind, resolve_mapping
-from opscope.report.snapshot import SnapshotKey, open_snapshot, snapshot_key, write_snapshot
+from opscope.report.snapshot import (
+    SnapshotKey,
+    open_snapshot,
+    seen_before,
+    snapshot_key,
+    write_snapshot,
+)
 
 _DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db")
 _EXCEL_SUFFIXES = (".xlsx", ".xlsm")
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: SQL type of ``deals.status``: an enum compares with ``'won'`` like text, but as a number
 #: (every closed-deal and pipeline query filters on it).
@@ -118,6 +127,27 @@ class Dataset:
             self._keeping.join()
             self._keeping = None
         self.con.close()
+
+
+def _keep_snapshot(
+    cache: Path,
+    key: SnapshotKey,
+    source: SourceConfig,
+    mapping: ResolvedMapping,
+    *,
+    base: Path,
+    timezone: str,
+) -> bool:
+    """Whether to keep a snapshot of the load just done: its files did not change while they
+    were read, none is too young to trust by its times, and they were loaded before (see
+    :mod:`opscope.report.snapshot`)."""
+    if key.racy:
+        return False
+    after = snapshot_key(source, mapping, base=base, timezone=timezone)
+    if not key.unchanged(after):
+        log.info("the files of %s changed while they were read: no snapshot kept", source.path)
+        return False
+    return seen_before(cache, key)
 
 
 def _keep(
@@ -252,7 +282,11 @@ def load_source(
         stages = _finish_deals(dataset, mapping, in_source_order)
         _check_typos(dataset, stages)
         con.execute("SET preserve_insertion_order = true")
-        if key is not None and cache is not None and not key.racy:
+        if (
+            key is not None
+            and cache is not None
+            and _keep_snapshot(cache, key, source, mapping, base=base, timezone=timezone)
+        ):
             if progress:
                 progress("keeping a snapshot")
             meta = {
