@@ -63,7 +63,7 @@ def _copy(crm_dir: Path, folder: Path) -> Path:
 
 
 def _won_revenue(data: Dataset) -> float:
-    row = data.con.execute("SELECT sum(amount) FROM deals WHERE status = 'won'").fetchone()
+    row = data.con.execute("SELECT coalesce(sum(amount), 0) FROM deals WHERE status = 'won'").fetchone()
     assert row is not None
     return float(row[0])
 
@@ -241,24 +241,42 @@ def test_writing_a_snapshot_tidies_the_cache_folder(
     cache = tmp_path / "cache"
     cache.mkdir()
     day = 86400
+    a, b, c, d, e, f = (ch * 24 for ch in "abcdef")
     left = {  # name → age in seconds
-        ".killed-writer.tmp": 2 * 3600,  # left by a writer killed two hours ago
-        ".killed-writer.tmp.wal": 2 * 3600,
-        ".running-writer.tmp": 10,  # a writer at work now
-        "aaaa-bbbb-cccc.duckdb": 31 * day,  # unused for a month
-        "dddd-eeee.seen": 31 * day,
-        "ffff-gggg-hhhh.duckdb": 2 * day,  # used recently
-        "iiii-jjjj-kkkk.duckdb": 1 * day,
+        f".{a}-{b}.x1.tmp": 2 * 3600,  # left by a writer killed two hours ago
+        f".{a}-{b}.x1.tmp.wal": 2 * 3600,
+        f".{a}-{c}.x2.tmp": 10,  # a writer at work now
+        f"{a}-{b}-{c}.duckdb": 31 * day,  # unused for a month
+        f"{d}-{e}.seen": 31 * day,
+        f"{b}-{c}-{d}.duckdb": 2 * day,  # used recently
+        f"{c}-{d}-{e}.duckdb": 1 * day,
+        f"{d}-{e}-{f}.duckdb": 40,
+        # not opscope's: never touched, whatever their age or size
+        "warehouse.duckdb": 40 * day,
+        "notes.seen": 40 * day,
+        ".vimswap.tmp": 2 * 3600,
     }
     for name, age in left.items():
         path = cache / name
         path.write_bytes(b"x" * 1000)
         past = time.time() - age
         os.utime(path, (past, past))
-    monkeypatch.setattr(snapshot, "MAX_BYTES", 0)  # no room: least recently used go first
+    # room for the new snapshot and 2,000 bytes: the two least recently used go
+    monkeypatch.setattr(snapshot, "MAX_BYTES", 0)
+    kept = _kept(crm_dir, tmp_path / "measure")
+    monkeypatch.setattr(snapshot, "MAX_BYTES", kept.stat().st_size + 2000)
     kept = _kept(crm_dir, cache)
-    assert sorted(p.name for p in cache.iterdir()) == [".running-writer.tmp", kept.name]
-    monkeypatch.setattr(snapshot, "MAX_BYTES", 2 * 1024**3)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [
+            f".{a}-{c}.x2.tmp",
+            f"{c}-{d}-{e}.duckdb",
+            f"{d}-{e}-{f}.duckdb",
+            "warehouse.duckdb",
+            "notes.seen",
+            ".vimswap.tmp",
+            kept.name,
+        ]
+    )
 
 
 def test_a_large_file_modified_just_now_gets_no_snapshot_until_it_is_older(
@@ -302,3 +320,49 @@ def test_the_cli_keeps_snapshots_in_the_cache_folder_unless_told_not_to(
             if r["deal_stage"] == "Won" and "2017-10-01" <= r["close_date"] < "2018-01-01"
         ]
     assert first["metrics"]["revenue.won"] == sum(won)
+
+
+def test_a_rep_whose_deals_name_two_teams_is_shown_in_the_latest_one(tmp_path: Path) -> None:
+    # Row order differs between a fresh load (the file's) and a snapshot (by close date):
+    # the rep's team must not depend on it.
+    folder, cache = tmp_path / "deals", tmp_path / "cache"
+    folder.mkdir()
+    lines = ["id,owner,team,region,stage,engaged_date,close_date,amount"]
+    for rep in ("Ann", "Bob", "Cy"):
+        for i in range(15):  # moved from West/South to East/North in November
+            lines.append(f"{rep}-e{i},{rep},East,North,Won,2017-10-01,2017-11-{i + 10},100")
+            lines.append(f"{rep}-w{i},{rep},West,South,Won,2017-09-01,2017-10-{i + 1:02},100")
+    (folder / "deals.csv").write_text("\n".join(lines) + "\n")
+    past = time.time() - 60
+    os.utime(folder / "deals.csv", (past, past))
+    mapping = {"deals": {"file": "deals.csv", "won_stages": ["Won"], "lost_stages": ["Lost"]}}
+    source = SourceConfig.model_validate({"path": str(folder), "mapping": mapping})
+    request = ReportRequest(parse_period("2017-Q4", now=NOW), "UTC", NOW)
+    boards = []
+    for _ in range(3):  # fresh, fresh (keeps the snapshot), from the snapshot
+        data = load_source(source, cache=cache)
+        doc = build_report("sales_performance", data, request)
+        boards.append(
+            {k: v for k, v in doc.metrics.items() if k.startswith(("team.", "region.", "rep."))}
+        )
+        data.close()
+    assert len(list(cache.glob("*.duckdb"))) == 1
+    assert boards[0] == boards[1] == boards[2]
+    assert boards[2]["team.East.revenue"] == 9000  # 3 reps × 30 deals × 100, all in East
+    assert "team.West.revenue" not in boards[2]
+
+
+def test_a_one_file_source_whose_name_looks_like_a_pattern_is_fingerprinted(
+    crm_dir: Path, tmp_path: Path
+) -> None:
+    folder, cache = _copy(crm_dir, tmp_path / "crm"), tmp_path / "cache"
+    deals = folder / "pipeline[1].csv"  # as a pattern, "[1]" would match "pipeline1.csv"
+    (folder / "sales_pipeline.csv").rename(deals)
+    _kept(deals, cache)
+    deals.write_text(deals.read_text(encoding="utf-8").replace(",Won,", ",Lost,"))
+    data = _load(deals, cache)
+    try:
+        assert _database(data) == ""
+        assert _won_revenue(data) == 0
+    finally:
+        data.close()

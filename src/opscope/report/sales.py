@@ -493,28 +493,38 @@ def _stage_lines(
 def _leaderboard(data: Dataset, request: ReportRequest) -> tuple[list[dict[str, Any]], list[str]]:
     """Every rep (from owners and from deals), with revenue, won, lost, win rate, average deal
     and rank by revenue (ties share a rank; reps with no closed deals have none and come last,
-    after reps whose revenue is negative)."""
+    after reps whose revenue is negative). A rep's team and region are those of their latest
+    deal (by close, else created date) that names one, else the owners table's."""
     period = request.period
-    # One pass over the deals: each owner's team and region (any of the deal rows') and
-    # closed-deal figures in the period; the owners table adds reps without deals.
+    # One pass over the deals: each owner's team and region (those of the owner's latest deal
+    # that has one: a rep who moved is shown where they are now; ties go to the greatest
+    # name, so that the choice does not depend on the rows' order) and closed-deal figures in
+    # the period; the owners table adds reps without deals and fills what deals leave empty.
     listed = (
-        "SELECT owner, team, region FROM owners WHERE owner IS NOT NULL UNION ALL "
+        "SELECT owner, min(team) AS team, min(region) AS region FROM owners "
+        "WHERE owner IS NOT NULL GROUP BY owner"
         if "owners" in data.tables
-        else ""
+        else "SELECT NULL::VARCHAR AS owner, NULL::VARCHAR AS team, NULL::VARCHAR AS region "
+        "WHERE false"
     )
+    latest = f"coalesce(close_date, {FIRST_DATE})"
     in_period = "close_date >= ? AND close_date < ? AND status <> 'open'"
     rows = data.con.execute(
         f"""
         WITH closed AS (
-            SELECT owner, any_value(team) AS team, any_value(region) AS region,
+            SELECT owner,
+                   arg_max(team, {{'at': {latest}, 'name': team}}) AS team,
+                   arg_max(region, {{'at': {latest}, 'name': region}}) AS region,
                    coalesce(sum(amount) FILTER ({in_period} AND status = 'won'), 0) AS revenue,
                    count(*) FILTER ({in_period} AND status = 'won') AS won,
                    count(*) FILTER ({in_period} AND status = 'lost') AS lost,
                    count(amount) FILTER ({in_period} AND status = 'won') AS priced
             FROM deals WHERE owner IS NOT NULL GROUP BY owner),
+        listed AS ({listed}),
         reps AS (
-            SELECT owner, any_value(team) AS team, any_value(region) AS region FROM (
-                {listed}SELECT owner, team, region FROM closed) GROUP BY owner)
+            SELECT owner, coalesce(c.team, l.team) AS team,
+                   coalesce(c.region, l.region) AS region
+            FROM closed c FULL OUTER JOIN listed l USING (owner))
         SELECT r.owner, r.team, r.region, coalesce(c.revenue, 0), coalesce(c.won, 0),
                coalesce(c.lost, 0), coalesce(c.priced, 0)
         FROM reps r LEFT JOIN closed c USING (owner)

@@ -30,8 +30,9 @@ hash of the file's own bytes, checked before it is opened (DuckDB checks a block
 query reads it, after the report has started). Files are written under a temporary name and
 renamed into place, so a reader never sees a partial snapshot and two processes loading the
 same source at once each write a whole file. Writing one removes that identity's older
-snapshots, temporary files left by killed writers, and anything not used for
-:data:`MAX_AGE_S`; the folder is then cut to :data:`MAX_BYTES`, least recently used first. The
+snapshots, temporary files left by killed writers, and snapshots not used for
+:data:`MAX_AGE_S`; the snapshots are then cut to :data:`MAX_BYTES`, least recently used first.
+Only files with the names this module gives are ever removed (the folder may be shared). The
 deals are stored sorted by close date, so that the period filters of the reports read only the
 row groups of their dates (DuckDB's zone maps).
 
@@ -45,10 +46,12 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -82,6 +85,11 @@ MAX_BYTES = 2 * 1024**3
 #: A temporary file this old (s) was left by a writer that was killed.
 _STALE_TEMPORARY_S = 3600
 _TABLE_SUFFIXES = (".csv", ".parquet", ".xlsx")
+_HEX = "[0-9a-f]{24}"
+#: The names of the files this module writes: snapshots, markers, temporary files.
+_OURS = re.compile(
+    rf"{_HEX}-{_HEX}-{_HEX}\.duckdb|{_HEX}-{_HEX}\.seen|\.{_HEX}-{_HEX}\..+\.tmp(\.wal)?"
+)
 
 
 def default_cache_dir() -> Path:
@@ -142,20 +150,39 @@ class SnapshotKey:
         )
 
 
-def _patterns(source_file: Path | None, mapping: ResolvedMapping) -> list[str] | None:
-    """File name patterns (``fnmatch``) of every file the load could read in the folder, or
-    ``None`` when a mapped file may lie outside it."""
-    patterns = [source_file.name] if source_file is not None else []
-    names = set(CANONICAL_COLUMNS) | set(mapping.tables)
-    patterns += [f"{table}{suffix}" for table in names for suffix in _TABLE_SUFFIXES]
+@dataclass(frozen=True)
+class _Names:
+    """The names of the files in a source's folder that the load could read: exact names, and
+    the mapping's ``file`` patterns (``fnmatch``, as ``glob`` reads them) as one regex."""
+
+    exact: frozenset[str]
+    patterns: re.Pattern[str] | None
+
+    def match(self, name: str) -> bool:
+        return name in self.exact or (
+            self.patterns is not None and self.patterns.fullmatch(name) is not None
+        )
+
+
+def _names(source_file: Path | None, mapping: ResolvedMapping) -> _Names | None:
+    """:class:`_Names` of a source (``source_file``: the deals file of a one-file source), or
+    ``None`` when a mapped file may lie outside the folder."""
+    exact = {source_file.name} if source_file is not None else set()
+    tables = set(CANONICAL_COLUMNS) | set(mapping.tables)
+    exact |= {f"{table}{suffix}" for table in tables for suffix in _TABLE_SUFFIXES}
+    patterns: list[str] = []
     for table in (mapping.deals, *mapping.tables.values()):
         name = table.file or ""
         if "/" in name or "\\" in name or name.startswith(".."):
             return None
-        if name:
+        if not name:
+            continue
+        if glob.has_magic(name):
+            patterns.append(fnmatch.translate(name))
+        else:  # the file, or the same stem exported as Parquet or Excel
             stem = name.rsplit(".", 1)[0] if "." in name else name
-            patterns += [name, *(f"{stem}{suffix}" for suffix in _TABLE_SUFFIXES)]
-    return patterns
+            exact |= {name, *(f"{stem}{suffix}" for suffix in _TABLE_SUFFIXES)}
+    return _Names(frozenset(exact), re.compile("|".join(patterns)) if patterns else None)
 
 
 def snapshot_key(
@@ -170,8 +197,8 @@ def snapshot_key(
     if source.kind not in (None, "files") or path.suffix.lower() in (".duckdb", ".ddb", ".db"):
         return None
     is_dir = path.is_dir()
-    patterns = _patterns(None if is_dir else path, mapping)
-    if patterns is None:
+    names = _names(None if is_dir else path, mapping)
+    if names is None:
         return None
     folder = path if is_dir else path.parent
     now = time.time_ns()
@@ -180,7 +207,7 @@ def snapshot_key(
     racy = False
     try:
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if not any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):
+            if not names.match(entry.name):
                 continue
             if not entry.is_file(follow_symlinks=True):
                 continue
@@ -201,6 +228,7 @@ def snapshot_key(
         "duckdb": duckdb.__version__,
         "pandas": _version("pandas"),
         "openpyxl": _version("openpyxl"),
+        "tzdata": _version("tzdata"),  # the country names misspellings are checked against
         "code": _code_hash(),
         "path": str(path),
         "source": source.model_dump(mode="json", exclude={"path", "mapping"}),
@@ -271,9 +299,9 @@ def seen_before(directory: Path, key: SnapshotKey) -> bool:
     left now when they were not): a snapshot is written on the second load, so that a one-off
     report does not pay for it."""
     marker = directory / f"{key.prefix}.seen"
-    if marker.is_file():
-        return True
     try:
+        if marker.is_file():
+            return True
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob(f"{key.identity[:24]}-*.seen"):
             _remove(old)
@@ -341,23 +369,22 @@ def _tidy(directory: Path, key: SnapshotKey, kept: Path) -> None:
     except OSError:
         return
     for path in entries:
-        if path == kept:
-            continue
+        name = path.name
+        if path == kept or not _OURS.fullmatch(name):
+            continue  # not a file of ours: never touched
         try:
             st = path.stat()
         except OSError:
             continue
-        name = path.name
-        if name.startswith(f"{key.identity[:24]}-") and name.endswith((".duckdb", ".seen")):
-            _remove(path)
-        elif name.startswith(".") and name.endswith((".tmp", ".tmp.wal")):
+        if name.startswith("."):
             if now - st.st_mtime > _STALE_TEMPORARY_S:
-                _remove(path)
-        elif name.endswith((".duckdb", ".seen")):
-            if now - st.st_mtime > MAX_AGE_S:
-                _remove(path)
-            elif name.endswith(".duckdb"):
-                snapshots.append((st.st_mtime, st.st_size, path))
+                _remove(path)  # left by a writer that was killed
+        elif name.startswith(f"{key.identity[:24]}-"):
+            _remove(path)  # this source's older snapshot or marker
+        elif now - st.st_mtime > MAX_AGE_S:
+            _remove(path)
+        elif name.endswith(".duckdb"):
+            snapshots.append((st.st_mtime, st.st_size, path))
     total = sum(size for _, size, _ in snapshots)
     with contextlib.suppress(OSError):
         total += kept.stat().st_size
