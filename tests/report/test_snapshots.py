@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from opscope.report import snapshot
 from opscope.report.building import ReportRequest, build_report
 from opscope.report.periods import parse_period
 from opscope.report.sources import Dataset, Progress, load_source
+from tests.conftest import require_tool
 from tests.report.conftest import NOW
 from tests.report.test_cli_report import run_cli
 
@@ -63,7 +66,9 @@ def _copy(crm_dir: Path, folder: Path) -> Path:
 
 
 def _won_revenue(data: Dataset) -> float:
-    row = data.con.execute("SELECT coalesce(sum(amount), 0) FROM deals WHERE status = 'won'").fetchone()
+    row = data.con.execute(
+        "SELECT coalesce(sum(amount), 0) FROM deals WHERE status = 'won'"
+    ).fetchone()
     assert row is not None
     return float(row[0])
 
@@ -366,3 +371,35 @@ def test_a_one_file_source_whose_name_looks_like_a_pattern_is_fingerprinted(
         assert _won_revenue(data) == 0
     finally:
         data.close()
+
+
+def test_a_cache_folder_that_cannot_be_entered_does_not_stop_the_report(
+    crm_dir: Path, tmp_path: Path
+) -> None:
+    # As another user than the cache's owner (a cache left by a `sudo` run): every access
+    # to the folder is refused, and the report is computed all the same.
+    locked = tmp_path / "locked"
+    (locked / "cache").mkdir(parents=True)
+    script = (
+        "from pathlib import Path\n"
+        "from opscope.config.reports import SourceConfig\n"
+        "from opscope.report.sources import load_source\n"
+        f"source = SourceConfig(path=Path({str(crm_dir)!r}), mapping='maven_crm')\n"
+        "for _ in range(3):\n"
+        f"    data = load_source(source, cache=Path({str(locked / 'cache')!r}))\n"
+        "    print(data.con.execute(\"SELECT sum(amount) FROM deals WHERE status = 'won'\")"
+        ".fetchone()[0])\n"
+        "    data.close()\n"
+    )
+    locked.chmod(0o000)
+    command = [sys.executable, "-c", script]
+    if os.geteuid() == 0:  # root enters any folder: without the capabilities that allow it
+        setpriv = require_tool("setpriv")
+        command = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--", *command]
+    try:
+        result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o700)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["10005534.0"] * 3
+    assert "Permission denied" in result.stderr  # logged as a warning
