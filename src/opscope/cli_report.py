@@ -111,9 +111,8 @@ def report(
     from opscope.report.building import REPORT_NAMES, ReportRequest, build_report
     from opscope.report.periods import WEEKDAYS, PeriodError, parse_period
     from opscope.report.periods import timezone as check_timezone
-    from opscope.report.schema import detect_preset
     from opscope.report.snapshot import default_cache_dir
-    from opscope.report.sources import load_source
+    from opscope.report.sources import detect_preset, load_source
 
     def fail(message: str, code: int) -> typer.Exit:
         # --json: the error in the API's JSON error shape on stdout, the exit code as usual

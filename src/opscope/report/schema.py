@@ -21,7 +21,6 @@ column holds each canonical column. Presets:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from opscope.config.reports import (
@@ -206,54 +205,3 @@ def resolve_mapping(mapping: MappingConfig) -> ResolvedMapping:
     if not isinstance(deals, DealsMapping):
         raise ValueError("the mapping has no deals table (give a preset or mapping.deals)")
     return ResolvedMapping(deals=deals, tables=tables)
-
-
-def detect_preset(path: Path) -> MappingPreset | None:
-    """The preset whose deals columns (its ``id`` and ``stage`` columns) the data at ``path``
-    has: a folder holding ``sales_pipeline.*`` is Maven's CRM dataset; else the header of the
-    file decides (a CSV file, the first sheet of an Excel workbook or a Parquet file's schema;
-    in a folder, its first CSV file). ``None`` when no preset fits or the file cannot be read
-    (the loader then says why)."""
-    if path.is_dir():
-        if any((path / f"sales_pipeline{s}").is_file() for s in (".csv", ".parquet", ".xlsx")):
-            return "maven_crm"
-        files = sorted(path.glob("*.csv"))
-        if not files:
-            return None
-        path = files[0]
-    if not path.is_file():
-        return None
-    header = _header(path)
-    for name, preset in PRESETS.items():
-        deals = preset.deals
-        assert deals is not None
-        if deals.columns["id"] in header and deals.columns["stage"] in header:
-            return name
-    return None
-
-
-def _header(path: Path) -> set[str]:
-    """The column names of a CSV, Excel or Parquet file (empty when it cannot be read)."""
-    import csv
-
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".xlsx", ".xlsm"):
-            from opscope.report.sources import _excel_header
-
-            return {h.strip() for h in _excel_header(path, None)}
-        if suffix == ".parquet":
-            import duckdb
-
-            with duckdb.connect() as con:
-                escaped = str(path).replace("'", "''")
-                rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{escaped}')").fetchall()
-            return {str(r[0]).strip() for r in rows}
-        if suffix != ".csv":
-            return set()
-        with path.open("rb") as f:
-            first = f.readline(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
-    except Exception:  # noqa: BLE001 - an unreadable file is the loader's to report
-        return set()
-    delimiter = max((",", ";", "\t", "|"), key=first.count)
-    return {h.strip() for h in next(csv.reader([first], delimiter=delimiter), [])}

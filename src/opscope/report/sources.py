@@ -40,6 +40,7 @@ table.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import glob
 import logging
@@ -52,9 +53,21 @@ from typing import Any, TypeVar, cast
 
 import duckdb
 
-from opscope.config.reports import CANONICAL_COLUMNS, DealsMapping, SourceConfig, TableMapping
+from opscope.config.reports import (
+    CANONICAL_COLUMNS,
+    DealsMapping,
+    MappingPreset,
+    SourceConfig,
+    TableMapping,
+)
 from opscope.errors import MappingError, SourceError
-from opscope.report.schema import LOOKUPS, ResolvedMapping, column_kind, resolve_mapping
+from opscope.report.schema import (
+    LOOKUPS,
+    PRESETS,
+    ResolvedMapping,
+    column_kind,
+    resolve_mapping,
+)
 from opscope.report.snapshot import (
     SnapshotKey,
     open_snapshot,
@@ -612,6 +625,51 @@ def _excel_header(path: Path, sheet: str | None) -> list[str]:
     return _excel_names(rows[0]) if rows else []
 
 
+def detect_preset(path: Path) -> MappingPreset | None:
+    """The preset whose deals columns (its ``id`` and ``stage`` columns) the data at ``path``
+    has: a folder holding ``sales_pipeline.*`` is Maven's CRM dataset; else the header of the
+    file decides (a CSV file, the first sheet of an Excel workbook or a Parquet file's schema;
+    in a folder, its first CSV file). ``None`` when no preset fits or the file cannot be read
+    (the loader then says why)."""
+    if path.is_dir():
+        if any((path / f"sales_pipeline{s}").is_file() for s in (".csv", ".parquet", ".xlsx")):
+            return "maven_crm"
+        files = sorted(path.glob("*.csv"))
+        if not files:
+            return None
+        path = files[0]
+    if not path.is_file():
+        return None
+    header = _header(path)
+    for name, preset in PRESETS.items():
+        deals = preset.deals
+        assert deals is not None
+        if deals.columns["id"] in header and deals.columns["stage"] in header:
+            return name
+    return None
+
+
+def _header(path: Path) -> set[str]:
+    """The column names of a CSV, Excel or Parquet file (empty when it cannot be read)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".xlsx", ".xlsm"):
+            return {h.strip() for h in _excel_header(path, None)}
+        if suffix == ".parquet":
+            with duckdb.connect() as con:
+                escaped = str(path).replace("'", "''")
+                rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{escaped}')").fetchall()
+            return {str(r[0]).strip() for r in rows}
+        if suffix != ".csv":
+            return set()
+        with path.open("rb") as f:
+            first = f.readline(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
+    except Exception:  # noqa: BLE001 - an unreadable file is the loader's to report
+        return set()
+    delimiter = max((",", ";", "\t", "|"), key=first.count)
+    return {h.strip() for h in next(csv.reader([first], delimiter=delimiter), [])}
+
+
 def _excel_frame(
     path: Path, sheet: str | None, numbers: Collection[str] = (), decimal: str = "."
 ) -> Any:
@@ -673,7 +731,6 @@ def _csv_problem(path: Path) -> str | None:
     """What makes ``path`` unreadable as CSV, as ``FILE:LINE: problem``, or ``None`` when no
     problem is found. Checks, in this order: UTF-8 text, RFC 4180 quoting, and every row having
     as many fields as the header (Python's ``csv`` module, with the header's delimiter)."""
-    import csv
 
     with path.open("rb") as f:
         for number, line in enumerate(f, start=1):
