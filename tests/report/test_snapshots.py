@@ -308,8 +308,15 @@ def test_the_cli_keeps_snapshots_in_the_cache_folder_unless_told_not_to(
     monkeypatch.setenv("OPSCOPE_CACHE_DIR", str(cache))
     args = ["report", "sales_performance", "--data", str(crm_dir), "--mapping", "maven_crm"]
     args += ["--period", "2017-Q4", "--format", "json"]
-    runs = [(["--no-cache"], "a", 0), (["--no-cache"], "b", 0), ([], "c", 0), ([], "d", 1)]
-    runs.append(([], "e", 1))
+    # (flags, output folder, snapshots after the run): none with --no-cache, and the second
+    # cached run over the same files writes the one the third reads
+    runs = [
+        (["--no-cache"], "a", 0),
+        (["--no-cache"], "b", 0),
+        ([], "c", 0),
+        ([], "d", 1),
+        ([], "e", 1),
+    ]
     for flags, out, snapshots in runs:
         result = run_cli(*args, *flags, "--out", str(tmp_path / out))
         assert result.returncode == 0, result.stderr
